@@ -1,0 +1,127 @@
+"""The ``edge`` command: check, run, simulate and demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections import Counter
+from pathlib import Path
+
+from edge import __version__
+from edge.config import ConfigError, LoadedConfig, load_config
+from edge.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+
+def _load_or_report(path: str) -> LoadedConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} error(s) in {path}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    s = loaded.settings
+    points = sum(len(d.points) for d in s.devices)
+    rule_types = Counter(r.type for r in s.rules)
+    print(f"config OK: {', '.join(loaded.files)} (digest {loaded.digest})")
+    print(f"site {s.site.id} ({s.site.name or 'unnamed'}), gateway {s.gateway.id}, "
+          f"topics {s.topic_root}/...")
+    print(f"buses: {len(s.buses)}")
+    for bus in s.buses:
+        where = f"{bus.host}:{bus.port}" if bus.type == "modbus_tcp" else \
+            f"{bus.port} {bus.baudrate} {bus.bytesize}{bus.parity}{bus.stopbits}"
+        devices = [d.id for d in s.devices if d.bus == bus.id]
+        print(f"  {bus.id:<12} {bus.type:<11} {where}  devices: {', '.join(devices) or '-'}")
+    print(f"devices: {len(s.devices)}, points: {points}")
+    print(f"rules: {len(s.rules)}" + (
+        f" ({', '.join(f'{n} {t}' for t, n in sorted(rule_types.items()))})" if s.rules else ""))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    from edge.gateway import Gateway
+
+    return asyncio.run(Gateway(loaded).run())
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    from drivers.simulator import ReservoirModel, load_value_script, serve
+
+    levels = loaded.settings.site.levels
+    model = ReservoirModel(flood_limit=levels.get("flood_limit", 123.5), period_s=args.period_s)
+    script = load_value_script(Path(args.values)) if args.values else None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(loaded.settings, model, script))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    return run_demo(Path(args.config), args.seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge", description="reservoir-edge gateway")
+    parser.add_argument("--version", action="version", version=f"reservoir-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", required=True,
+                       help="a YAML file, or a directory whose *.yaml files are merged")
+
+    def with_log_level(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+
+    p = sub.add_parser("check", help="validate a configuration and print a summary")
+    with_config(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", help="run the gateway in the foreground")
+    with_config(p)
+    with_log_level(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("simulate", help="serve the configuration's Modbus TCP devices")
+    with_config(p)
+    with_log_level(p)
+    p.add_argument("--values", help="YAML script pinning points to values over time")
+    p.add_argument("--period-s", type=float, default=120.0,
+                   help="seconds between simulated storms (default 120)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulator + broker + gateway, printing what arrives")
+    p.add_argument("-c", "--config", default=str(Path(__file__).parent.parent / "config"
+                                                 / "demo.yaml"))
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop after this many seconds (default: until Ctrl-C)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

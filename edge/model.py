@@ -1,0 +1,86 @@
+"""The typed records that flow between the daemon's stages.
+
+drivers → ``Reading`` → store → rules → ``AlarmTransition`` → outbox → uplink. Each stage
+takes and returns these records and nothing else, so a stage can be tested or replaced
+without knowing another's internals.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+Quality = Literal["good", "suspect", "bad"]
+Severity = Literal["warning", "alarm", "critical"]
+AlarmState = Literal["raised", "escalated", "de-escalated", "cleared", "acknowledged"]
+
+SEVERITY_RANK: dict[str, int] = {"warning": 1, "alarm": 2, "critical": 3}
+
+
+def now_ms() -> int:
+    """Wall-clock time in UTC epoch milliseconds: the timestamp of every reading."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one point, stamped when it was acquired.
+
+    ``value`` is the engineering value (None when the read failed); ``raw`` is the number
+    decoded from the wire before scaling and calibration, kept so a wrong calibration can
+    be corrected afterwards from the store.
+    """
+
+    device: str
+    point: str
+    ts_ms: int
+    value: float | None
+    unit: str
+    quality: Quality
+    raw: float | None = None
+    reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.device}/{self.point}"
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """What one poll of one device produced: its readings and how the bus behaved."""
+
+    bus: str
+    device: str
+    readings: tuple[Reading, ...]
+    requests: int
+    ok: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmTransition:
+    """A change of an alarm's state, as stored and published on ``alarms``."""
+
+    alarm_id: str
+    rule: str
+    device: str
+    point: str
+    severity: Severity | None
+    state: AlarmState
+    value: float | None
+    limit: float | None
+    ts_ms: int
+    message: str
+    side: str = ""  # 'above' / 'below': which side of the limit, kept to resume after restart
+    extra: dict[str, float | str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A message waiting in the outbox for its broker acknowledgement."""
+
+    seq: int
+    kind: Literal["telemetry", "alarm"]
+    created_ms: int
+    payload: str

@@ -1,0 +1,271 @@
+"""The local SQLite store: readings, alarm state, the outbox and the message sequence.
+
+One poll cycle is one transaction: its readings, the telemetry message that carries them
+and every alarm transition they caused are committed together, each message with its
+``seq``, before anything is published. A crash or power cut therefore loses either a
+whole cycle that was never acknowledged to anyone, or nothing.
+
+The class is synchronous and not thread-safe on purpose: the daemon gives it one
+dedicated thread (see ``StoreWorker``) so SQLite never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import sqlite_utils
+import structlog
+
+from edge.model import AlarmTransition, OutboxEntry, Reading, now_ms
+
+log = structlog.get_logger("edge.store")
+
+T = TypeVar("T")
+
+TelemetryBuilder = Callable[[int, Sequence[Reading]], str]
+AlarmBuilder = Callable[[int, AlarmTransition], str]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAlarm:
+    alarm_id: str
+    rule: str
+    device: str
+    point: str
+    severity: str
+    state: str
+    acked: bool
+    raised_ms: int
+    updated_ms: int
+    value: float | None
+    limit: float | None
+    message: str
+    side: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int
+    alarms: int
+    oldest_created_ms: int | None
+
+
+class StoreError(Exception):
+    """The store could not be opened or written; the message says which file and why."""
+
+
+class Store:
+    def __init__(self, path: Path, synchronous: Literal["full", "normal"] = "full") -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"store {path}: cannot switch to WAL journal mode (got {mode})")
+        self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            # Keep running on a damaged file rather than refusing to poll: readings still
+            # land in the intact pages, and the health topic carries the verdict.
+            log.error("store_integrity_failed", path=str(path), detail=check)
+        self.integrity = check
+        self._create_schema()
+        row = self._conn.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
+        self._seq = int(row[0]) if row else 0
+
+    def _create_schema(self) -> None:
+        db = sqlite_utils.Database(self._conn)
+        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db["readings"].create(
+            {"id": int, "ts_ms": int, "device": str, "point": str, "value": float,
+             "raw": float, "quality": str, "reason": str},
+            pk="id", if_not_exists=True,
+        )
+        db["readings"].create_index(["device", "point", "ts_ms"], if_not_exists=True)
+        db["outbox"].create(
+            {"seq": int, "kind": str, "created_ms": int, "payload": str},
+            pk="seq", if_not_exists=True,
+        )
+        db["outbox"].create_index(["kind", "seq"], if_not_exists=True)
+        db["alarms"].create(
+            {"alarm_id": str, "rule": str, "device": str, "point": str, "severity": str,
+             "state": str, "acked": int, "raised_ms": int, "updated_ms": int,
+             "value": float, "limit_value": float, "message": str, "side": str},
+            pk="alarm_id", if_not_exists=True,
+        )
+        db["alarm_events"].create(
+            {"seq": int, "alarm_id": str, "state": str, "severity": str, "ts_ms": int,
+             "value": float, "limit_value": float, "message": str},
+            pk="seq", if_not_exists=True,
+        )
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def commit_cycle(
+        self,
+        readings: Sequence[Reading],
+        transitions: Sequence[AlarmTransition],
+        telemetry_payload: TelemetryBuilder,
+        alarm_payload: AlarmBuilder,
+    ) -> list[int]:
+        """Store readings and transitions and queue their messages, atomically.
+
+        Returns the seqs queued. On any error the transaction is rolled back and the
+        in-memory seq counter is restored, so a failed write never leaves a gap.
+        """
+        seq_before = self._seq
+        created = now_ms()
+        queued: list[int] = []
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if readings:
+                conn.executemany(
+                    "INSERT INTO readings (ts_ms, device, point, value, raw, quality, reason)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    [(r.ts_ms, r.device, r.point, r.value, r.raw, r.quality, r.reason)
+                     for r in readings],
+                )
+                seq = self._next_seq()
+                conn.execute(
+                    "INSERT INTO outbox (seq, kind, created_ms, payload) VALUES (?,?,?,?)",
+                    (seq, "telemetry", created, telemetry_payload(seq, readings)),
+                )
+                queued.append(seq)
+            for transition in transitions:
+                seq = self._next_seq()
+                self._record_transition(seq, transition)
+                conn.execute(
+                    "INSERT INTO outbox (seq, kind, created_ms, payload) VALUES (?,?,?,?)",
+                    (seq, "alarm", created, alarm_payload(seq, transition)),
+                )
+                queued.append(seq)
+            if queued:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('seq', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (str(self._seq),),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            self._seq = seq_before
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return queued
+
+    def _record_transition(self, seq: int, t: AlarmTransition) -> None:
+        self._conn.execute(
+            "INSERT INTO alarm_events (seq, alarm_id, state, severity, ts_ms, value, "
+            "limit_value, message) VALUES (?,?,?,?,?,?,?,?)",
+            (seq, t.alarm_id, t.state, t.severity, t.ts_ms, t.value, t.limit, t.message),
+        )
+        if t.state == "raised":
+            self._conn.execute(
+                "INSERT OR REPLACE INTO alarms (alarm_id, rule, device, point, severity, state,"
+                " acked, raised_ms, updated_ms, value, limit_value, message, side)"
+                " VALUES (?,?,?,?,?,?,0,?,?,?,?,?,?)",
+                (t.alarm_id, t.rule, t.device, t.point, t.severity, t.state, t.ts_ms,
+                 t.ts_ms, t.value, t.limit, t.message, t.side),
+            )
+        elif t.state == "acknowledged":
+            self._conn.execute(
+                "UPDATE alarms SET acked=1, updated_ms=? WHERE alarm_id=?",
+                (t.ts_ms, t.alarm_id),
+            )
+        else:
+            self._conn.execute(
+                "UPDATE alarms SET state=?, severity=COALESCE(?, severity), updated_ms=?,"
+                " value=?, limit_value=?, message=?, side=? WHERE alarm_id=?",
+                (t.state, t.severity, t.ts_ms, t.value, t.limit, t.message, t.side,
+                 t.alarm_id),
+            )
+
+    def ack_outbox(self, seqs: Iterable[int]) -> int:
+        """Remove messages the broker has acknowledged."""
+        rows = [(s,) for s in seqs]
+        if not rows:
+            return 0
+        cur = self._conn.executemany("DELETE FROM outbox WHERE seq=?", rows)
+        return cur.rowcount
+
+    # --- reading -------------------------------------------------------------------------
+
+    def pending(self, kind: str, after_seq: int, limit: int) -> list[OutboxEntry]:
+        rows = self._conn.execute(
+            "SELECT seq, kind, created_ms, payload FROM outbox WHERE kind=? AND seq>? "
+            "ORDER BY seq LIMIT ?",
+            (kind, after_seq, limit),
+        ).fetchall()
+        return [OutboxEntry(r["seq"], r["kind"], r["created_ms"], r["payload"]) for r in rows]
+
+    def outbox_stats(self) -> OutboxStats:
+        row = self._conn.execute(
+            "SELECT COUNT(*), SUM(kind='alarm'), MIN(created_ms) FROM outbox"
+        ).fetchone()
+        return OutboxStats(int(row[0]), int(row[1] or 0), row[2])
+
+    def active_alarms(self) -> list[ActiveAlarm]:
+        rows = self._conn.execute(
+            "SELECT * FROM alarms WHERE state != 'cleared' ORDER BY raised_ms"
+        ).fetchall()
+        return [
+            ActiveAlarm(r["alarm_id"], r["rule"], r["device"], r["point"], r["severity"],
+                        r["state"], bool(r["acked"]), r["raised_ms"], r["updated_ms"],
+                        r["value"], r["limit_value"], r["message"], r["side"] or "")
+            for r in rows
+        ]
+
+    def readings(self, device: str, point: str, from_ms: int, to_ms: int,
+                 limit: int = 10_000) -> list[Reading]:
+        rows = self._conn.execute(
+            "SELECT ts_ms, value, raw, quality, reason FROM readings WHERE device=? AND point=?"
+            " AND ts_ms>=? AND ts_ms<=? ORDER BY ts_ms LIMIT ?",
+            (device, point, from_ms, to_ms, limit),
+        ).fetchall()
+        return [Reading(device, point, r["ts_ms"], r["value"], "", r["quality"], r["raw"],
+                        r["reason"]) for r in rows]
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def close(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("store_checkpoint_failed", error=str(exc))
+        self._conn.close()
+
+
+class StoreWorker:
+    """Runs every store call on one dedicated thread, awaitable from the event loop."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="store"
+        )
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.store.close()

@@ -1,0 +1,255 @@
+"""MQTT uplink: drains the outbox to the broker and deletes only what the broker acked.
+
+Store-and-forward as the platform needs it on a flaky 4G link:
+
+* a message leaves the outbox only on the PUBACK of its own message id, never when
+  ``publish()`` returns (losing the seconds before an outage is noticed is the classic
+  failure of other gateways, see lessons.md);
+* at most ``max_inflight`` messages are unacknowledged at once, so memory stays bounded
+  however long the backlog; the backlog itself lives on disk;
+* alarms go first; then live telemetry and the backlog share the window, so current data
+  keeps flowing while an old backlog drains; backlog messages are marked ``replay``.
+
+paho runs its network loop in its own thread; its callbacks hop onto the event loop
+with ``call_soon_threadsafe`` and all state here is touched only from the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.config import GatewaySettings
+from edge.model import OutboxEntry, now_ms
+from edge.payloads import mark_replay, status_payload
+from edge.store import Store, StoreWorker
+
+log = structlog.get_logger("edge.uplink")
+
+
+@dataclass
+class UplinkHealth:
+    connected: bool = False
+    connects: int = 0
+    disconnects: int = 0
+    published: int = 0
+    acked: int = 0
+    last_connect_ms: int | None = None
+
+
+class MqttUplink:
+    def __init__(self, settings: GatewaySettings, store: StoreWorker) -> None:
+        self.settings = settings
+        self.store = store
+        self.root = settings.topic_root
+        self.topics = {"telemetry": f"{self.root}/telemetry", "alarm": f"{self.root}/alarms"}
+        self.window = settings.mqtt.max_inflight
+        self.health = UplinkHealth()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
+        self._acked: list[int] = []
+        self._ack_wake = asyncio.Event()
+        # Streams of seqs to send. paho itself re-sends its unacknowledged messages after a
+        # reconnect, so within one process each seq is handed to paho once; after a
+        # restart whatever is left in the outbox is sent again (same seq: at-least-once).
+        # Backlog = what was queued before this process ran or while the link was down;
+        # it is sent oldest first and marked "replay". Live = queued while connected.
+        self._alarm_cursor = 0
+        self._live_cursor = store.store.last_seq
+        self._backlog: list[list[int]] = (
+            [[0, store.store.last_seq]] if store.store.last_seq else []
+        )
+        self._stopping = False
+        self.client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.settings.mqtt
+        client_id = cfg.client_id or f"reservoir-edge-{self.settings.site.id}-" \
+                                     f"{self.settings.gateway.id}"
+        # A persistent session keeps the broker-side state of our in-flight QoS 1
+        # messages across reconnects.
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password())
+        client.will_set(f"{self.root}/status", status_payload("offline"), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=max(1, round(cfg.reconnect_min_s)),
+                                   max_delay=max(1, round(cfg.reconnect_max_s)))
+        client.max_inflight_messages_set(self.window)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    # --- paho thread -> event loop -------------------------------------------------------
+
+    def _call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self._call(self._connected, not reason_code.is_failure, str(reason_code))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self._call(self._disconnected, str(reason_code))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self._call(self._puback, mid, reason_code.is_failure)
+
+    # --- event loop side -----------------------------------------------------------------
+
+    def _connected(self, ok: bool, reason: str) -> None:
+        if not ok:
+            log.warning("mqtt_connect_refused", reason=reason)
+            return
+        self.health.connected = True
+        self.health.connects += 1
+        self.health.last_connect_ms = now_ms()
+        # What was queued during the outage joins the backlog; only what is queued from
+        # now on counts as live.
+        last = self.store.store.last_seq
+        if last > self._live_cursor:
+            self._backlog.append([self._live_cursor, last])
+            self._live_cursor = last
+        log.info("mqtt_connected", host=self.settings.mqtt.host, port=self.settings.mqtt.port)
+        self.client.publish(f"{self.root}/status", status_payload("online"), qos=1, retain=True)
+        self._wake.set()
+
+    def _disconnected(self, reason: str) -> None:
+        if self.health.connected:
+            self.health.disconnects += 1
+            log.warning("mqtt_disconnected", reason=reason, inflight=len(self._inflight))
+        self.health.connected = False
+
+    def _puback(self, mid: int, failed: bool) -> None:
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
+            return  # the status message, or a duplicate ack
+        if failed:
+            # An MQTT 5 broker refused it: it stays in the outbox and is sent again after
+            # the next restart, rather than being deleted unseen.
+            log.error("mqtt_publish_refused", seq=seq)
+        else:
+            self._acked.append(seq)
+            self._ack_wake.set()
+        self._wake.set()
+
+    def notify(self) -> None:
+        """New messages were committed to the outbox."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        cfg = self.settings.mqtt
+        self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self.client.loop_start()
+        ack_task = asyncio.create_task(self._ack_writer(), name="outbox-acks")
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                if self.health.connected:
+                    await self._fill_window()
+        finally:
+            ack_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ack_task
+            await self._write_acks()
+
+    async def _fill_window(self) -> None:
+        while self.health.connected and not self._stopping:
+            room = self.window - len(self._inflight)
+            if room <= 0:
+                return
+            entries = await self.store.call(self._next_batch, room)
+            if not entries:
+                return
+            for entry, replay in entries:
+                payload = mark_replay(entry.payload) if replay else entry.payload
+                info = self.client.publish(self.topics[entry.kind], payload, qos=1)
+                self._inflight[info.mid] = entry.seq
+                self.health.published += 1
+
+    def _next_batch(self, room: int) -> list[tuple[OutboxEntry, bool]]:
+        """Runs on the store thread: the next messages to send, in priority order."""
+        store: Store = self.store.store
+        alarms = store.pending("alarm", self._alarm_cursor, room)
+        if alarms:
+            self._alarm_cursor = alarms[-1].seq
+        batch = [(e, False) for e in alarms]
+        room -= len(alarms)
+        if room <= 0:
+            return batch
+        # Live data gets at least half the remaining window so it stays current while a
+        # long backlog drains.
+        live = store.pending("telemetry", self._live_cursor, max(1, room // 2))
+        if live:
+            self._live_cursor = live[-1].seq
+        room -= len(live)
+        while room > 0 and self._backlog:
+            low, high = self._backlog[0]
+            older = [e for e in store.pending("telemetry", low, room) if e.seq <= high]
+            if not older:
+                self._backlog.pop(0)
+                continue
+            self._backlog[0][0] = older[-1].seq
+            batch += [(e, True) for e in older]
+            room -= len(older)
+        return batch + [(e, False) for e in live]
+
+    @property
+    def backlog_ranges(self) -> int:
+        return len(self._backlog)
+
+    async def _ack_writer(self) -> None:
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            # Batch deletes: one transaction per burst of acks rather than per message.
+            await asyncio.sleep(0.05)
+            await self._write_acks()
+
+    async def _write_acks(self) -> None:
+        if not self._acked:
+            return
+        seqs, self._acked = self._acked, []
+        try:
+            await self.store.call(self.store.store.ack_outbox, seqs)
+        except Exception:
+            # Not deleting is safe: the message is sent again later and the platform
+            # drops the duplicate by seq.
+            log.exception("outbox_ack_write_failed", count=len(seqs))
+            return
+        self.health.acked += len(seqs)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until nothing is in flight (or the timeout); True if fully drained."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._inflight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await self._write_acks()
+        return not self._inflight
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Publish ``offline``, disconnect cleanly and stop the network thread."""
+        self._stopping = True
+        self._wake.set()
+        if self.health.connected:
+            info = self.client.publish(f"{self.root}/status", status_payload("offline"),
+                                       qos=1, retain=True)
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while not info.is_published() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
+        self.client.disconnect()
+        await asyncio.get_running_loop().run_in_executor(None, self.client.loop_stop)
