@@ -33,8 +33,10 @@ PositiveFiniteFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 ZERO_READING_TOLERANCE_DIGITS = 1.0
 """How far (in frequency-modulus units) the certificate's zero may sit from its zero reading.
 
-Certificates print rounded coefficients, and one digit is the resolution of a VW reader, so a
-zero check stricter than the pressure change over one digit would reject genuine certificates.
+Certificates print coefficients to a few significant figures, so a constant worked out by hand
+misses the zero reading slightly. The pressure change over one digit (about 0.05–0.1 kPa on a
+typical gauge) absorbs that rounding yet still catches a constant belonging to another zero
+reading, such as the factory's instead of the site's.
 """
 
 

@@ -42,7 +42,9 @@ class ReservoirModel:
     flood_limit: float = 123.5
     period_s: float = 120.0
     amplitude_m: float = 1.0
-    peak_rain_mm_per_min: float = 2.0
+    # Time is compressed: a whole storm passes in half a period, so its total is fixed
+    # rather than its intensity (60 mm: an orange rainstorm signal over 3 h in real time).
+    storm_total_mm: float = 60.0
     lag_s: float = 10.0
     started: float = field(default_factory=time.monotonic)
 
@@ -50,34 +52,33 @@ class ReservoirModel:
         return time.monotonic() - self.started
 
     def rain_rate(self, t: float) -> float:
-        """mm/min: a storm during the first half of each period."""
+        """mm/s: a storm during the first half of each period, sin² shaped."""
         phase = math.sin(2 * math.pi * t / self.period_s)
-        return self.peak_rain_mm_per_min * max(0.0, phase) ** 2
+        # ∫ sin² over half a period is period/4, hence the factor.
+        return self.storm_total_mm * 4 / self.period_s * max(0.0, phase) ** 2
 
     def rain_total(self, t: float) -> float:
-        """mm since start: the integral of ``rain_rate`` (closed form of sin²)."""
+        """mm since start: the closed-form integral of ``rain_rate``."""
         period = self.period_s
         cycles, rest = divmod(t, period)
-        half = period / 2
-        per_storm = self.peak_rain_mm_per_min * half / 2 / 60  # ∫ sin² over half a period
-        within = min(rest, half)
-        partial = (within / 2 - period / (8 * math.pi) * math.sin(4 * math.pi * within / period))
-        return cycles * per_storm + self.peak_rain_mm_per_min * partial / 60
+        within = min(rest, period / 2)
+        partial = within / 2 - period / (8 * math.pi) * math.sin(4 * math.pi * within / period)
+        return (cycles + partial * 4 / period) * self.storm_total_mm
 
     def water_level(self, t: float) -> float:
-        # The level peaks lag_s after the storm; base + amplitude overtops the flood limit.
+        # Lowest as the storm begins, highest a quarter period after its peak; base +
+        # amplitude overtops the flood-limit level by 0.4 amplitudes.
         base = self.flood_limit - 0.6 * self.amplitude_m
-        phase = 2 * math.pi * (t - self.lag_s - self.period_s / 4) / self.period_s
-        return base + self.amplitude_m * 0.5 * (1 + math.sin(phase))
+        return base + self.amplitude_m * 0.5 * (1 - math.cos(2 * math.pi * t / self.period_s))
 
     def value(self, point: PointConfig, t: float) -> float:
         q = point.quantity
         if q == "water_level":
             return self.water_level(t)
         if q == "rainfall_counter":
-            return (self.rain_total(t) / 0.5) % 65536
+            return float(int(self.rain_total(t) / 0.5) % 65536)  # 0.5 mm per tip
         if q == "rainfall":
-            return self.rain_rate(t) * 5  # a 5-minute sum at the current intensity
+            return self.rain_rate(t) * 300  # a 5-minute sum at the current intensity
         if q == "seepage_pressure":
             # The piezometer sits 12 m below the flood limit and follows the reservoir
             # with three lags of delay: kPa of water above it.

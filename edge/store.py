@@ -214,6 +214,14 @@ class Store:
         ).fetchall()
         return [OutboxEntry(r["seq"], r["kind"], r["created_ms"], r["payload"]) for r in rows]
 
+    def last_telemetry_seq_before(self, after_seq: int, created_before_ms: int) -> int:
+        """The highest queued telemetry seq above ``after_seq`` created before a time."""
+        row = self._conn.execute(
+            "SELECT MAX(seq) FROM outbox WHERE kind='telemetry' AND seq>? AND created_ms<?",
+            (after_seq, created_before_ms),
+        ).fetchone()
+        return int(row[0] or after_seq)
+
     def outbox_stats(self) -> OutboxStats:
         row = self._conn.execute(
             "SELECT COUNT(*), SUM(kind='alarm'), MIN(created_ms) FROM outbox"

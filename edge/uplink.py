@@ -31,6 +31,10 @@ from edge.store import Store, StoreWorker
 
 log = structlog.get_logger("edge.uplink")
 
+# Telemetry older than this when the link comes up is delivered late: it is sent from the
+# backlog, oldest first, and marked "replay".
+REPLAY_AGE_S = 10
+
 
 @dataclass
 class UplinkHealth:
@@ -65,6 +69,7 @@ class MqttUplink:
         self._backlog: list[list[int]] = (
             [[0, store.store.last_seq]] if store.store.last_seq else []
         )
+        self._pending_cut = False
         self._stopping = False
         self.client = self._make_client()
 
@@ -112,14 +117,10 @@ class MqttUplink:
         self.health.connected = True
         self.health.connects += 1
         self.health.last_connect_ms = now_ms()
-        # What was queued during the outage joins the backlog; only what is queued from
-        # now on counts as live.
-        last = self.store.store.last_seq
-        if last > self._live_cursor:
-            self._backlog.append([self._live_cursor, last])
-            self._live_cursor = last
+        self._wake.set()
         log.info("mqtt_connected", host=self.settings.mqtt.host, port=self.settings.mqtt.port)
         self.client.publish(f"{self.root}/status", status_payload("online"), qos=1, retain=True)
+        self._pending_cut = True
         self._wake.set()
 
     def _disconnected(self, reason: str) -> None:
@@ -156,6 +157,9 @@ class MqttUplink:
                 await self._wake.wait()
                 self._wake.clear()
                 if self.health.connected:
+                    if self._pending_cut:
+                        self._pending_cut = False
+                        await self.store.call(self._cut_backlog)
                     await self._fill_window()
         finally:
             ack_task.cancel()
@@ -176,6 +180,18 @@ class MqttUplink:
                 info = self.client.publish(self.topics[entry.kind], payload, qos=1)
                 self._inflight[info.mid] = entry.seq
                 self.health.published += 1
+
+    def _cut_backlog(self) -> None:
+        """After a (re)connect: what waited longer than REPLAY_AGE_S becomes backlog.
+
+        Runs on the store thread. Messages queued in the last seconds (the first poll of
+        a fresh start, say) are still current and go out as live data.
+        """
+        cut = self.store.store.last_telemetry_seq_before(self._live_cursor,
+                                                         now_ms() - REPLAY_AGE_S * 1000)
+        if cut > self._live_cursor:
+            self._backlog.append([self._live_cursor, cut])
+            self._live_cursor = cut
 
     def _next_batch(self, room: int) -> list[tuple[OutboxEntry, bool]]:
         """Runs on the store thread: the next messages to send, in priority order."""

@@ -352,9 +352,7 @@ def test_reader_frequency_from_reference_register() -> None:
         ({"zero_barometric_kpa": 101.3}, "go together"),
     ],
 )
-def test_inconsistent_companion_config_rejected(
-    overrides: dict[str, object], message: str
-) -> None:
+def test_inconsistent_companion_config_rejected(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         vw(**overrides)
 

@@ -25,7 +25,7 @@ def test_standard_bucket_sizes_accepted(size: float) -> None:
 
 @pytest.mark.parametrize("size", [0.3, 1.0, 0.0, -0.5])
 def test_non_standard_bucket_size_rejected(size: float) -> None:
-    with pytest.raises(ValidationError, match="mm_per_tip must be one of 0.1, 0.2, 0.5"):
+    with pytest.raises(ValidationError, match=r"mm_per_tip must be one of 0\.1, 0\.2, 0\.5"):
         TippingBucketCounter(mm_per_tip=size)
 
 
@@ -136,6 +136,12 @@ def test_device_reset_counts_tips_since_reset() -> None:
     rain = tracker(mm_per_tip=0.5)
     rain.update(30000, T0)
     assert rain.update(12, T0 + FIVE_MIN_MS) == RainIncrement(6.0, 12, 300.0, ("counter_reset",))
+
+
+def test_reset_count_at_the_ceiling_is_still_plausible() -> None:
+    rain = tracker(mm_per_tip=0.5)
+    rain.update(30000, T0)
+    assert rain.update(40, T0 + FIVE_MIN_MS) == RainIncrement(20.0, 40, 300.0, ("counter_reset",))
 
 
 def test_reset_to_zero() -> None:

@@ -1,0 +1,127 @@
+"""``edge demo``: a simulated reservoir, a private broker and the gateway, on loopback.
+
+Prints what a district platform subscribed to the gateway receives: readings as they are
+polled and alarms as the simulated flood passes the flood-limit level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def _clock(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000).strftime("%H:%M:%S")
+
+
+def _print_message(topic: str, body: dict[str, Any]) -> None:
+    kind = topic.rsplit("/", 1)[-1]
+    if kind == "telemetry":
+        for r in body.get("readings", []):
+            value = "—" if r["value"] is None else f"{r['value']:.3f}".rstrip("0").rstrip(".")
+            note = "" if r["quality"] == "good" else f"  [{r['quality']}: {r.get('reason')}]"
+            replay = "  (replay)" if body.get("replay") else ""
+            print(f"{_clock(r['ts'])}  seq {body['seq']:>5}  reading  "
+                  f"{r['device']}/{r['point']:<14} {value:>9} {r['unit']}{note}{replay}")
+    elif kind == "alarms":
+        a = body["alarm"]
+        print(f"{_clock(a['ts'])}  seq {body['seq']:>5}  ALARM    {a['state'].upper():<12} "
+              f"{a['severity']:<8} {a['message']}")
+    elif kind == "status":
+        print(f"{_clock(body['ts'])}            status   gateway is {body['state']}")
+
+
+def run_demo(config_path: Path, seconds: float | None) -> int:
+    mosquitto = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if mosquitto is None:
+        print("The demo needs the Mosquitto MQTT broker. Install it with:\n"
+              "  sudo apt-get install -y mosquitto\n"
+              "(scripts/demo does this for you on Debian.)", file=sys.stderr)
+        return 1
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    work = Path(tempfile.mkdtemp(prefix="reservoir-edge-demo-"))
+    mqtt_port, modbus_port = _free_port(), _free_port()
+    config["mqtt"]["port"] = mqtt_port
+    config["store"]["path"] = str(work / "demo.db")
+    for bus in config["buses"]:
+        if bus["type"] == "modbus_tcp":
+            bus["port"] = modbus_port
+    site_file = work / "demo.yaml"
+    site_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    (work / "mosquitto.conf").write_text(
+        f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    root = f"{config['mqtt']['topic_prefix']}/{config['site']['id']}/{config['gateway']['id']}"
+    edge = [sys.executable, "-m", "edge"]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(args: list[str], log: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, stdout=(work / log).open("wb"), stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    print(f"reservoir-edge demo (work files in {work})")
+    try:
+        spawn([mosquitto, "-c", str(work / "mosquitto.conf")], "mosquitto.log")
+        if not _wait_for_port(mqtt_port):
+            print(f"mosquitto did not start; see {work / 'mosquitto.log'}", file=sys.stderr)
+            return 1
+        spawn([*edge, "simulate", "-c", str(site_file), "--period-s", "60"], "simulator.log")
+        _wait_for_port(modbus_port)
+        print(f"broker 127.0.0.1:{mqtt_port}  simulator 127.0.0.1:{modbus_port}  "
+              f"subscribed to {root}/#  (Ctrl-C to stop)\n")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-platform")
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{root}/#", qos=1)
+        client.on_message = lambda c, u, m: _print_message(m.topic, json.loads(m.payload))
+        client.connect("127.0.0.1", mqtt_port)
+        client.loop_start()
+        gateway = spawn([*edge, "run", "-c", str(site_file)], "gateway.log")
+        deadline = None if seconds is None else time.monotonic() + seconds
+        with contextlib.suppress(KeyboardInterrupt):
+            while deadline is None or time.monotonic() < deadline:
+                if gateway.poll() is not None:
+                    print(f"the gateway stopped; see {work / 'gateway.log'}", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+        print("\nstopping the gateway (it publishes 'offline' before it exits)...")
+        gateway.terminate()
+        gateway.wait(15)
+        time.sleep(0.5)
+        client.loop_stop()
+        client.disconnect()
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
