@@ -11,9 +11,11 @@ from collections.abc import Sequence
 
 import numpy
 
+from drivers.calibration import CalibrationError
 from drivers.readplan import ReadBlock
 from drivers.registers import RegisterDecodeError, decode_registers, extract_bit
-from edge.config import PointConfig
+from drivers.tipping_bucket import RainCounterTracker
+from edge.config import DeviceConfig, PointConfig
 from edge.model import Reading
 
 
@@ -49,3 +51,69 @@ def decode_point(device: str, point: PointConfig, block: ReadBlock,
 def failed_points(device: str, points: Sequence[PointConfig], ts_ms: int,
                   reason: str) -> list[Reading]:
     return [Reading(device, p.id, ts_ms, None, p.unit, "bad", None, reason) for p in points]
+
+
+class DeviceConversions:
+    """Per-device conversions that need more than one register or than one poll.
+
+    Calibrations may need companion points of the same poll (a vibrating-wire gauge's
+    thermistor); tipping-bucket counters need the previous poll's count. Both run after
+    every point of the device has been decoded, on engineering values.
+    """
+
+    def __init__(self, device: DeviceConfig) -> None:
+        self.device = device
+        self.points = {p.id: p for p in device.points}
+        self.rain = {p.id: RainCounterTracker(p.tipping_bucket)
+                     for p in device.points if p.tipping_bucket is not None}
+        self.calibrated = [p for p in device.points if p.calibration is not None]
+
+    def apply(self, readings: list[Reading]) -> list[Reading]:
+        if not self.rain and not self.calibrated:
+            return readings
+        by_point = {r.point: r for r in readings}
+        for point in self.calibrated:
+            reading = by_point.get(point.id)
+            if reading is not None and reading.quality == "good":
+                by_point[point.id] = self._calibrate(point, reading, by_point)
+        for point_id, tracker in self.rain.items():
+            reading = by_point.get(point_id)
+            if reading is not None and reading.quality == "good":
+                by_point[point_id] = self._rain(tracker, reading)
+        return [by_point[r.point] for r in readings]
+
+    def _calibrate(self, point: PointConfig, reading: Reading,
+                   by_point: dict[str, Reading]) -> Reading:
+        assert point.calibration is not None and reading.value is not None
+        companions = {
+            pid: r.value for pid, r in by_point.items()
+            if r.quality == "good" and r.value is not None and pid != point.id
+        }
+        try:
+            result = point.calibration.apply(reading.value, companions)
+        except CalibrationError as exc:
+            return Reading(reading.device, reading.point, reading.ts_ms, None, reading.unit,
+                           "bad", reading.raw, f"{exc.reason}: {exc}")
+        value = round(result.value, 9)
+        reason = ",".join(result.flags) or None
+        if point.range is not None and not point.range[0] <= value <= point.range[1]:
+            return Reading(reading.device, reading.point, reading.ts_ms, value, reading.unit,
+                           "bad", reading.raw, "out_of_range")
+        return Reading(reading.device, reading.point, reading.ts_ms, value, reading.unit,
+                       "good", reading.raw, reason)
+
+    def _rain(self, tracker: RainCounterTracker, reading: Reading) -> Reading:
+        assert reading.raw is not None
+        try:
+            increment = tracker.update(int(reading.raw), reading.ts_ms)
+        except ValueError as exc:
+            return Reading(reading.device, reading.point, reading.ts_ms, None, reading.unit,
+                           "bad", reading.raw, f"counter_error: {exc}")
+        if increment is None:
+            # The first count after a start only sets the baseline: the rain since the
+            # last poll of the previous run is unknown, not zero.
+            return Reading(reading.device, reading.point, reading.ts_ms, None, reading.unit,
+                           "suspect", reading.raw, "counter_baseline")
+        quality = "suspect" if increment.flags else "good"
+        return Reading(reading.device, reading.point, reading.ts_ms, increment.mm,
+                       reading.unit, quality, reading.raw, ",".join(increment.flags) or None)

@@ -24,7 +24,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
-from drivers.decode import decode_point, failed_points
+from drivers.decode import DeviceConversions, decode_point, failed_points
 from drivers.readplan import ReadBlock, plan_reads
 from edge.config import DeviceConfig, ModbusRtuBus, ModbusTcpBus
 from edge.model import PollResult, Reading, now_ms
@@ -85,6 +85,7 @@ class BusPoller:
         self.bus = bus
         self.devices = {d.id: d for d in devices}
         self.plans = {d.id: plan_reads(d.points, d.coalesce, d.max_gap) for d in devices}
+        self.conversions = {d.id: DeviceConversions(d) for d in devices}
         self.sink = sink
         self.health = BusHealth(devices={d.id: DeviceHealth() for d in devices})
         self._client = make_client(bus)
@@ -227,6 +228,7 @@ class BusPoller:
             readings.extend(decode_point(device.id, p, block, values, ts) for p in block.points)
             if self.bus.type == "modbus_rtu" and self.bus.inter_request_delay_s:
                 await asyncio.sleep(self.bus.inter_request_delay_s)
+        readings = self.conversions[device.id].apply(readings)
         ok = failure is None
         self._update_health(device, ok, failure, requests, readings)
         return PollResult(self.bus.id, device.id, tuple(readings), requests, ok, failure)

@@ -20,7 +20,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from drivers.calibration import Calibration
 from drivers.registers import REGISTER_TYPES, RegisterType, register_count
+from drivers.tipping_bucket import TippingBucketCounter
 from edge.configbase import StrictModel
 from edge.yamlsource import (
     ConfigProblem,
@@ -185,8 +187,20 @@ class PointConfig(StrictModel):
     register: RegisterConfig
     scale: float = 1.0
     offset: float = 0.0
+    # Applied after scale/offset: linear, polynomial, vibrating_wire, v_notch_weir.
+    calibration: Calibration | None = None
+    # The register is a tipping-bucket pulse counter: the reading becomes the rain (mm)
+    # since the previous poll, with wrap-around and device resets handled.
+    tipping_bucket: TippingBucketCounter | None = None
     # Physical range of the sensor; a value outside it is stored as bad, not alarmed on.
     range: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_conversion(self) -> PointConfig:
+        if self.calibration is not None and self.tipping_bucket is not None:
+            raise ValueError("a point is either a calibrated sensor or a tipping-bucket "
+                             "counter, not both")
+        return self
 
 
 class DeviceConfig(StrictModel):
@@ -412,7 +426,15 @@ def _cross_check(settings: GatewaySettings, doc: LocatedDocument) -> list[Config
             problem(("devices", d_index, "bus"),
                     f"device {device.id!r} refers to bus {device.bus!r}, which is not defined "
                     f"(buses: {', '.join(bus_ids) or 'none'})")
+        point_ids = [p.id for p in device.points]
         for p_index, point in enumerate(device.points):
+            companions = point.calibration.companion_points() if point.calibration else ()
+            for companion in companions:
+                if companion not in point_ids or companion == point.id:
+                    problem(("devices", d_index, "points", p_index, "calibration"),
+                            f"point {device.id}/{point.id} needs companion point {companion!r} "
+                            f"on the same device, which is not defined (points: "
+                            f"{', '.join(point_ids)})")
             if point.range and point.range[0] >= point.range[1]:
                 problem(("devices", d_index, "points", p_index, "range"),
                         f"range {list(point.range)} must be [min, max] with min < max")

@@ -120,10 +120,15 @@ class _Unary:
 
 
 @dataclass(frozen=True, slots=True)
-class _Binary:
-    operator: str
-    left: _Node
-    right: _Node
+class _Chain:
+    """``first op₁ x₁ op₂ x₂ …`` evaluated left to right.
+
+    A run of same-precedence operators is held flat rather than as a left-deep tree, so
+    a long sum of points cannot exhaust the interpreter stack when built or evaluated.
+    """
+
+    first: _Node
+    steps: tuple[tuple[str, _Node], ...]
     column: int
 
 
@@ -134,7 +139,7 @@ class _Call:
     column: int
 
 
-_Node = _Number | _PointRef | _ConstantRef | _Unary | _Binary | _Call
+_Node = _Number | _PointRef | _ConstantRef | _Unary | _Chain | _Call
 
 _BINARY_OPERATORS: dict[type[ast.operator], str] = {
     ast.Add: "+",
@@ -143,6 +148,12 @@ _BINARY_OPERATORS: dict[type[ast.operator], str] = {
     ast.Div: "/",
     ast.Pow: "**",
 }
+
+_PRECEDENCE_GROUPS: tuple[frozenset[str], ...] = (
+    frozenset({"+", "-"}),
+    frozenset({"*", "/"}),
+    frozenset({"**"}),
+)
 
 _REJECTED_OPERATORS: dict[type[ast.operator], str] = {
     ast.Mod: "%",
@@ -304,14 +315,31 @@ class _Builder:
             raise ExpressionError(f"invalid constant name {node.id!r}", column)
         return _ConstantRef(node.id, column)
 
-    def _binary(self, node: ast.BinOp, column: int) -> _Binary:
+    def _operator(self, node: ast.BinOp) -> str:
         symbol = _BINARY_OPERATORS.get(type(node.op))
         if symbol is None:
             rejected = _REJECTED_OPERATORS.get(type(node.op), type(node.op).__name__)
             raise ExpressionError(
                 f"operator '{rejected}' is not allowed", self._column_after(node.left)
             )
-        return _Binary(symbol, self.build(node.left), self.build(node.right), column)
+        return symbol
+
+    def _binary(self, node: ast.BinOp, column: int) -> _Chain:
+        group = next(g for g in _PRECEDENCE_GROUPS if self._operator(node) in g)
+        # ast nests a run like a - b + c to the left: ((a - b) + c). Walking down the
+        # left spine collects it; evaluating the steps left to right is the same fold.
+        steps: list[tuple[str, ast.expr]] = []
+        current: ast.expr = node
+        while isinstance(current, ast.BinOp):
+            symbol = self._operator(current)
+            if symbol not in group:
+                break
+            steps.append((symbol, current.right))
+            current = current.left
+        first = self.build(current)
+        return _Chain(
+            first, tuple((symbol, self.build(right)) for symbol, right in reversed(steps)), column
+        )
 
     def _call(self, node: ast.Call, column: int) -> _Call:
         if not isinstance(node.func, ast.Name):
@@ -363,9 +391,10 @@ def _collect(node: _Node, points: set[str], constants: set[str]) -> None:
             constants.add(name)
         case _Unary(operand=operand):
             _collect(operand, points, constants)
-        case _Binary(left=left, right=right):
-            _collect(left, points, constants)
-            _collect(right, points, constants)
+        case _Chain(first=first, steps=steps):
+            _collect(first, points, constants)
+            for _, operand in steps:
+                _collect(operand, points, constants)
         case _Call(args=args):
             for arg in args:
                 _collect(arg, points, constants)
@@ -400,10 +429,12 @@ def _evaluate(node: _Node, points: Mapping[str, float], constants: Mapping[str, 
         case _Unary(negate=negate, operand=operand):
             value = _evaluate(operand, points, constants)
             return -value if negate else value
-        case _Binary(operator=operator, left=left_node, right=right_node, column=column):
-            left = _evaluate(left_node, points, constants)
-            right = _evaluate(right_node, points, constants)
-            return _apply_binary(operator, left, right, column, right_node.column)
+        case _Chain(first=first, steps=steps, column=column):
+            value = _evaluate(first, points, constants)
+            for operator, operand in steps:
+                right = _evaluate(operand, points, constants)
+                value = _apply_binary(operator, value, right, column, operand.column)
+            return value
         case _Call(function=name, args=arg_nodes, column=column):
             args = [_evaluate(arg, points, constants) for arg in arg_nodes]
             try:

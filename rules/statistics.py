@@ -324,7 +324,7 @@ def hst_design_matrix(
     return np.column_stack(columns)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HstFit:
     """A fitted HST model.
 
@@ -388,6 +388,7 @@ def fit_hst(
     if n <= p:
         raise ValueError(f"HST fit needs more readings than its {p} coefficients, got {n}")
     coefficients, _, rank, _ = np.linalg.lstsq(design, obs, rcond=None)
+    coefficients.setflags(write=False)
     residuals = obs - design @ coefficients
     rss = float(residuals @ residuals)
     s = math.sqrt(rss / (n - int(rank)))
