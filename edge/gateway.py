@@ -13,7 +13,7 @@ import signal
 
 import structlog
 
-from drivers.modbus import BusPoller
+from drivers.registry import Poller, make_poller
 from edge.config import LoadedConfig
 from edge.model import PollResult
 from edge.payloads import alarm_payload, telemetry_payload
@@ -36,7 +36,7 @@ class Gateway:
         self.store: StoreWorker | None = None
         self.uplink: MqttUplink | None = None
         self.engine: RuleEngine | None = None
-        self.pollers: list[BusPoller] = []
+        self.pollers: dict[str, Poller] = {}
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -50,10 +50,10 @@ class Gateway:
             result = await self._queue.get()
             if result is None:
                 return
-            transitions = self.engine.evaluate(result.readings)
+            evaluation = self.engine.evaluate(result.readings)
             try:
-                await self.store.call(self.store.store.commit_cycle, result.readings,
-                                      transitions, telemetry_payload, alarm_payload)
+                await self.store.call(self.store.store.commit_cycle, evaluation.readings,
+                                      evaluation.transitions, telemetry_payload, alarm_payload)
             except Exception:
                 log.exception("store_commit_failed", device=result.device,
                               readings=len(result.readings))
@@ -74,7 +74,7 @@ class Gateway:
         for bus in settings.buses:
             devices = [d for d in settings.devices if d.bus == bus.id]
             if devices:
-                self.pollers.append(BusPoller(bus, devices, self._enqueue))
+                self.pollers[bus.id] = make_poller(bus, devices, self._enqueue)
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,11 +86,12 @@ class Gateway:
 
         uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
         pipeline_task = asyncio.create_task(self._pipeline(), name="pipeline")
-        bus_tasks = [asyncio.create_task(p.run(), name=f"bus:{p.bus.id}") for p in self.pollers]
+        bus_tasks = [asyncio.create_task(p.run(), name=f"bus:{bus_id}")
+                     for bus_id, p in self.pollers.items()]
 
         await self._stop.wait()
         log.info("gateway_stopping")
-        for poller in self.pollers:
+        for poller in self.pollers.values():
             poller.stop()
         await asyncio.gather(*bus_tasks, return_exceptions=True)
         await self._queue.put(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
@@ -15,6 +16,15 @@ from rules.base import Rule
 from rules.threshold import Level, ThresholdRule
 
 log = structlog.get_logger("rules.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What the rules made of one poll: the readings to store (with any quality the
+    screening changed, plus derived readings) and the alarm transitions they caused."""
+
+    readings: tuple[Reading, ...]
+    transitions: list[AlarmTransition]
 
 
 def build_rule(settings: GatewaySettings, config: ThresholdConfig) -> Rule:
@@ -40,7 +50,7 @@ class RuleEngine:
             if isinstance(rule, ThresholdRule):
                 rule.restore(alarm.severity, alarm.side)
 
-    def evaluate(self, readings: Sequence[Reading]) -> list[AlarmTransition]:
+    def evaluate(self, readings: Sequence[Reading]) -> Evaluation:
         transitions: list[AlarmTransition] = []
         for reading in readings:
             for rule in self.by_point.get(reading.key, ()):
@@ -56,4 +66,4 @@ class RuleEngine:
                     continue
                 if transition is not None:
                     transitions.append(transition)
-        return transitions
+        return Evaluation(tuple(readings), transitions)

@@ -1,0 +1,37 @@
+"""Which poller serves which bus type.
+
+Each bus type is served by one driver module; the daemon asks this registry for a poller
+and talks to it only through the ``Poller`` protocol, so adding a bus type never touches
+the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from drivers.modbus import BusHealth, BusPoller
+from edge.config import BusConfig, DeviceConfig
+from edge.model import PollResult
+
+PollSink = Callable[[PollResult], Awaitable[None]]
+
+
+class Poller(Protocol):
+    """One task per bus: polls its devices and hands each result to the sink."""
+
+    health: BusHealth
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None:
+        """Finish the current device poll, then return from ``run``."""
+
+    def poll_now(self) -> None:
+        """Make every device of the bus due now (the ``inspect`` command)."""
+
+
+def make_poller(bus: BusConfig, devices: list[DeviceConfig], sink: PollSink) -> Poller:
+    if bus.type in ("modbus_tcp", "modbus_rtu"):
+        return BusPoller(bus, devices, sink)
+    raise ValueError(f"no driver for bus type {bus.type!r}")
