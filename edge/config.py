@@ -92,8 +92,9 @@ class MqttConfig(StrictModel):
     password_file: Path | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     max_inflight: int = Field(default=20, ge=1, le=1000)
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    # Reconnect backoff: doubles from min to max, each wait drawn in [wait/2, wait].
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
+    reconnect_max_s: float = Field(default=10.0, gt=0, le=3600)
 
     def password(self) -> str | None:
         """Read the password from its environment variable or file (never logged)."""

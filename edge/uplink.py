@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -84,13 +85,23 @@ class MqttUplink:
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password())
         client.will_set(f"{self.root}/status", status_payload("offline"), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=max(1, round(cfg.reconnect_min_s)),
-                                   max_delay=max(1, round(cfg.reconnect_max_s)))
+        self._attempt = 0  # failed connection attempts in a row (paho thread only)
+        self._set_backoff(client)
         client.max_inflight_messages_set(self.window)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_connect_fail = self._on_connect_fail
         return client
+
+    def _set_backoff(self, client: mqtt.Client) -> None:
+        """Jittered exponential backoff: many gateways of a district must not reconnect
+        in lockstep when the platform's broker comes back."""
+        cfg = self.settings.mqtt
+        ceiling = min(cfg.reconnect_max_s, cfg.reconnect_min_s * 2 ** self._attempt)
+        delay = random.uniform(ceiling / 2, ceiling)
+        # min == max makes paho wait exactly this long before its next attempt.
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
 
     # --- paho thread -> event loop -------------------------------------------------------
 
@@ -100,9 +111,18 @@ class MqttUplink:
                 self._loop.call_soon_threadsafe(fn, *args)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        if not reason_code.is_failure:
+            self._attempt = 0
+            self._set_backoff(client)
         self._call(self._connected, not reason_code.is_failure, str(reason_code))
 
+    def _on_connect_fail(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
+        self._attempt += 1
+        self._set_backoff(client)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self._attempt += 1
+        self._set_backoff(client)
         self._call(self._disconnected, str(reason_code))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]

@@ -27,9 +27,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[Broker]:
-    """A broker of this test alone, which it may stop and restart."""
+    """A persistent broker of this test alone, which it may stop and restart."""
     _require_mosquitto()
-    b = Broker(tmp_path)
+    b = Broker(tmp_path, persistent=True)
     b.start()
     yield b
     b.stop()

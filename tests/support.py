@@ -43,14 +43,20 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class Broker:
     """A private mosquitto on a free loopback port, stoppable to simulate outages."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, persistent: bool = False,
+                 extra: str = "") -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = workdir / f"mosquitto-{self.port}.conf"
+        # Persistence keeps sessions and queued QoS 1 messages across a restart, as a
+        # production broker would.
+        store = (f"persistence true\npersistence_location {workdir}/\n"
+                 f"persistence_file mosquitto-{self.port}.db\n" if persistent
+                 else "persistence false\n")
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{store}"
+            f"max_queued_messages 100000\n{extra}"
         )
         self.log = workdir / f"mosquitto-{self.port}.log"
 
@@ -62,18 +68,39 @@ class Broker:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen broker cannot handle SIGTERM
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the broker keeps the TCP connection open but acknowledges nothing."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def crash(self) -> None:
+        """SIGKILL: connections drop mid-flight and unsaved broker state is lost."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
 
 class Recorder:
     """A platform-side subscriber that records every message it receives."""
 
-    def __init__(self, port: int, topic: str = "#") -> None:
+    def __init__(self, port: int, topic: str = "#", persistent: bool = False) -> None:
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self._cond = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{time.time_ns()}")
+        # A persistent session: the platform gets what the broker queued while this
+        # subscriber was reconnecting after a broker restart.
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{time.time_ns()}",
+                                  clean_session=not persistent)
+        self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.connect("127.0.0.1", port, keepalive=10)

@@ -1,0 +1,122 @@
+"""Store-and-forward across broker outages, gateway crashes and a broker that never acks."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import (
+    Broker,
+    EdgeProcess,
+    Recorder,
+    free_port,
+    site_config,
+    start_edge,
+    wait_for_port,
+)
+
+ROOT = "reservoir/test-site/gw-test"
+
+
+def start_site(tmp_path: Path, broker: Broker, interval: float = 1.0) -> tuple[Path, EdgeProcess]:
+    modbus_port = free_port()
+    config = site_config(tmp_path, broker.port, modbus_port, interval=interval, rules=[])
+    script = tmp_path / "values.yaml"
+    script.write_text(yaml.safe_dump({"level-1/water_level": [[0, 123.0]]}))
+    sim = start_edge(["simulate", "-c", str(config), "--values", str(script)],
+                     tmp_path / "sim.log")
+    wait_for_port(modbus_port)
+    return config, sim
+
+
+def stored(tmp_path: Path) -> tuple[int, set[tuple[str, str, int]], int]:
+    """(last seq, every stored reading, outbox depth) straight from the gateway's store."""
+    conn = sqlite3.connect(tmp_path / "edge.db")
+    try:
+        seq = int(conn.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0])
+        rows = {(d, p, t) for d, p, t in conn.execute(
+            "SELECT device, point, ts_ms FROM readings")}
+        depth = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return seq, rows, depth
+    finally:
+        conn.close()
+
+
+def received(rec: Recorder) -> tuple[list[int], set[tuple[str, str, int]]]:
+    messages = rec.on("/telemetry")
+    seqs = [m["seq"] for m in messages]
+    rows = {(r["device"], r["point"], r["ts"]) for m in messages for r in m["readings"]}
+    return seqs, rows
+
+
+@pytest.mark.parametrize("kill_during_outage", [False, True],
+                         ids=["outage", "outage-with-gateway-sigkill"])
+def test_every_reading_polled_during_a_30s_outage_arrives(
+        tmp_path: Path, private_broker: Broker, kill_during_outage: bool) -> None:
+    config, sim = start_site(tmp_path, private_broker)
+    rec = Recorder(private_broker.port, f"{ROOT}/#", persistent=True)
+    gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw.log")
+    try:
+        rec.wait_for(lambda r: len(r.on("/telemetry")) >= 4, 20, "telemetry before outage")
+        private_broker.stop()
+        outage_start = time.monotonic()
+        if kill_during_outage:
+            time.sleep(12)
+            gateway.kill()  # SIGKILL: no flush, no goodbye
+            gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw2.log")
+        time.sleep(max(0.0, 30 - (time.monotonic() - outage_start)))
+        seq_at_restart, _, depth = stored(tmp_path)
+        assert depth >= 25, "the outage's telemetry must be waiting in the outbox"
+        private_broker.start()
+        rec.wait_for(lambda r: set(range(1, seq_at_restart + 1)) <= set(received(r)[0]),
+                     30, f"every seq up to {seq_at_restart}")
+        assert gateway.stop() == 0, gateway.output()
+    finally:
+        gateway.kill()
+        sim.kill()
+        rec.close()
+
+    last_seq, stored_rows, depth = stored(tmp_path)
+    seqs, got_rows = received(rec)
+    assert depth == 0
+    assert sorted(set(seqs)) == list(range(1, last_seq + 1)), "no seq may be missing"
+    assert stored_rows == got_rows, "every stored reading reached the subscriber"
+    # The backlog is replayed oldest first and marked as replay.
+    replayed = [m["seq"] for m in rec.on("/telemetry") if m.get("replay")]
+    assert len(replayed) >= 25
+    assert replayed == sorted(replayed)
+
+
+def test_nothing_leaves_the_outbox_without_a_puback(tmp_path: Path,
+                                                    private_broker: Broker) -> None:
+    config, sim = start_site(tmp_path, private_broker, interval=0.5)
+    rec = Recorder(private_broker.port, f"{ROOT}/#", persistent=True)
+    gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw.log")
+    try:
+        rec.wait_for(lambda r: len(r.on("/telemetry")) >= 4, 20, "telemetry")
+        seq_before, _, _ = stored(tmp_path)
+        private_broker.freeze()  # connection open, nothing acknowledged
+        time.sleep(5)
+        seq_frozen, _, depth = stored(tmp_path)
+        assert seq_frozen - seq_before >= 8
+        # Every message queued during the freeze is still in the outbox.
+        assert depth >= seq_frozen - seq_before
+        private_broker.crash()  # the connection drops with messages in flight
+        time.sleep(2)
+        _, _, depth_after_drop = stored(tmp_path)
+        assert depth_after_drop >= depth
+        private_broker.start()
+        rec.wait_for(lambda r: set(range(seq_before + 1, seq_frozen + 1)) <= set(
+            received(r)[0]), 30, "the messages of the freeze")
+        assert gateway.stop() == 0
+    finally:
+        gateway.kill()
+        sim.kill()
+        rec.close()
+    last_seq, _, depth = stored(tmp_path)
+    assert depth == 0
+    assert set(received(rec)[0]) >= set(range(seq_before + 1, last_seq + 1))
