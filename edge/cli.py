@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from edge.gateway import Gateway
 
-    return asyncio.run(Gateway(loaded).run())
+    return asyncio.run(Gateway(loaded, args.config).run())
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

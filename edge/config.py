@@ -241,6 +241,19 @@ class ThresholdRule(StrictModel):
 RuleConfig = Annotated[ThresholdRule, Field(discriminator="type")]
 
 
+class HealthConfig(StrictModel):
+    # How often the health topic and the local status file are refreshed.
+    interval_s: float = Field(default=60.0, ge=1, le=3600)
+
+
+class CommandsConfig(StrictModel):
+    enabled: bool = True
+    # Commands refused by this gateway, e.g. [reload_config, ack_alarm] on a site where
+    # only the keeper on site may change state.
+    disabled: list[Literal["inspect", "ack_alarm", "get_status", "reload_config",
+                           "get_readings"]] = Field(default_factory=list)
+
+
 class GatewaySettings(StrictModel):
     """The whole configuration of one gateway."""
 
@@ -251,6 +264,8 @@ class GatewaySettings(StrictModel):
     buses: list[BusConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
 
     def bus(self, bus_id: str) -> ModbusTcpBus | ModbusRtuBus:
         return next(b for b in self.buses if b.id == bus_id)

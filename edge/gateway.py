@@ -9,13 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
+import time
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from drivers.registry import Poller, make_poller
-from edge.config import LoadedConfig
-from edge.model import PollResult
+from edge import __version__
+from edge.commands import (
+    STATE_CHANGING,
+    AckAlarmArgs,
+    CommandFailed,
+    CommandRouter,
+    GetReadingsArgs,
+)
+from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
+from edge.configbase import StrictModel
+from edge.hostinfo import (
+    CpuMeter,
+    clock_before_release,
+    clock_synchronized,
+    disk_free_bytes,
+    rss_bytes,
+    store_size_bytes,
+)
+from edge.model import PollResult, Reading, now_ms
 from edge.payloads import alarm_payload, telemetry_payload
 from edge.store import Store, StoreWorker
 from edge.uplink import MqttUplink
@@ -25,32 +47,58 @@ from rules.engine import RuleEngine
 log = structlog.get_logger("edge.gateway")
 
 SHUTDOWN_DRAIN_S = 5.0
+INSPECT_TIMEOUT_S = 30.0
+STATUS_FILE = "status.json"
 
 
 class Gateway:
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, config_path: str | Path | None = None) -> None:
         self.loaded = loaded
-        self.settings = loaded.settings
+        self.config_path = Path(config_path) if config_path else None
         self._queue: asyncio.Queue[PollResult | None] = asyncio.Queue(maxsize=256)
         self._stop = asyncio.Event()
         self.store: StoreWorker | None = None
         self.uplink: MqttUplink | None = None
+        self._uplink_task: asyncio.Task[None] | None = None
         self.engine: RuleEngine | None = None
         self.pollers: dict[str, Poller] = {}
+        self._bus_tasks: dict[str, asyncio.Task[None]] = {}
+        self.latest: dict[str, Reading] = {}
+        self.last_poll: dict[str, int] = {}  # device -> epoch ms of its last poll result
+        self._poll_event = asyncio.Event()
+        self._started = time.monotonic()
+        self._cpu = CpuMeter()
+        self._reload_lock = asyncio.Lock()
+        self.reloads = 0
+
+    @property
+    def settings(self) -> GatewaySettings:
+        return self.loaded.settings
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    # --- acquisition -> store -------------------------------------------------------------
 
     async def _enqueue(self, result: PollResult) -> None:
         await self._queue.put(result)
 
     async def _pipeline(self) -> None:
-        assert self.store is not None and self.engine is not None and self.uplink is not None
+        assert self.store is not None
         while True:
             result = await self._queue.get()
             if result is None:
                 return
-            evaluation = self.engine.evaluate(result.readings)
+            assert self.engine is not None and self.uplink is not None
+            readings = result.readings
+            if clock_before_release(now_ms()):
+                # A clock before this release's date is wrong (no RTC after a power cut):
+                # keep the readings, but say their timestamps cannot be trusted.
+                readings = tuple(
+                    Reading(r.device, r.point, r.ts_ms, r.value, r.unit,
+                            "bad" if r.quality == "bad" else "suspect", r.raw,
+                            r.reason or "clock_invalid") for r in readings)
+            evaluation = self.engine.evaluate(readings)
             try:
                 await self.store.call(self.store.store.commit_cycle, evaluation.readings,
                                       evaluation.transitions, telemetry_payload, alarm_payload)
@@ -58,49 +106,322 @@ class Gateway:
                 log.exception("store_commit_failed", device=result.device,
                               readings=len(result.readings))
                 continue
+            for reading in evaluation.readings:
+                self.latest[reading.key] = reading
+            self.last_poll[result.device] = now_ms()
+            self._poll_event.set()
             self.uplink.notify()
+
+    def _start_bus(self, bus_id: str) -> None:
+        bus = self.settings.bus(bus_id)
+        devices = [d for d in self.settings.devices if d.bus == bus.id]
+        if not devices:
+            return
+        poller = make_poller(bus, devices, self._enqueue)
+        self.pollers[bus.id] = poller
+        self._bus_tasks[bus.id] = asyncio.create_task(poller.run(), name=f"bus:{bus.id}")
+
+    async def _stop_bus(self, bus_id: str) -> None:
+        poller = self.pollers.pop(bus_id, None)
+        task = self._bus_tasks.pop(bus_id, None)
+        if poller is not None:
+            poller.stop()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    # --- uplink ---------------------------------------------------------------------------
+
+    def _make_uplink(self) -> MqttUplink:
+        assert self.store is not None
+        router = self._router()
+        subscriptions = (router.subscription,) if self.settings.commands.enabled else ()
+        uplink = MqttUplink(self.settings, self.store, subscriptions, self._on_message)
+        self._commands = router
+        return uplink
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            reply = await self._commands.handle(topic, payload)
+        except Exception:  # a command must never take the daemon down
+            log.exception("command_failed", topic=topic)
+            return
+        if reply is not None and self.uplink is not None:
+            self.uplink.publish_now(reply.topic, reply.payload)
+            log.info("command_answered", topic=topic, ok='"ok":true' in reply.payload)
+
+    def _router(self) -> CommandRouter:
+        handlers = {
+            "inspect": self._cmd_inspect,
+            "ack_alarm": self._cmd_ack_alarm,
+            "get_status": self._cmd_get_status,
+            "reload_config": self._cmd_reload_config,
+            "get_readings": self._cmd_get_readings,
+        }
+        disabled = frozenset(self.settings.commands.disabled)
+        return CommandRouter(self.settings.topic_root, handlers, disabled)  # type: ignore[arg-type]
+
+    # --- commands -------------------------------------------------------------------------
+
+    async def _cmd_get_status(self, _: StrictModel) -> dict[str, Any]:
+        return await self.health_snapshot()
+
+    async def _cmd_get_readings(self, args: StrictModel) -> dict[str, Any]:
+        assert isinstance(args, GetReadingsArgs) and self.store is not None
+        if args.to_ms < args.from_ms:
+            raise CommandFailed("args.to: must not be before args.from")
+        device, point = args.point.split("/", 1)
+        known = {f"{d.id}/{p.id}" for d, p in self.settings.iter_points()}
+        if args.point not in known and args.point not in self.latest:
+            raise CommandFailed(f"args.point: unknown point {args.point!r}")
+        rows = await self.store.call(self.store.store.readings, device, point, args.from_ms,
+                                     args.to_ms, args.limit + 1)
+        return {
+            "point": args.point,
+            "readings": [{"ts": r.ts_ms, "value": r.value, "raw": r.raw,
+                          "quality": r.quality, "reason": r.reason}
+                         for r in rows[: args.limit]],
+            "truncated": len(rows) > args.limit,
+        }
+
+    async def _cmd_ack_alarm(self, args: StrictModel) -> dict[str, Any]:
+        assert isinstance(args, AckAlarmArgs)
+        assert self.engine is not None and self.store is not None and self.uplink is not None
+        transition = self.engine.book.acknowledge(args.alarm_id, now_ms())
+        if transition is None:
+            active = [a.alarm_id for a in self.engine.book.active.values()]
+            raise CommandFailed(f"no unacknowledged active alarm {args.alarm_id!r} "
+                                f"(active: {', '.join(active) or 'none'})")
+        await self.store.call(self.store.store.commit_cycle, (), [transition],
+                              telemetry_payload, alarm_payload)
+        self.uplink.notify()
+        return {"alarm_id": args.alarm_id, "acknowledged": True}
+
+    async def _cmd_reload_config(self, _: StrictModel) -> dict[str, Any]:
+        problems = await self.reload()
+        if problems:
+            raise CommandFailed("configuration refused, the running one stays: "
+                                + " | ".join(problems))
+        return {"config": self.loaded.digest, "reloads": self.reloads}
+
+    async def _cmd_inspect(self, _: StrictModel) -> dict[str, Any]:
+        """Poll every device now and report every point and device (one-click inspection)."""
+        requested = now_ms()
+        for poller in self.pollers.values():
+            poller.poll_now()
+        devices = {d.id for d in self.settings.devices}
+        deadline = time.monotonic() + INSPECT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if all(self.last_poll.get(d, 0) >= requested for d in devices):
+                break
+            self._poll_event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_event.wait(), 0.5)
+        return self.inspection_report(requested)
+
+    def inspection_report(self, requested_ms: int) -> dict[str, Any]:
+        now = now_ms()
+        active = self.engine.book.active.values() if self.engine else []
+        alarms_by_point: dict[str, list[dict[str, Any]]] = {}
+        for alarm in active:
+            alarms_by_point.setdefault(f"{alarm.device}/{alarm.point}", []).append(
+                {"id": alarm.alarm_id, "rule": alarm.rule, "severity": alarm.severity,
+                 "acked": alarm.acked})
+        points = []
+        for device, point in self.settings.iter_points():
+            key = f"{device.id}/{point.id}"
+            reading = self.latest.get(key)
+            points.append({
+                "point": key, "unit": point.unit,
+                "value": reading.value if reading else None,
+                "quality": reading.quality if reading else "bad",
+                "reason": (reading.reason if reading else "never_read"),
+                "age_s": round((now - reading.ts_ms) / 1000, 1) if reading else None,
+                "fresh": bool(reading and reading.ts_ms >= requested_ms),
+                "alarms": alarms_by_point.get(key, []),
+            })
+        return {"ts": now, "devices": self._device_states(), "points": points}
+
+    def _device_states(self) -> list[dict[str, Any]]:
+        states = []
+        for bus_id, poller in self.pollers.items():
+            for device_id, h in poller.health.devices.items():
+                states.append({
+                    "device": device_id, "bus": bus_id, "online": h.online,
+                    "last_good_ms": h.last_good_ms, "polls": h.polls, "errors": h.errors,
+                    "consecutive_failures": h.consecutive_failures,
+                    "requests_per_cycle": h.requests_last_cycle, "last_error": h.last_error,
+                })
+        return states
+
+    # --- health ---------------------------------------------------------------------------
+
+    async def health_snapshot(self) -> dict[str, Any]:
+        assert self.store is not None
+        stats = await self.store.call(self.store.store.outbox_stats)
+        now = now_ms()
+        uplink = self.uplink.health if self.uplink else None
+        load1, load5, _ = os.getloadavg()
+        db = self.settings.store.path
+        return {
+            "ts": now,
+            "version": __version__,
+            "config": self.loaded.digest,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "outbox": {
+                "depth": stats.depth, "alarms": stats.alarms,
+                "oldest_age_s": round((now - stats.oldest_created_ms) / 1000, 1)
+                if stats.oldest_created_ms else None,
+                "inflight": self.uplink.inflight if self.uplink else 0,
+                "last_seq": self.store.store.last_seq,
+            },
+            "uplink": {"connected": uplink.connected, "connects": uplink.connects,
+                       "disconnects": uplink.disconnects, "published": uplink.published,
+                       "acked": uplink.acked} if uplink else None,
+            "buses": {bus_id: {"connected": p.health.connected, "cycles": p.health.cycles}
+                      for bus_id, p in self.pollers.items()},
+            "devices": self._device_states(),
+            "active_alarms": len(self.engine.book.active) if self.engine else 0,
+            "store": {"size_bytes": store_size_bytes(db), "disk_free_bytes":
+                      disk_free_bytes(db.parent), "integrity": self.store.store.integrity},
+            "process": {"cpu_percent": self._cpu.sample(), "rss_bytes": rss_bytes(),
+                        "load1": load1, "load5": load5},
+            "clock": {"synchronized": clock_synchronized(),
+                      "before_release": clock_before_release(now)},
+            "reloads": self.reloads,
+        }
+
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                snapshot = await self.health_snapshot()
+                self._write_status_file(snapshot)
+                if self.uplink is not None:
+                    self.uplink.publish_now(f"{self.settings.topic_root}/health",
+                                            json.dumps(snapshot, separators=(",", ":")),
+                                            retain=True)
+            except Exception:
+                log.exception("health_failed")
+            await asyncio.sleep(self.settings.health.interval_s)
+
+    def _write_status_file(self, snapshot: dict[str, Any]) -> None:
+        """The local status `edge status` reads: works while the uplink is down."""
+        path = self.settings.store.path.parent / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({**snapshot, "pid": os.getpid()}), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("status_file_failed", path=str(path), error=str(exc))
+
+    # --- reload ---------------------------------------------------------------------------
+
+    async def reload(self) -> list[str]:
+        """Apply a changed config; an invalid one is refused and the running one stays."""
+        if self.config_path is None:
+            return ["this gateway was not started from a config path"]
+        async with self._reload_lock:
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as exc:
+                problems = [str(p) for p in exc.problems]
+                log.error("reload_refused", errors=problems)
+                return problems
+            old = self.settings
+            if new.settings.store != old.store:
+                problem = "store: the store cannot change on reload; restart the service"
+                log.error("reload_refused", errors=[problem])
+                return [problem]
+            self.loaded = new
+            settings = new.settings
+            # Buses whose own settings or whose devices changed are restarted; the others
+            # keep polling without a gap.
+            def bus_view(cfg: GatewaySettings, bus_id: str) -> Any:
+                buses = [b for b in cfg.buses if b.id == bus_id]
+                return (buses, [d for d in cfg.devices if d.bus == bus_id])
+
+            bus_ids = {b.id for b in old.buses} | {b.id for b in settings.buses}
+            changed = sorted(b for b in bus_ids if bus_view(old, b) != bus_view(settings, b))
+            for bus_id in changed:
+                await self._stop_bus(bus_id)
+                if any(b.id == bus_id for b in settings.buses):
+                    self._start_bus(bus_id)
+            if settings.rules != old.rules or settings.site != old.site or changed:
+                await self._rebuild_engine()
+            known = {f"{d.id}/{p.id}" for d, p in settings.iter_points()}
+            for key in [k for k in self.latest if k.split("/")[0] in
+                        {d.id for d in old.devices} and k not in known]:
+                del self.latest[key]
+            if (settings.mqtt, settings.topic_root, settings.commands) != (
+                    old.mqtt, old.topic_root, old.commands):
+                await self._restart_uplink()
+            self.reloads += 1
+            log.info("config_reloaded", config=new.digest, buses_restarted=changed)
+            return []
+
+    async def _rebuild_engine(self) -> None:
+        assert self.store is not None
+        # The rules' state that matters across a rebuild (active alarms) lives in the
+        # store, so a new engine resumes exactly where the old one was.
+        if self._queue.qsize():
+            await asyncio.sleep(0)
+        active = await self.store.call(self.store.store.active_alarms)
+        self.engine = RuleEngine(self.settings, [
+            ActiveAlarm(a.alarm_id, a.rule, a.device, a.point, a.severity,  # type: ignore[arg-type]
+                        a.side, a.limit, a.acked) for a in active])
+
+    async def _restart_uplink(self) -> None:
+        if self.uplink is not None:
+            await self.uplink.drain(SHUTDOWN_DRAIN_S)
+            await self.uplink.stop()
+        if self._uplink_task is not None:
+            self._uplink_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._uplink_task
+        self.uplink = self._make_uplink()
+        self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+
+    # --- life cycle -----------------------------------------------------------------------
 
     async def run(self) -> int:
         settings = self.settings
         store = Store(settings.store.path, settings.store.synchronous)
         self.store = StoreWorker(store)
-        active = [
-            ActiveAlarm(a.alarm_id, a.rule, a.device, a.point, a.severity,  # type: ignore[arg-type]
-                        a.side, a.limit, a.acked)
-            for a in await self.store.call(store.active_alarms)
-        ]
-        self.engine = RuleEngine(settings, active)
-        self.uplink = MqttUplink(settings, self.store)
+        await self._rebuild_engine()
+        self.uplink = self._make_uplink()
         for bus in settings.buses:
-            devices = [d for d in settings.devices if d.bus == bus.id]
-            if devices:
-                self.pollers[bus.id] = make_poller(bus, devices, self._enqueue)
+            self._start_bus(bus.id)
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         log.info("gateway_started", site=settings.site.id, gateway=settings.gateway.id,
                  config=self.loaded.digest, buses=len(self.pollers),
                  devices=len(settings.devices), rules=len(settings.rules),
-                 outbox_seq=store.last_seq)
+                 outbox_seq=store.last_seq, state_changing_commands=sorted(
+                     STATE_CHANGING - set(settings.commands.disabled)))
 
-        uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+        self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
         pipeline_task = asyncio.create_task(self._pipeline(), name="pipeline")
-        bus_tasks = [asyncio.create_task(p.run(), name=f"bus:{bus_id}")
-                     for bus_id, p in self.pollers.items()]
+        health_task = asyncio.create_task(self._health_loop(), name="health")
 
         await self._stop.wait()
         log.info("gateway_stopping")
-        for poller in self.pollers.values():
-            poller.stop()
-        await asyncio.gather(*bus_tasks, return_exceptions=True)
-        await self._queue.put(None)
-        await pipeline_task
-        await self.uplink.drain(SHUTDOWN_DRAIN_S)
-        await self.uplink.stop()
-        uplink_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await uplink_task
-        self.store.close()
+        async with self._reload_lock:
+            for bus_id in list(self.pollers):
+                await self._stop_bus(bus_id)
+            await self._queue.put(None)
+            await pipeline_task
+            health_task.cancel()
+            assert self.uplink is not None
+            await self.uplink.drain(SHUTDOWN_DRAIN_S)
+            await self.uplink.stop()
+            if self._uplink_task is not None:
+                self._uplink_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._uplink_task
+            with contextlib.suppress(Exception):
+                self._write_status_file({**(await self.health_snapshot()), "stopped": True})
+            self.store.close()
         log.info("gateway_stopped", outbox_seq=store.last_seq)
         return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -47,8 +48,15 @@ class UplinkHealth:
     last_connect_ms: int | None = None
 
 
+MessageCallback = Callable[[str, bytes], Awaitable[None]]
+
+
 class MqttUplink:
-    def __init__(self, settings: GatewaySettings, store: StoreWorker) -> None:
+    def __init__(self, settings: GatewaySettings, store: StoreWorker,
+                 subscriptions: tuple[str, ...] = (),
+                 on_message: MessageCallback | None = None) -> None:
+        self.subscriptions = subscriptions
+        self.on_message = on_message
         self.settings = settings
         self.store = store
         self.root = settings.topic_root
@@ -71,6 +79,7 @@ class MqttUplink:
             [[0, store.store.last_seq]] if store.store.last_seq else []
         )
         self._pending_cut = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.client = self._make_client()
 
@@ -92,6 +101,7 @@ class MqttUplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_connect_fail = self._on_connect_fail
+        client.on_message = self._on_message
         return client
 
     def _set_backoff(self, client: mqtt.Client) -> None:
@@ -125,6 +135,15 @@ class MqttUplink:
         self._set_backoff(client)
         self._call(self._disconnected, str(reason_code))
 
+    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        self._call(self._message, message.topic, bytes(message.payload))
+
+    def _message(self, topic: str, payload: bytes) -> None:
+        if self.on_message is not None and not self._stopping:
+            task = asyncio.create_task(self.on_message(topic, payload))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         self._call(self._puback, mid, reason_code.is_failure)
 
@@ -140,6 +159,8 @@ class MqttUplink:
         self._wake.set()
         log.info("mqtt_connected", host=self.settings.mqtt.host, port=self.settings.mqtt.port)
         self.client.publish(f"{self.root}/status", status_payload("online"), qos=1, retain=True)
+        for topic in self.subscriptions:
+            self.client.subscribe(topic, qos=1)
         self._pending_cut = True
         self._wake.set()
 
@@ -161,6 +182,14 @@ class MqttUplink:
             self._acked.append(seq)
             self._ack_wake.set()
         self._wake.set()
+
+    def publish_now(self, topic: str, payload: str, retain: bool = False) -> bool:
+        """Publish outside the outbox (health, command replies): only while connected,
+        because such messages are worthless when late."""
+        if not self.health.connected:
+            return False
+        self.client.publish(topic, payload, qos=1, retain=retain)
+        return True
 
     def notify(self) -> None:
         """New messages were committed to the outbox."""

@@ -1,0 +1,87 @@
+"""What the gateway can tell about the machine it runs on: disk, memory, CPU, clock.
+
+A gateway with no RTC boots with a clock weeks behind (lessons.md); readings stamped then
+are wrong, so the health topic says whether the kernel considers the clock synchronised
+and whether it is before this release's date, which no correct clock can be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# No correct clock is earlier than the day this version was released.
+RELEASE_EPOCH_MS = 1_795_392_000_000  # 2026-11-23T00:00:00Z
+
+_TIME_ERROR = 5  # adjtimex(2): "clock not synchronized"
+
+
+def clock_synchronized() -> bool | None:
+    """The kernel's view (set by NTP/chrony/timesyncd); None where it cannot be asked."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        # struct timex is ~208 bytes; with modes = 0 (the zeroed first field) adjtimex only
+        # reads, so a zeroed, larger buffer is enough and layout-independent.
+        buffer = ctypes.create_string_buffer(512)
+        state = libc.adjtimex(buffer)
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return state != _TIME_ERROR
+
+
+def clock_before_release(now_ms: int) -> bool:
+    return now_ms < RELEASE_EPOCH_MS
+
+
+def rss_bytes() -> int:
+    """Current resident memory (not the peak), from /proc where available."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class CpuMeter:
+    """The daemon's own CPU use (% of one core) since the previous sample."""
+
+    _wall: float = 0.0
+    _cpu: float = 0.0
+
+    def sample(self) -> float:
+        wall, cpu = time.monotonic(), time.process_time()
+        if not self._wall:
+            self._wall, self._cpu = wall, cpu
+            return 0.0
+        used = (cpu - self._cpu) / max(wall - self._wall, 1e-6) * 100
+        self._wall, self._cpu = wall, cpu
+        return round(used, 2)
+
+
+def disk_free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def store_size_bytes(db_path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += os.stat(f"{db_path}{suffix}").st_size
+    return total
