@@ -73,6 +73,44 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    from edge.localstore import LocalStoreError, status_report
+
+    try:
+        return status_report(loaded.settings)
+    except LocalStoreError as exc:
+        print(f"edge status: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    from edge.localstore import LocalStoreError, export_readings, parse_time
+
+    try:
+        from_ms, to_ms = parse_time(args.from_), parse_time(args.to)
+        count = export_readings(loaded.settings, from_ms, to_ms, args.point, args.format)
+    except LocalStoreError as exc:
+        print(f"edge export: {exc}", file=sys.stderr)
+        return 1
+    print(f"{count} reading(s) exported", file=sys.stderr)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    from edge.tail import tail
+
+    return tail(loaded.settings, args.seconds)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
@@ -108,6 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period-s", type=float, default=120.0,
                    help="seconds between simulated storms (default 120)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("status", help="state of the local gateway, from its store (no uplink "
+                                      "needed)")
+    with_config(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="readings from the local store as CSV or JSON lines")
+    with_config(p)
+    p.add_argument("--from", dest="from_", required=True,
+                   help="start, ISO 8601 (e.g. 2026-11-24T08:00+08:00) or epoch ms")
+    p.add_argument("--to", required=True, help="end (inclusive), same forms")
+    p.add_argument("--point", help="only this point, as device/point")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("tail", help="print the gateway's readings, alarms and health as they "
+                                    "reach the broker")
+    with_config(p)
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("demo", help="simulator + broker + gateway, printing what arrives")
     p.add_argument("-c", "--config", default=str(Path(__file__).parent.parent / "config"

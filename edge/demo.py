@@ -7,20 +7,19 @@ polled and alarms as the simulated flood passes the flood-limit level.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.pretty import print_message
 
 
 def _free_port() -> int:
@@ -37,27 +36,6 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> bool:
                 return True
         time.sleep(0.1)
     return False
-
-
-def _clock(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000).strftime("%H:%M:%S")
-
-
-def _print_message(topic: str, body: dict[str, Any]) -> None:
-    kind = topic.rsplit("/", 1)[-1]
-    if kind == "telemetry":
-        for r in body.get("readings", []):
-            value = "—" if r["value"] is None else f"{r['value']:.3f}".rstrip("0").rstrip(".")
-            note = "" if r["quality"] == "good" else f"  [{r['quality']}: {r.get('reason')}]"
-            replay = "  (replay)" if body.get("replay") else ""
-            print(f"{_clock(r['ts'])}  seq {body['seq']:>5}  reading  "
-                  f"{r['device']}/{r['point']:<14} {value:>9} {r['unit']}{note}{replay}")
-    elif kind == "alarms":
-        a = body["alarm"]
-        print(f"{_clock(a['ts'])}  seq {body['seq']:>5}  ALARM    {a['state'].upper():<12} "
-              f"{a['severity']:<8} {a['message']}")
-    elif kind == "status":
-        print(f"{_clock(body['ts'])}            status   gateway is {body['state']}")
 
 
 def run_demo(config_path: Path, seconds: float | None) -> int:
@@ -101,7 +79,7 @@ def run_demo(config_path: Path, seconds: float | None) -> int:
               f"subscribed to {root}/#  (Ctrl-C to stop)\n")
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-platform")
         client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{root}/#", qos=1)
-        client.on_message = lambda c, u, m: _print_message(m.topic, json.loads(m.payload))
+        client.on_message = lambda c, u, m: print_message(m.topic, m.payload)
         client.connect("127.0.0.1", mqtt_port)
         client.loop_start()
         gateway = spawn([*edge, "run", "-c", str(site_file)], "gateway.log")

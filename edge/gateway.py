@@ -39,6 +39,7 @@ from edge.hostinfo import (
 )
 from edge.model import PollResult, Reading, now_ms
 from edge.payloads import alarm_payload, telemetry_payload
+from edge.sdnotify import SystemdNotifier, WatchdogGate, watchdog_interval_s
 from edge.store import Store, StoreWorker
 from edge.uplink import MqttUplink
 from rules.alarms import ActiveAlarm
@@ -49,6 +50,10 @@ log = structlog.get_logger("edge.gateway")
 SHUTDOWN_DRAIN_S = 5.0
 INSPECT_TIMEOUT_S = 30.0
 STATUS_FILE = "status.json"
+# A bus task that has not come round its loop for this long is hung: the watchdog pings
+# stop and systemd restarts the service. Idle buses beat every few seconds (drivers).
+BUS_STALL_S = 120.0
+BUS_STOP_TIMEOUT_S = 10.0
 
 
 class Gateway:
@@ -70,6 +75,8 @@ class Gateway:
         self._cpu = CpuMeter()
         self._reload_lock = asyncio.Lock()
         self.reloads = 0
+        self.systemd = SystemdNotifier()
+        self.watchdog_gate = WatchdogGate()
 
     @property
     def settings(self) -> GatewaySettings:
@@ -119,14 +126,23 @@ class Gateway:
             return
         poller = make_poller(bus, devices, self._enqueue)
         self.pollers[bus.id] = poller
+        self.watchdog_gate.register(f"bus:{bus.id}")
         self._bus_tasks[bus.id] = asyncio.create_task(poller.run(), name=f"bus:{bus.id}")
 
     async def _stop_bus(self, bus_id: str) -> None:
         poller = self.pollers.pop(bus_id, None)
         task = self._bus_tasks.pop(bus_id, None)
+        self.watchdog_gate.unregister(f"bus:{bus_id}")
         if poller is not None:
             poller.stop()
-        if task is not None:
+        if task is None:
+            return
+        # A poll in progress finishes (its readings are not lost); a task that does not
+        # come back within the bound is hung and is cancelled so shutdown cannot hang.
+        done, _ = await asyncio.wait({task}, timeout=BUS_STOP_TIMEOUT_S)
+        if not done:
+            log.error("bus_task_cancelled", bus=bus_id, waited_s=BUS_STOP_TIMEOUT_S)
+            task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     # --- uplink ---------------------------------------------------------------------------
@@ -290,10 +306,33 @@ class Gateway:
             "reloads": self.reloads,
         }
 
+    async def _watchdog_loop(self, interval_s: float) -> None:
+        """WATCHDOG=1 only while the loop runs (this task) and every bus task is alive."""
+        reported_stale = False
+        while True:
+            now = time.monotonic()
+            for bus_id, poller in self.pollers.items():
+                self.watchdog_gate.beat(f"bus:{bus_id}", poller.health.last_cycle_monotonic)
+            if self.watchdog_gate.all_alive(now, BUS_STALL_S):
+                self.systemd.watchdog()
+                reported_stale = False
+            elif not reported_stale:
+                log.error("watchdog_withheld", stale=self.watchdog_gate.stale(now, BUS_STALL_S))
+                reported_stale = True
+            await asyncio.sleep(interval_s)
+
+    def _status_line(self, snapshot: dict[str, Any]) -> str:
+        devices = snapshot["devices"]
+        online = sum(1 for d in devices if d["online"])
+        uplink = "up" if snapshot["uplink"] and snapshot["uplink"]["connected"] else "down"
+        return (f"devices online {online}/{len(devices)}, outbox {snapshot['outbox']['depth']}, "
+                f"alarms {snapshot['active_alarms']}, uplink {uplink}")
+
     async def _health_loop(self) -> None:
         while True:
             try:
                 snapshot = await self.health_snapshot()
+                self.systemd.status(self._status_line(snapshot))
                 self._write_status_file(snapshot)
                 if self.uplink is not None:
                     self.uplink.publish_now(f"{self.settings.topic_root}/health",
@@ -320,43 +359,51 @@ class Gateway:
         if self.config_path is None:
             return ["this gateway was not started from a config path"]
         async with self._reload_lock:
+            self.systemd.reloading()
             try:
-                new = load_config(self.config_path)
-            except ConfigError as exc:
-                problems = [str(p) for p in exc.problems]
-                log.error("reload_refused", errors=problems)
-                return problems
-            old = self.settings
-            if new.settings.store != old.store:
-                problem = "store: the store cannot change on reload; restart the service"
-                log.error("reload_refused", errors=[problem])
-                return [problem]
-            self.loaded = new
-            settings = new.settings
-            # Buses whose own settings or whose devices changed are restarted; the others
-            # keep polling without a gap.
-            def bus_view(cfg: GatewaySettings, bus_id: str) -> Any:
-                buses = [b for b in cfg.buses if b.id == bus_id]
-                return (buses, [d for d in cfg.devices if d.bus == bus_id])
+                return await self._reload()
+            finally:
+                self.systemd.ready()
 
-            bus_ids = {b.id for b in old.buses} | {b.id for b in settings.buses}
-            changed = sorted(b for b in bus_ids if bus_view(old, b) != bus_view(settings, b))
-            for bus_id in changed:
-                await self._stop_bus(bus_id)
-                if any(b.id == bus_id for b in settings.buses):
-                    self._start_bus(bus_id)
-            if settings.rules != old.rules or settings.site != old.site or changed:
-                await self._rebuild_engine()
-            known = {f"{d.id}/{p.id}" for d, p in settings.iter_points()}
-            for key in [k for k in self.latest if k.split("/")[0] in
-                        {d.id for d in old.devices} and k not in known]:
-                del self.latest[key]
-            if (settings.mqtt, settings.topic_root, settings.commands) != (
-                    old.mqtt, old.topic_root, old.commands):
-                await self._restart_uplink()
-            self.reloads += 1
-            log.info("config_reloaded", config=new.digest, buses_restarted=changed)
-            return []
+    async def _reload(self) -> list[str]:
+        assert self.config_path is not None
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+            log.error("reload_refused", errors=problems)
+            return problems
+        old = self.settings
+        if new.settings.store != old.store:
+            problem = "store: the store cannot change on reload; restart the service"
+            log.error("reload_refused", errors=[problem])
+            return [problem]
+        self.loaded = new
+        settings = new.settings
+        # Buses whose own settings or whose devices changed are restarted; the others
+        # keep polling without a gap.
+        def bus_view(cfg: GatewaySettings, bus_id: str) -> Any:
+            buses = [b for b in cfg.buses if b.id == bus_id]
+            return (buses, [d for d in cfg.devices if d.bus == bus_id])
+
+        bus_ids = {b.id for b in old.buses} | {b.id for b in settings.buses}
+        changed = sorted(b for b in bus_ids if bus_view(old, b) != bus_view(settings, b))
+        for bus_id in changed:
+            await self._stop_bus(bus_id)
+            if any(b.id == bus_id for b in settings.buses):
+                self._start_bus(bus_id)
+        if settings.rules != old.rules or settings.site != old.site or changed:
+            await self._rebuild_engine()
+        known = {f"{d.id}/{p.id}" for d, p in settings.iter_points()}
+        for key in [k for k in self.latest if k.split("/")[0] in
+                    {d.id for d in old.devices} and k not in known]:
+            del self.latest[key]
+        if (settings.mqtt, settings.topic_root, settings.commands) != (
+                old.mqtt, old.topic_root, old.commands):
+            await self._restart_uplink()
+        self.reloads += 1
+        log.info("config_reloaded", config=new.digest, buses_restarted=changed)
+        return []
 
     async def _rebuild_engine(self) -> None:
         assert self.store is not None
@@ -404,9 +451,19 @@ class Gateway:
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
         pipeline_task = asyncio.create_task(self._pipeline(), name="pipeline")
         health_task = asyncio.create_task(self._health_loop(), name="health")
+        interval = watchdog_interval_s()
+        watchdog_task = (asyncio.create_task(self._watchdog_loop(interval), name="watchdog")
+                         if interval is not None else None)
+        # Config loaded and store open: systemd may consider the service started.
+        self.systemd.ready(f"polling {len(settings.devices)} devices on "
+                           f"{len(self.pollers)} buses")
 
         await self._stop.wait()
         log.info("gateway_stopping")
+        self.systemd.stopping()
+        if watchdog_task is not None:
+            # From STOPPING=1 on, systemd times the stop with TimeoutStopSec instead.
+            watchdog_task.cancel()
         async with self._reload_lock:
             for bus_id in list(self.pollers):
                 await self._stop_bus(bus_id)

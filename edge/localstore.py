@@ -1,0 +1,157 @@
+"""Read-only views of a gateway's local store and status file: ``edge status``/``export``.
+
+They open the SQLite file read-only next to the running daemon (WAL lets readers and the
+writer work side by side) and need neither the daemon's cooperation nor the uplink.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from edge.config import GatewaySettings
+from edge.gateway import STATUS_FILE
+
+
+class LocalStoreError(Exception):
+    """The local store or status could not be read; the message says which file and why."""
+
+
+def open_readonly(db_path: Path) -> sqlite3.Connection:
+    if not db_path.exists():
+        raise LocalStoreError(f"no store at {db_path}: has the gateway ever run with this "
+                              "configuration?")
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        conn.execute("SELECT 1 FROM meta LIMIT 1")
+    except sqlite3.Error as exc:
+        raise LocalStoreError(f"cannot read store {db_path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def parse_time(text: str) -> int:
+    """Epoch ms from epoch ms digits or an ISO 8601 time (naive = UTC)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise LocalStoreError(f"not a time: {text!r} (use ISO 8601, e.g. 2026-11-24T08:00+08:00,"
+                              " or epoch milliseconds)") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _iso(ts_ms: int | None) -> str:
+    if ts_ms is None:
+        return "-"
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status_report(settings: GatewaySettings, out: TextIO = sys.stdout) -> int:
+    db = settings.store.path
+    conn = open_readonly(db)
+    status_path = db.parent / STATUS_FILE
+    status: dict[str, Any] = {}
+    if status_path.exists():
+        try:
+            status = json.loads(status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            status = {}
+    pid = status.get("pid")
+    running = bool(pid) and not status.get("stopped") and _process_alive(int(pid))
+    print(f"gateway {settings.gateway.id} at {settings.site.id}: "
+          f"{'running (pid ' + str(pid) + ')' if running else 'not running'}", file=out)
+    if status:
+        uplink = status.get("uplink") or {}
+        print(f"  status of {_iso(status.get('ts'))}: uplink "
+              f"{'connected' if uplink.get('connected') else 'down'}, config "
+              f"{status.get('config')}, clock synchronized: "
+              f"{(status.get('clock') or {}).get('synchronized')}", file=out)
+        print("devices:", file=out)
+        for d in status.get("devices", []):
+            state = "online " if d["online"] else "OFFLINE"
+            error = f"  last error: {d['last_error']}" if d.get("last_error") else ""
+            print(f"  {d['device']:<16} {state} bus {d['bus']:<10} last good "
+                  f"{_iso(d.get('last_good_ms'))}  errors {d['errors']}{error}", file=out)
+    depth, oldest = conn.execute("SELECT COUNT(*), MIN(created_ms) FROM outbox").fetchone()
+    print(f"outbox: {depth} message(s) waiting"
+          + (f", oldest from {_iso(oldest)}" if oldest else ""), file=out)
+    alarms = conn.execute("SELECT alarm_id, severity, state, acked, message FROM alarms "
+                          "WHERE state != 'cleared' ORDER BY raised_ms").fetchall()
+    print(f"active alarms: {len(alarms)}", file=out)
+    for a in alarms:
+        acked = " (acknowledged)" if a["acked"] else ""
+        print(f"  [{a['severity']}] {a['message']}{acked}  id {a['alarm_id']}", file=out)
+    print("last readings:", file=out)
+    rows = conn.execute(
+        "SELECT r.device, r.point, r.ts_ms, r.value, r.quality, r.reason FROM readings r "
+        "JOIN (SELECT device, point, MAX(ts_ms) AS ts FROM readings GROUP BY device, point) m "
+        "ON r.device = m.device AND r.point = m.point AND r.ts_ms = m.ts "
+        "ORDER BY r.device, r.point").fetchall()
+    units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
+    for r in rows:
+        value = "-" if r["value"] is None else f"{r['value']:g}"
+        unit = units.get(f"{r['device']}/{r['point']}", "")
+        note = "" if r["quality"] == "good" else f"  [{r['quality']}: {r['reason']}]"
+        print(f"  {r['device'] + '/' + r['point']:<32} {value:>12} {unit:<5} "
+              f"{_iso(r['ts_ms'])}{note}", file=out)
+    conn.close()
+    return 0
+
+
+def export_readings(settings: GatewaySettings, from_ms: int, to_ms: int, point: str | None,
+                    fmt: str, out: TextIO = sys.stdout) -> int:
+    """Stream readings in time order; returns how many were written."""
+    conn = open_readonly(settings.store.path)
+    query = ("SELECT ts_ms, device, point, value, raw, quality, reason FROM readings "
+             "WHERE ts_ms >= ? AND ts_ms <= ?")
+    params: list[Any] = [from_ms, to_ms]
+    if point:
+        if "/" not in point:
+            raise LocalStoreError(f"--point {point!r}: use device/point, e.g. level-1/water_level")
+        device, point_id = point.split("/", 1)
+        query += " AND device = ? AND point = ?"
+        params += [device, point_id]
+    query += " ORDER BY ts_ms, device, point"
+    units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
+    rows: Iterator[sqlite3.Row] = conn.execute(query, params)
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(["time", "ts_ms", "device", "point", "value", "unit", "raw", "quality",
+                         "reason"])
+        for r in rows:
+            writer.writerow([_iso(r["ts_ms"]), r["ts_ms"], r["device"], r["point"], r["value"],
+                             units.get(f"{r['device']}/{r['point']}", ""), r["raw"],
+                             r["quality"], r["reason"] or ""])
+            count += 1
+    else:
+        for r in rows:
+            out.write(json.dumps({"ts": r["ts_ms"], "device": r["device"], "point": r["point"],
+                                  "value": r["value"], "unit": units.get(
+                                      f"{r['device']}/{r['point']}", ""), "raw": r["raw"],
+                                  "quality": r["quality"], "reason": r["reason"]},
+                                 ensure_ascii=False) + "\n")
+            count += 1
+    conn.close()
+    return count

@@ -1,0 +1,61 @@
+"""One-line renderings of gateway messages for people: ``edge tail`` and ``edge demo``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+
+def _clock(ts_ms: int | None) -> str:
+    if not ts_ms:
+        return "--:--:--"
+    return datetime.fromtimestamp(ts_ms / 1000).strftime("%H:%M:%S")
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def render(topic: str, body: dict[str, Any]) -> list[str]:
+    parts = topic.split("/")
+    kind = parts[-1]
+    if kind == "telemetry":
+        replay = "  (replay)" if body.get("replay") else ""
+        lines = []
+        for r in body.get("readings", []):
+            note = "" if r["quality"] == "good" else f"  [{r['quality']}: {r.get('reason')}]"
+            lines.append(f"{_clock(r['ts'])}  seq {body['seq']:>6}  reading  "
+                         f"{r['device'] + '/' + r['point']:<30} {_number(r['value']):>10} "
+                         f"{r['unit']}{note}{replay}")
+        return lines
+    if kind == "alarms":
+        a = body["alarm"]
+        return [f"{_clock(a['ts'])}  seq {body['seq']:>6}  ALARM    {a['state'].upper():<12} "
+                f"{a['severity'] or '':<8} {a['message']}"]
+    if kind == "status":
+        return [f"{_clock(body.get('ts'))}               status   gateway is {body.get('state')}"]
+    if kind == "health":
+        devices = body.get("devices", [])
+        online = sum(1 for d in devices if d.get("online"))
+        outbox = body.get("outbox", {})
+        return [f"{_clock(body.get('ts'))}               health   devices online "
+                f"{online}/{len(devices)}, outbox {outbox.get('depth')} (oldest "
+                f"{outbox.get('oldest_age_s')} s), alarms {body.get('active_alarms')}, "
+                f"cpu {body.get('process', {}).get('cpu_percent')} %"]
+    if kind == "reply" and len(parts) >= 2:
+        verdict = "ok" if body.get("ok") else f"ERROR {body.get('error')}"
+        return [f"{_clock(None)}               command  {parts[-2]} id {body.get('id')}: "
+                f"{verdict}"]
+    return []
+
+
+def print_message(topic: str, payload: bytes) -> None:
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        print(f"{topic}: {payload[:200]!r} (not JSON)", flush=True)
+        return
+    if isinstance(body, dict):
+        for line in render(topic, body):
+            print(line, flush=True)
