@@ -52,7 +52,8 @@ def test_only_acknowledged_rows_leave_the_outbox(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     for v in range(5):
         store.commit_cycle([reading(float(v))], [], telemetry_payload, alarm_payload)
-    assert store.ack_outbox([2, 4]) == 2
+    store.ack_outbox([2, 4])
+    assert store.flush_acks() == 2
     assert [e.seq for e in store.pending("telemetry", 0, 10)] == [1, 3, 5]
     stats = store.outbox_stats()
     assert stats.depth == 3
@@ -94,3 +95,23 @@ def test_unwritable_store_path_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="cannot open store"):
         Store(blocker / "edge.db")
+
+
+def test_acks_are_deleted_with_the_next_cycle_and_survive_nothing_else(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    store.commit_cycle([reading(1.0)], [], telemetry_payload, alarm_payload)
+    store.ack_outbox([1])
+    # Not yet deleted: a crash now re-sends seq 1 (a duplicate), it never loses it.
+    other = sqlite3.connect(tmp_path / "edge.db")
+    assert other.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
+    store.commit_cycle([reading(2.0)], [], telemetry_payload, alarm_payload)
+    assert [r[0] for r in other.execute("SELECT seq FROM outbox")] == [2]
+    store.ack_outbox([2])
+    store.close()  # a clean stop deletes what was acknowledged
+    assert other.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_new_stores_use_small_pages(tmp_path: Path) -> None:
+    Store(tmp_path / "edge.db").close()
+    conn = sqlite3.connect(tmp_path / "edge.db")
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
