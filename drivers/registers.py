@@ -82,6 +82,20 @@ def encode_value(
     return _reorder(canonical, word_order, byte_order)
 
 
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that reads back as the same float32.
+
+    A float32 widened to a double prints as 123.8656005859375; the device meant 123.8656.
+    Tries 6 to 9 significant digits (9 always round-trips a float32).
+    """
+    target = struct.pack(">f", value)
+    for digits in range(6, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack(">f", candidate) == target:
+            return candidate
+    return value
+
+
 def extract_bit(word: int, bit: int) -> bool:
     """Bit ``bit`` (0 = least significant) of a 16-bit register, for status words."""
     return bool((word >> bit) & 1)

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import sqlite_utils
+
 from edge.config import GatewaySettings
 from edge.gateway import STATUS_FILE
 
@@ -25,6 +27,7 @@ class LocalStoreError(Exception):
 
 
 def open_readonly(db_path: Path) -> sqlite3.Connection:
+    """A read-only connection; the daemon keeps writing beside it (WAL)."""
     if not db_path.exists():
         raise LocalStoreError(f"no store at {db_path}: has the gateway ever run with this "
                               "configuration?")
@@ -134,7 +137,8 @@ def export_readings(settings: GatewaySettings, from_ms: int, to_ms: int, point: 
         params += [device, point_id]
     query += " ORDER BY ts_ms, device, point"
     units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
-    rows: Iterator[sqlite3.Row] = conn.execute(query, params)
+    # sqlite-utils streams rows as dicts without loading the range into memory.
+    rows: Iterator[dict[str, Any]] = sqlite_utils.Database(conn).query(query, params)
     count = 0
     if fmt == "csv":
         writer = csv.writer(out)

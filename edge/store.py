@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import sqlite_utils
 import structlog
 
 from edge.model import AlarmTransition, OutboxEntry, Reading, now_ms
@@ -27,6 +26,24 @@ from edge.model import AlarmTransition, OutboxEntry, Reading, now_ms
 log = structlog.get_logger("edge.store")
 
 T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY, ts_ms INTEGER, device TEXT, point TEXT, value REAL, raw REAL,
+    quality TEXT, reason TEXT);
+CREATE INDEX IF NOT EXISTS idx_readings_device_point_ts_ms ON readings (device, point, ts_ms);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT);
+CREATE INDEX IF NOT EXISTS idx_outbox_kind_seq ON outbox (kind, seq);
+CREATE TABLE IF NOT EXISTS alarms (
+    alarm_id TEXT PRIMARY KEY, rule TEXT, device TEXT, point TEXT, severity TEXT, state TEXT,
+    acked INTEGER, raised_ms INTEGER, updated_ms INTEGER, value REAL, limit_value REAL,
+    message TEXT, side TEXT);
+CREATE TABLE IF NOT EXISTS alarm_events (
+    seq INTEGER PRIMARY KEY, alarm_id TEXT, state TEXT, severity TEXT, ts_ms INTEGER,
+    value REAL, limit_value REAL, message TEXT);
+"""
 
 PAGE_SIZE = 1024
 # Acknowledged outbox rows are deleted in the next poll's transaction rather than in one
@@ -95,30 +112,9 @@ class Store:
         self._acked: list[int] = []
 
     def _create_schema(self) -> None:
-        db = sqlite_utils.Database(self._conn)
-        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-        db["readings"].create(
-            {"id": int, "ts_ms": int, "device": str, "point": str, "value": float,
-             "raw": float, "quality": str, "reason": str},
-            pk="id", if_not_exists=True,
-        )
-        db["readings"].create_index(["device", "point", "ts_ms"], if_not_exists=True)
-        db["outbox"].create(
-            {"seq": int, "kind": str, "created_ms": int, "payload": str},
-            pk="seq", if_not_exists=True,
-        )
-        db["outbox"].create_index(["kind", "seq"], if_not_exists=True)
-        db["alarms"].create(
-            {"alarm_id": str, "rule": str, "device": str, "point": str, "severity": str,
-             "state": str, "acked": int, "raised_ms": int, "updated_ms": int,
-             "value": float, "limit_value": float, "message": str, "side": str},
-            pk="alarm_id", if_not_exists=True,
-        )
-        db["alarm_events"].create(
-            {"seq": int, "alarm_id": str, "state": str, "severity": str, "ts_ms": int,
-             "value": float, "limit_value": float, "message": str},
-            pk="seq", if_not_exists=True,
-        )
+        # Plain DDL: sqlite-utils would cost the daemon 22 MiB of RSS at import (see
+        # docs/performance.md); it is used by the offline tools instead.
+        self._conn.executescript(SCHEMA)
 
     # --- writing -------------------------------------------------------------------------
 
