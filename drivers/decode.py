@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy
-
 from drivers.calibration import CalibrationError
 from drivers.readplan import ReadBlock
-from drivers.registers import RegisterDecodeError, decode_registers, extract_bit
+from drivers.registers import (
+    RegisterDecodeError,
+    decode_registers,
+    extract_bit,
+    shortest_float32,
+)
 from drivers.tipping_bucket import RainCounterTracker
 from edge.config import DeviceConfig, PointConfig
 from edge.model import Reading
@@ -22,6 +25,7 @@ from edge.model import Reading
 def decode_point(device: str, point: PointConfig, block: ReadBlock,
                  values: Sequence[int | bool], ts_ms: int) -> Reading:
     reg = point.register
+    assert reg is not None, "plan_reads only takes points with a register"
     offset = reg.address - block.address
     try:
         if reg.table in ("coil", "discrete"):
@@ -34,12 +38,17 @@ def decode_point(device: str, point: PointConfig, block: ReadBlock,
     except (RegisterDecodeError, IndexError, ValueError) as exc:
         return Reading(device, point.id, ts_ms, None, point.unit, "bad", None,
                        f"decode_error: {exc}")
-    if not math.isfinite(raw):
-        return Reading(device, point.id, ts_ms, None, point.unit, "bad", raw, "not_a_number")
-    if reg.value_type == "float32":
+    if reg.value_type == "float32" and math.isfinite(raw):
         # A float32 widened to a double prints 123.8656005859375; its shortest float32
         # representation (123.8656) is what the device meant.
-        raw = float(str(numpy.float32(raw)))
+        raw = shortest_float32(raw)
+    return scaled_reading(device, point, raw, ts_ms)
+
+
+def scaled_reading(device: str, point: PointConfig, raw: float, ts_ms: int) -> Reading:
+    """A number read off the wire (register, text line, NMEA) to a checked reading."""
+    if not math.isfinite(raw):
+        return Reading(device, point.id, ts_ms, None, point.unit, "bad", raw, "not_a_number")
     # Rounding to 9 decimals removes binary noise of the scaling (0.1 × 1141 =
     # 114.10000000000001) far below any sensor's resolution.
     value = round(raw * point.scale + point.offset, 9)

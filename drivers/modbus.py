@@ -1,81 +1,149 @@
 """Modbus bus poller: one task per bus (RS-485 line or TCP endpoint), polling its devices.
 
-Models a Modbus master on a multi-drop RS-485 line or a Modbus TCP gateway: requests on
+Models a Modbus master on a multi-drop RS-485 line (RTU, e.g. a USB-RS485 adapter with
+level loggers and vibrating-wire readers behind it) or on a Modbus TCP gateway: requests on
 one bus go strictly one at a time, devices are served in order of their due time so each
 keeps its interval, and buses never wait for each other because each has its own task.
 
-Faults are contained per device: a timeout or lost connection skips that device's
-remaining requests this cycle (so a dead slave delays the others by at most one timeout),
-an exception response marks only the points of that request bad, and after
-``offline_after`` failed cycles the device is offline and re-tried with exponential
-backoff. Only state changes are logged; counts go to the health figures.
+Faults are contained per device: a timeout, a garbled answer or a lost link skips that
+device's remaining requests this cycle (so a dead slave delays the others by at most one
+timeout per attempt: ``retries + 1`` timeouts), an exception response marks only the
+points of that request bad, a CRC error is noticed as soon as the frame is complete and
+retried, and after ``offline_after`` failed polls the device is offline and re-tried
+with exponential backoff. Only state changes are logged; counts go to the health figures.
+
+RTU specifics: the line is kept silent for 3.5 character times (1.75 ms above 19200 baud,
+as the Modbus serial-line specification fixes it) after every frame before the next
+request, plus ``inter_request_delay_s`` for slow slaves. On an I/O error (a USB adapter
+unplugged) the port is closed and re-opened by its path with bounded exponential backoff,
+so a renamed-back ``/dev/serial/by-id/...`` link resumes polling without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
-from pymodbus.framer import FramerType
+from pymodbus.exceptions import ModbusException, ModbusIOException
+from pymodbus.framer import FramerRTU, FramerType
+from pymodbus.pdu import ModbusPDU
 
 from drivers.decode import DeviceConversions, decode_point, failed_points
+from drivers.pollbase import (
+    HEARTBEAT_S,
+    MAX_BACKOFF_S,
+    BusHealth,
+    DeviceHealth,
+    DeviceSchedule,
+    LinkBackoff,
+    failed_result,
+    record_poll,
+)
 from drivers.readplan import ReadBlock, plan_reads
 from edge.config import DeviceConfig, ModbusRtuBus, ModbusTcpBus
 from edge.model import PollResult, Reading, now_ms
 
+__all__ = ["MAX_BACKOFF_S", "BusHealth", "BusPoller", "DeviceHealth", "make_client"]
+
 log = structlog.get_logger("drivers.modbus")
+
+# pymodbus logs every unanswered request and every failed connect at warning or error
+# level. The poller reports those as state changes and counts them in health, so the
+# library's lines would only repeat them once per poll while a device is down.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 PollSink = Callable[[PollResult], Awaitable[None]]
 
-MAX_BACKOFF_S = 300.0
+RTU_CHAR_BITS = 11  # start + 8 data + parity or second stop + stop, as the spec counts
+FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+# Slack on top of the client's own timeout before the poller stops waiting itself.
+TIMEOUT_SLACK_S = 0.25
 
 
-@dataclass
-class DeviceHealth:
-    """What the health topic reports about one device."""
-
-    online: bool = True
-    consecutive_failures: int = 0
-    last_good_ms: int | None = None
-    polls: int = 0
-    errors: int = 0
-    requests_last_cycle: int = 0
-    last_error: str | None = None
+def rtu_char_time(baudrate: int) -> float:
+    return RTU_CHAR_BITS / baudrate
 
 
-@dataclass
-class BusHealth:
-    connected: bool = False
-    cycles: int = 0
-    devices: dict[str, DeviceHealth] = field(default_factory=dict)
-    last_cycle_monotonic: float = field(default_factory=time.monotonic)
+def rtu_silence_s(baudrate: int) -> float:
+    """The 3.5-character inter-frame silence; fixed at 1.75 ms above 19200 baud."""
+    return 0.00175 if baudrate > 19200 else 3.5 * rtu_char_time(baudrate)
+
+
+def crc16_modbus(data: bytes) -> bytes:
+    """CRC-16/MODBUS of a frame body, in wire order (low byte first)."""
+    return FramerRTU.compute_CRC(data).to_bytes(2, "big")
+
+
+def check_rtu_reply(data: bytes, unit: int, function_code: int) -> str | None:
+    """'crc_error' when ``data`` starts with a complete reply of ``unit`` whose CRC fails.
+
+    None while the frame is incomplete, valid, or not recognisably ours (garbage before a
+    frame is hunted through by the client; if no frame ever comes it is a timeout).
+    """
+    if len(data) < 3 or data[0] != unit:
+        return None
+    if data[1] == function_code:
+        length = 3 + data[2] + 2
+    elif data[1] == function_code | 0x80:
+        length = 5
+    else:
+        return None
+    if len(data) < length:
+        return None
+    return None if crc16_modbus(data[: length - 2]) == data[length - 2 : length] \
+        else "crc_error"
 
 
 class _RequestFailed(Exception):
-    """A request got no usable answer; ``device_dead`` says whether to skip the rest."""
+    """A request got no usable answer.
 
-    def __init__(self, reason: str, device_dead: bool):
+    ``device_dead``: skip the device's remaining requests this cycle; ``retryable``: the
+    same request may succeed if sent again (line noise, a missed frame).
+    """
+
+    def __init__(self, reason: str, device_dead: bool, retryable: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.device_dead = device_dead
+        self.retryable = retryable
 
 
-def make_client(bus: ModbusTcpBus | ModbusRtuBus) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-    # reconnect_delay=0: the poller owns reconnection and its backoff, so a dead link
-    # is retried on the device schedule instead of by a hidden background loop.
+@dataclass
+class _Pending:
+    """The request on the wire: what answer is expected and what has arrived so far."""
+
+    unit: int
+    function_code: int
+    abort: asyncio.Future[str]
+    rx_bytes: int = 0
+
+
+Tracer = Callable[[bool, bytes], bytes]
+
+
+def make_client(bus: ModbusTcpBus | ModbusRtuBus, trace_packet: Tracer | None = None,
+                trace_connect: Callable[[bool], None] | None = None,
+                ) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    # reconnect_delay=0: the poller owns reconnection and its backoff, so a dead link is
+    # retried on the bus schedule instead of by a hidden background loop. retries=0: the
+    # poller retries itself, so a CRC error can be retried at once instead of after a
+    # full timeout.
     if isinstance(bus, ModbusTcpBus):
         return AsyncModbusTcpClient(bus.host, port=bus.port, timeout=bus.timeout_s,
-                                    retries=bus.retries, reconnect_delay=0, name=bus.id)
+                                    retries=0, reconnect_delay=0, name=bus.id,
+                                    trace_packet=trace_packet, trace_connect=trace_connect)
     return AsyncModbusSerialClient(
         bus.port, framer=FramerType.RTU, baudrate=bus.baudrate, bytesize=bus.bytesize,
         parity=bus.parity, stopbits=bus.stopbits, timeout=bus.timeout_s,
-        retries=bus.retries, reconnect_delay=0, name=bus.id,
+        retries=0, reconnect_delay=0, name=bus.id,
+        trace_packet=trace_packet, trace_connect=trace_connect,
     )
 
 
@@ -88,16 +156,26 @@ class BusPoller:
         self.conversions = {d.id: DeviceConversions(d) for d in devices}
         self.sink = sink
         self.health = BusHealth(devices={d.id: DeviceHealth() for d in devices})
-        self._client = make_client(bus)
-        self._due: dict[str, float] = {}
+        self.schedule = DeviceSchedule(devices)
+        self._rtu = isinstance(bus, ModbusRtuBus)
+        self._char_s = rtu_char_time(bus.baudrate) if isinstance(bus, ModbusRtuBus) else 0.0
+        self._silence_s = rtu_silence_s(bus.baudrate) if isinstance(bus, ModbusRtuBus) else 0.0
+        self._request_gap_s = bus.inter_request_delay_s if isinstance(bus, ModbusRtuBus) \
+            else 0.0
+        self._quiet_at = 0.0
+        self._frames_sent = 0
+        self._rx_seen = b""
+        self._pending: _Pending | None = None
+        self._link = LinkBackoff()
+        self._client = make_client(bus, self._on_packet, self._on_connect)
         self._wake = asyncio.Event()
         self._stopping = False
 
+    # -- the task -----------------------------------------------------------------------
+
     def poll_now(self) -> None:
         """Make every device due immediately (the ``inspect`` command)."""
-        now = time.monotonic()
-        for device_id in self._due:
-            self._due[device_id] = now
+        self.schedule.all_now()
         self._wake.set()
 
     def stop(self) -> None:
@@ -106,28 +184,35 @@ class BusPoller:
         self._wake.set()
 
     async def run(self) -> None:
-        start = time.monotonic()
-        self._due = {device_id: start for device_id in self.devices}
+        self.schedule.start()
         try:
             while not self._stopping:
                 self.health.last_cycle_monotonic = time.monotonic()
-                device_id = min(self._due, key=lambda d: self._due[d], default=None)
-                if device_id is None:
-                    await self._sleep(3600)
+                upcoming = self.schedule.next()
+                if upcoming is None:
+                    await self._sleep(HEARTBEAT_S)
                     continue
-                delay = self._due[device_id] - time.monotonic()
+                device, due = upcoming
+                wake = due
+                reconnecting = self._link.failing and not self._client.connected
+                if reconnecting:
+                    wake = min(wake, self._link.retry_at)
+                delay = wake - time.monotonic()
                 if delay > 0:
-                    await self._sleep(delay)
+                    await self._sleep(min(delay, HEARTBEAT_S))
                     continue
-                device = self.devices[device_id]
+                if time.monotonic() < due:
+                    # Woken to re-open the link, not to poll: a device in a long offline
+                    # backoff must not hold back the reconnect.
+                    with contextlib.suppress(_RequestFailed):
+                        await self._ensure_connected()
+                    continue
                 try:
                     result = await self.poll_device(device)
                 except Exception as exc:  # the bus task must never die
-                    log.exception("poll_unexpected_error", bus=self.bus.id, device=device_id)
-                    result = PollResult(self.bus.id, device_id, tuple(failed_points(
-                        device_id, device.points, now_ms(), f"internal_error: {exc}")), 0,
-                        False, str(exc))
-                self._reschedule(device)
+                    log.exception("poll_unexpected_error", bus=self.bus.id, device=device.id)
+                    result = failed_result(self.bus.id, device, f"internal_error: {exc}")
+                self.schedule.reschedule(device, self.health.devices[device.id])
                 await self.sink(result)
                 self.health.cycles += 1
         finally:
@@ -138,62 +223,161 @@ class BusPoller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    def _reschedule(self, device: DeviceConfig) -> None:
-        state = self.health.devices[device.id]
-        interval = device.poll_interval_s
-        if not state.online:
-            excess = state.consecutive_failures - device.offline_after
-            interval = min(interval * (2 ** max(0, excess)), max(MAX_BACKOFF_S, interval))
-        # Keep the phase of the schedule but never queue up missed polls: after a stall
-        # the device is polled once, not in a burst.
-        due = self._due[device.id] + interval
-        self._due[device.id] = max(due, time.monotonic())
+    # -- the link -----------------------------------------------------------------------
 
     async def _ensure_connected(self) -> None:
         if self._client.connected:
             return
-        try:
-            ok = await asyncio.wait_for(self._client.connect(), self.bus.timeout_s + 1)
-        except (TimeoutError, OSError, ModbusException) as exc:
-            ok = False
-            reason = f"connect_failed: {exc or type(exc).__name__}"
-        else:
-            reason = "connect_failed"
-        if not ok:
+        if self._link.failing and not self._link.may_try():
+            raise _RequestFailed(self._link.reason or "connect_failed", device_dead=True)
+        reason = self._port_missing()
+        if reason is None:
+            try:
+                ok = await asyncio.wait_for(self._client.connect(), self.bus.timeout_s + 1)
+            except Exception as exc:  # pyserial also raises termios.error, not an OSError
+                ok, reason = False, f"connect_failed: {exc or type(exc).__name__}"
+            else:
+                reason = None if ok else "connect_failed"
+        if reason is not None:
+            self._client.close()
+            if not self._link.failing or self.health.connected:
+                log.warning("bus_unavailable", bus=self.bus.id, reason=reason)
+            self._link.failed(reason)
             self._set_bus_connected(False)
             raise _RequestFailed(reason, device_dead=True)
+        if self._link.failing:
+            self.health.reconnects += 1
+            # Devices the outage took down are polled now, not at the end of the backoff
+            # they accumulated while the port was gone.
+            self.schedule.all_now(d for d, s in self.health.devices.items()
+                                  if s.consecutive_failures)
+            self._wake.set()
+        self._link.succeeded()
         self._set_bus_connected(True)
 
-    def _set_bus_connected(self, connected: bool) -> None:
+    def _port_missing(self) -> str | None:
+        if not isinstance(self.bus, ModbusRtuBus):
+            return None
+        if not os.path.exists(self.bus.port):
+            return f"connect_failed: {self.bus.port} not found"
+        if not os.access(self.bus.port, os.R_OK | os.W_OK):
+            return f"connect_failed: no read/write permission on {self.bus.port}"
+        return None
+
+    def _link_down(self, reason: str) -> None:
+        self._client.close()
+        self._link.lost(reason)
+        self._set_bus_connected(False, reason)
+
+    def _set_bus_connected(self, connected: bool, reason: str | None = None) -> None:
         if connected != self.health.connected:
             self.health.connected = connected
-            log.info("bus_connected" if connected else "bus_disconnected", bus=self.bus.id)
+            if connected:
+                log.info("bus_connected", bus=self.bus.id, reconnects=self.health.reconnects)
+            else:
+                log.warning("bus_disconnected", bus=self.bus.id, reason=reason)
+
+    def _on_connect(self, connected: bool) -> None:
+        if connected:
+            return
+        # The transport saw the port or socket fail (a USB adapter unplugged, the peer
+        # closed): the request in flight will never be answered.
+        pending = self._pending
+        if pending is not None and not pending.abort.done():
+            pending.abort.set_result("io_error: link lost")
+        self._link.lost("io_error: link lost")
+        self._set_bus_connected(False, "io_error: link lost")
+
+    def _on_packet(self, sending: bool, data: bytes) -> bytes:
+        now = time.monotonic()
+        if sending:
+            self._frames_sent += 1
+            self.health.bytes_sent += len(data)
+            self._rx_seen = b""
+            # If nothing answers, the line is free once our frame is out and has been
+            # followed by the silence.
+            self._quiet_at = now + len(data) * self._char_s + self._silence_s
+            return data
+        # The client hands over its whole receive buffer: count only what is new.
+        new = len(data) - len(self._rx_seen) if data.startswith(self._rx_seen) else len(data)
+        self._rx_seen = data
+        self.health.bytes_received += new
+        self._quiet_at = now + self._silence_s
+        pending = self._pending
+        if pending is not None:
+            pending.rx_bytes += new
+            if self._rtu and not pending.abort.done():
+                verdict = check_rtu_reply(data, pending.unit, pending.function_code)
+                if verdict is not None:
+                    pending.abort.set_result(verdict)
+        return data
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def _wait_for_quiet_line(self) -> None:
+        delay = self._quiet_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def _read(self, device: DeviceConfig, block: ReadBlock) -> list[int] | list[bool]:
+        attempts = self.bus.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._exchange(device, block)
+            except _RequestFailed as exc:
+                if not exc.retryable or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable: the last attempt raises")
+
+    async def _exchange(self, device: DeviceConfig, block: ReadBlock) -> list[int] | list[bool]:
+        if not self._client.connected:
+            raise _RequestFailed(self._link.reason or "io_error: not connected",
+                                 device_dead=True)
+        await self._wait_for_quiet_line()
         call = {
             "coil": self._client.read_coils,
             "discrete": self._client.read_discrete_inputs,
             "holding": self._client.read_holding_registers,
             "input": self._client.read_input_registers,
         }[block.table]
-        budget = self.bus.timeout_s * (self.bus.retries + 1) + 0.5
+        pending = _Pending(device.unit, FUNCTION_CODES[block.table],
+                           asyncio.get_running_loop().create_future())
+        self._pending = pending
+        task: asyncio.Task[ModbusPDU] = asyncio.ensure_future(
+            call(block.address, count=block.count, device_id=device.unit))
         try:
-            response = await asyncio.wait_for(
-                call(block.address, count=block.count, device_id=device.unit), budget
-            )
-        except TimeoutError:
-            raise _RequestFailed("timeout", device_dead=True) from None
+            await asyncio.wait({task, pending.abort}, timeout=self.bus.timeout_s
+                               + TIMEOUT_SLACK_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._pending = None
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+            if self._request_gap_s:
+                self._quiet_at = max(self._quiet_at, time.monotonic() + self._request_gap_s)
+        if pending.abort.done():
+            reason = pending.abort.result()
+            if reason.startswith("io_error"):
+                self._link_down(reason)
+                raise _RequestFailed(reason, device_dead=True)
+            # The device answered, only the frame was damaged: it is alive, try again.
+            raise _RequestFailed(reason, device_dead=False, retryable=True)
+        if not task.done() or task.cancelled():
+            raise _RequestFailed(self._no_answer(pending), device_dead=True, retryable=True)
+        try:
+            response = task.result()
+        except ModbusIOException:
+            raise _RequestFailed(self._no_answer(pending), device_dead=True,
+                                 retryable=True) from None
         except ModbusException as exc:
-            # pymodbus raises ModbusIOException for no answer and ConnectionException
-            # when the link dropped: either way the device did not talk this cycle.
-            self._client.close()
-            self._set_bus_connected(False)
-            raise _RequestFailed(f"no_response: {type(exc).__name__}", device_dead=True) \
-                from None
+            # ConnectionException and friends: the link itself is gone.
+            reason = f"io_error: {type(exc).__name__}"
+            self._link_down(reason)
+            raise _RequestFailed(reason, device_dead=True) from None
         except OSError as exc:
-            self._client.close()
-            self._set_bus_connected(False)
-            raise _RequestFailed(f"io_error: {exc.strerror or exc}", device_dead=True) from None
+            reason = f"io_error: {exc.strerror or exc}"
+            self._link_down(reason)
+            raise _RequestFailed(reason, device_dead=True) from None
         if response.isError():
             code = getattr(response, "exception_code", None)
             raise _RequestFailed(f"exception_response: code {code}", device_dead=False)
@@ -203,9 +387,15 @@ class BusPoller:
                                  device_dead=False)
         return list(values)
 
+    @staticmethod
+    def _no_answer(pending: _Pending) -> str:
+        if pending.rx_bytes:
+            return f"garbled_response: {pending.rx_bytes} bytes without a valid frame"
+        return "timeout"
+
     async def poll_device(self, device: DeviceConfig) -> PollResult:
         readings: list[Reading] = []
-        requests = 0
+        frames_before = self._frames_sent
         failure: str | None = None
         dead = False
         try:
@@ -217,7 +407,6 @@ class BusPoller:
             if dead:
                 readings.extend(failed_points(device.id, block.points, ts, failure or "skipped"))
                 continue
-            requests += 1
             try:
                 values = await self._read(device, block)
             except _RequestFailed as exc:
@@ -226,30 +415,9 @@ class BusPoller:
                 readings.extend(failed_points(device.id, block.points, ts, exc.reason))
                 continue
             readings.extend(decode_point(device.id, p, block, values, ts) for p in block.points)
-            if self.bus.type == "modbus_rtu" and self.bus.inter_request_delay_s:
-                await asyncio.sleep(self.bus.inter_request_delay_s)
         readings = self.conversions[device.id].apply(readings)
         ok = failure is None
-        self._update_health(device, ok, failure, requests, readings)
+        requests = self._frames_sent - frames_before
+        record_poll(log, self.bus.id, device, self.health.devices[device.id], ok, failure,
+                    requests, readings)
         return PollResult(self.bus.id, device.id, tuple(readings), requests, ok, failure)
-
-    def _update_health(self, device: DeviceConfig, ok: bool, failure: str | None,
-                       requests: int, readings: list[Reading]) -> None:
-        state = self.health.devices[device.id]
-        state.polls += 1
-        state.requests_last_cycle = requests
-        if ok:
-            state.consecutive_failures = 0
-            state.last_good_ms = readings[-1].ts_ms if readings else now_ms()
-            state.last_error = None
-            if not state.online:
-                state.online = True
-                log.info("device_online", bus=self.bus.id, device=device.id)
-            return
-        state.errors += 1
-        state.consecutive_failures += 1
-        state.last_error = failure
-        if state.online and state.consecutive_failures >= device.offline_after:
-            state.online = False
-            log.warning("device_offline", bus=self.bus.id, device=device.id, reason=failure,
-                        failures=state.consecutive_failures)

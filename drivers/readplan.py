@@ -33,12 +33,14 @@ def plan_reads(
     blocks: list[ReadBlock] = []
     for table in ("coil", "discrete", "holding", "input"):
         in_table = sorted(
-            (p for p in points if p.register.table == table), key=lambda p: p.register.address
+            (p for p in points if p.register is not None and p.register.table == table),
+            key=lambda p: p.register.address,  # type: ignore[union-attr]
         )
         limit = MAX_BITS_PER_READ if table in ("coil", "discrete") else MAX_REGISTERS_PER_READ
         start = end = -1
         members: list[PointConfig] = []
         for point in in_table:
+            assert point.register is not None
             p_start = point.register.address
             p_end = p_start + point.register.width
             fits = (

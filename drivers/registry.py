@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from drivers.modbus import BusHealth, BusPoller
+from drivers.gnss import GnssPoller
+from drivers.modbus import BusPoller
+from drivers.pollbase import BusHealth
+from drivers.serial_line import SerialLinePoller
 from edge.config import BusConfig, DeviceConfig
 from edge.model import PollResult
 
@@ -34,4 +37,8 @@ class Poller(Protocol):
 def make_poller(bus: BusConfig, devices: list[DeviceConfig], sink: PollSink) -> Poller:
     if bus.type in ("modbus_tcp", "modbus_rtu"):
         return BusPoller(bus, devices, sink)
+    if bus.type == "serial_line":
+        return SerialLinePoller(bus, devices, sink)
+    if bus.type == "nmea_gnss":
+        return GnssPoller(bus, devices, sink)
     raise ValueError(f"no driver for bus type {bus.type!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -45,6 +46,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"devices: {len(s.devices)}, points: {points}")
     print(f"rules: {len(s.rules)}" + (
         f" ({', '.join(f'{n} {t}' for t, n in sorted(rule_types.items()))})" if s.rules else ""))
+    if loaded.warnings:
+        print(f"warnings: {len(loaded.warnings)}")
+        for warning in loaded.warnings:
+            print(f"  {warning}")
     return 0
 
 
@@ -53,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     from edge.gateway import Gateway
 
     return asyncio.run(Gateway(loaded, args.config).run())
@@ -63,13 +70,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     loaded = _load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
+    from drivers.faultplan import FaultPlanError, build_plan
     from drivers.simulator import ReservoirModel, load_value_script, serve
 
+    try:
+        plan = build_plan([Path(f) for f in args.faults], args.fault, loaded.settings)
+    except FaultPlanError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
     levels = loaded.settings.site.levels
     model = ReservoirModel(flood_limit=levels.get("flood_limit", 123.5), period_s=args.period_s)
     script = load_value_script(Path(args.values)) if args.values else None
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(loaded.settings, model, script))
+
+    async def simulate() -> None:
+        # SIGTERM ends the simulator like Ctrl-C, so the pty links it made are removed.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(loaded.settings, model, script, plan)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(simulate())
+    except ValueError as exc:
+        print(f"cannot simulate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -139,10 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     with_log_level(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("simulate", help="serve the configuration's Modbus TCP devices")
+    p = sub.add_parser("simulate", help="serve the configuration's Modbus and GNSS devices "
+                                        "(TCP on loopback, RTU and NMEA over pseudo-terminals)")
     with_config(p)
     with_log_level(p)
     p.add_argument("--values", help="YAML script pinning points to values over time")
+    p.add_argument("--faults", action="append", default=[], metavar="FILE",
+                   help="YAML fault plan (faults: [{kind, device|point|bus, at_s, for_s}])")
+    p.add_argument("--fault", action="append", default=[], metavar="KIND:TARGET:AT_S[:FOR_S]",
+                   help="one fault, e.g. silent:piezo-1:10:20 or disconnect:rs485-1:30:5 "
+                        "(kinds: silent, exception, crc_error, garbage, stuck, spike, "
+                        "disconnect, rtk_float)")
     p.add_argument("--period-s", type=float, default=120.0,
                    help="seconds between simulated storms (default 120)")
     p.set_defaults(func=cmd_simulate)

@@ -20,7 +20,9 @@ from edge.configbase import StrictModel
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_READINGS = 5000
 
-CommandName = Literal["inspect", "ack_alarm", "get_status", "reload_config", "get_readings"]
+CommandName = Literal["inspect", "ack_alarm", "get_status", "reload_config", "get_readings",
+                      "resend"]
+MAX_RESEND = 10_000
 STATE_CHANGING: frozenset[str] = frozenset({"ack_alarm", "reload_config"})
 
 
@@ -40,12 +42,18 @@ class GetReadingsArgs(StrictModel):
     limit: int = Field(default=1000, ge=1, le=MAX_READINGS)
 
 
+class ResendArgs(StrictModel):
+    from_seq: int = Field(ge=1)
+    to_seq: int = Field(ge=1)
+
+
 ARGS: dict[str, type[StrictModel]] = {
     "inspect": NoArgs,
     "ack_alarm": AckAlarmArgs,
     "get_status": NoArgs,
     "reload_config": NoArgs,
     "get_readings": GetReadingsArgs,
+    "resend": ResendArgs,
 }
 
 

@@ -11,9 +11,10 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import warnings
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from drivers.calibration import Calibration
+from drivers.nmea import GnssBaseline
 from drivers.registers import REGISTER_TYPES, RegisterType, register_count
 from drivers.tipping_bucket import TippingBucketCounter
 from edge.configbase import StrictModel
@@ -32,6 +34,14 @@ from edge.yamlsource import (
     format_key_path,
     load_config_source,
 )
+from rules.accumulation import AccumulationConfig
+from rules.checks import check_rules
+from rules.derived import DerivedPointConfig
+from rules.hst import HstConfig
+from rules.lag_correlation import LagCorrelationConfig
+from rules.quality import QualityConfig
+from rules.rate import RateConfig
+from rules.threshold import ThresholdConfig
 
 # Ids become MQTT topic levels and store keys. Some brokers close the connection on a
 # topic level containing '.', ' ' or wildcards (see lessons.md), so ids stay in this set.
@@ -80,6 +90,23 @@ class GatewayConfig(StrictModel):
     id: Ident
 
 
+class TlsConfig(StrictModel):
+    """TLS to the broker: the platform's CA, and a client certificate where required."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Only for brokers reached by IP whose certificate lacks that IP: weakens TLS.
+    check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (the client certificate "
+                             "and its private key)")
+        return self
+
+
 class MqttConfig(StrictModel):
     host: str
     port: int = Field(default=1883, ge=1, le=65535)
@@ -95,6 +122,19 @@ class MqttConfig(StrictModel):
     # Reconnect backoff: doubles from min to max, each wait drawn in [wait/2, wait].
     reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
     reconnect_max_s: float = Field(default=10.0, gt=0, le=3600)
+    # 3.1.1 works with every broker a district may run; only Mosquitto speaks 5 among
+    # the ones measured (lessons.md). With 5, command replies also honour the request's
+    # response topic and correlation data.
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # MQTT 5 session expiry: how long the broker keeps our session while we are away.
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    tls: TlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        return self
 
     def password(self) -> str | None:
         """Read the password from its environment variable or file (never logged)."""
@@ -113,6 +153,12 @@ class StoreConfig(StrictModel):
     # FULL: a committed poll cycle survives a power cut (WAL is fsynced on commit).
     # NORMAL is faster on slow SD cards but may lose the last cycles on power loss.
     synchronous: Literal["full", "normal"] = "full"
+    # How long readings are kept; rules may not look further back than this.
+    retention_days: int = Field(default=400, ge=1, le=36500)
+    # The most the store may use. Past it, delivered history goes first, then unsent
+    # telemetry is thinned 1 of N (alarms never); see docs/mqtt.md "Disk quota".
+    quota_mb: float = Field(default=1024.0, ge=0.05, le=1_000_000)
+    maintenance_interval_s: float = Field(default=30.0, ge=1, le=3600)
 
 
 class ModbusTcpBus(StrictModel):
@@ -137,7 +183,42 @@ class ModbusRtuBus(StrictModel):
     inter_request_delay_s: float = Field(default=0.0, ge=0, le=10)
 
 
-BusConfig = Annotated[ModbusTcpBus | ModbusRtuBus, Field(discriminator="type")]
+class SerialLineBus(StrictModel):
+    """A serial port with a text instrument (RS-232/RS-485 ASCII): see drivers/serial_line."""
+
+    id: Ident
+    type: Literal["serial_line"]
+    port: str
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    # How long a request/response instrument may take to answer its command.
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    encoding: Literal["ascii", "latin-1", "utf-8"] = "ascii"
+
+
+class NmeaGnssBus(StrictModel):
+    """A serial port with a GNSS receiver streaming NMEA 0183: see drivers/gnss."""
+
+    id: Ident
+    type: Literal["nmea_gnss"]
+    port: str
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+SerialBus = ModbusRtuBus | SerialLineBus | NmeaGnssBus
+
+BusConfig = Annotated[ModbusTcpBus | ModbusRtuBus | SerialLineBus | NmeaGnssBus,
+                      Field(discriminator="type")]
+
+# The values a GNSS point may name with 'field': the components of drivers.nmea's
+# GnssDisplacement (its 'flags' become the reading's quality instead).
+GNSS_FIELDS: tuple[str, ...] = ("east_mm", "north_mm", "up_mm", "downstream_mm", "axis_mm",
+                                "settlement_mm", "fix_quality", "satellites", "hdop")
 
 # pydantic warns that a field named "register" shadows ABCMeta.register; the key name is
 # part of the config contract and the classmethod is never used on models.
@@ -185,7 +266,11 @@ class PointConfig(StrictModel):
     id: Ident
     quantity: Quantity = "other"
     unit: str = ""
-    register: RegisterConfig
+    # Modbus devices locate a point by its register; serial-line devices by a named group
+    # of their line pattern, GNSS receivers by a GNSS_FIELDS name. Which one a point needs
+    # depends on its device's bus, so the cross-check enforces it.
+    register: RegisterConfig | None = None
+    field: str | None = None
     scale: float = 1.0
     offset: float = 0.0
     # Applied after scale/offset: linear, polynomial, vibrating_wire, v_notch_weir.
@@ -204,6 +289,32 @@ class PointConfig(StrictModel):
         return self
 
 
+class LineFormat(StrictModel):
+    """What a serial-line instrument prints and, for request/response ones, what it is sent."""
+
+    # Sent at each poll, e.g. "READ\r\n" (YAML double quotes give real CR/LF). Without a
+    # command the instrument is free-running: the last matching line of each interval wins.
+    command: str | None = Field(default=None, min_length=1)
+    # Searched in each received line (CR, LF or CRLF ended); each point names a group.
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _named_groups(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        if not compiled.groupindex:
+            raise ValueError("pattern needs named groups, e.g. (?P<level>[-+0-9.]+), "
+                             "which points name with 'field'")
+        return value
+
+    @property
+    def groups(self) -> list[str]:
+        return list(re.compile(self.pattern).groupindex)
+
+
 class DeviceConfig(StrictModel):
     id: Ident
     bus: Ident
@@ -214,31 +325,21 @@ class DeviceConfig(StrictModel):
     coalesce: bool = True
     max_gap: int = Field(default=10, ge=0, le=120)
     offline_after: int = Field(default=3, ge=1, le=100)
+    # serial_line devices: the command and the line pattern.
+    line: LineFormat | None = None
+    # nmea_gnss devices: the station's surveyed position and the fix quality required.
+    baseline: GnssBaseline | None = None
     points: list[PointConfig] = Field(min_length=1)
 
 
-class Limit(StrictModel):
-    severity: Literal["warning", "alarm", "critical"]
-    # A number, or the name of a site level (site.levels), e.g. flood_limit.
-    value: float | Ident
+# Each rule type's model lives beside the rule in rules/; the old name stays importable.
+ThresholdRule = ThresholdConfig
 
-
-class ThresholdRule(StrictModel):
-    id: Ident
-    type: Literal["threshold"]
-    point: PointRef
-    high: list[Limit] = Field(default_factory=list)
-    low: list[Limit] = Field(default_factory=list)
-    hysteresis: float = Field(default=0.0, ge=0)
-
-    @model_validator(mode="after")
-    def _has_limits(self) -> ThresholdRule:
-        if not self.high and not self.low:
-            raise ValueError("a threshold rule needs at least one 'high' or 'low' limit")
-        return self
-
-
-RuleConfig = Annotated[ThresholdRule, Field(discriminator="type")]
+RuleConfig = Annotated[
+    ThresholdConfig | RateConfig | AccumulationConfig | QualityConfig | HstConfig
+    | LagCorrelationConfig,
+    Field(discriminator="type"),
+]
 
 
 class HealthConfig(StrictModel):
@@ -251,7 +352,7 @@ class CommandsConfig(StrictModel):
     # Commands refused by this gateway, e.g. [reload_config, ack_alarm] on a site where
     # only the keeper on site may change state.
     disabled: list[Literal["inspect", "ack_alarm", "get_status", "reload_config",
-                           "get_readings"]] = Field(default_factory=list)
+                           "get_readings", "resend"]] = Field(default_factory=list)
 
 
 class GatewaySettings(StrictModel):
@@ -264,10 +365,12 @@ class GatewaySettings(StrictModel):
     buses: list[BusConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    # Points computed from other points (rules/derived.py), e.g. freeboard.
+    derived: list[DerivedPointConfig] = Field(default_factory=list)
     health: HealthConfig = Field(default_factory=HealthConfig)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
 
-    def bus(self, bus_id: str) -> ModbusTcpBus | ModbusRtuBus:
+    def bus(self, bus_id: str) -> ModbusTcpBus | SerialBus:
         return next(b for b in self.buses if b.id == bus_id)
 
     def point(self, ref: str) -> tuple[DeviceConfig, PointConfig]:
@@ -290,6 +393,8 @@ class LoadedConfig:
     settings: GatewaySettings
     files: tuple[str, ...]
     digest: str  # sha256 of the validated settings: reported in health, compared on reload
+    # Things that work but are fragile (FILE:LINE: key: why); `edge check` prints them.
+    warnings: tuple[str, ...] = ()
 
 
 class ConfigError(Exception):
@@ -326,21 +431,40 @@ def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
 
 
 def _allowed_keys(model: type[StrictModel], data: Any, path: PathKey) -> list[str]:
-    """The keys the model at ``path`` accepts, for did-you-mean hints."""
-    current: Any = model
+    """The keys the model at ``path`` accepts, for did-you-mean hints.
+
+    Walks the annotations alongside the data, so a list item of a union (a rule, a bus)
+    resolves to the model its own ``type`` names, not the first item's.
+    """
+    annotation: Any = model
     node = data
     for part in path[:-1]:
         if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else None
+            annotation = _list_item(annotation)
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
             continue
-        node = node.get(part) if isinstance(node, dict) else None
+        current = _unwrap_model(annotation, node)
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []
-        current = _unwrap_model(field.annotation, node)
-        if current is None:
-            return []
-    return list(getattr(current, "model_fields", {}))
+        annotation = field.annotation
+        node = node.get(part) if isinstance(node, dict) else None
+    return list(getattr(_unwrap_model(annotation, node), "model_fields", {}))
+
+
+def _list_item(annotation: Any) -> Any:
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is list:
+        return args[0]
+    if origin is typing.Annotated:
+        return _list_item(args[0])
+    for arg in args:
+        if typing.get_origin(arg) is list:
+            return arg.__args__[0]
+    return None
 
 
 def _unwrap_model(annotation: Any, node: Any) -> Any:
@@ -352,10 +476,6 @@ def _unwrap_model(annotation: Any, node: Any) -> Any:
         return annotation
     if origin is typing.Annotated:
         return _unwrap_model(args[0], node)
-    if origin is list and isinstance(node, list) and node:
-        return _unwrap_model(args[0], node[0])
-    if origin is list:
-        return _unwrap_model(args[0], None)
     candidates = [a for a in args if isinstance(a, type) and issubclass(a, StrictModel)]
     if candidates and isinstance(node, dict) and "type" in node:
         for candidate in candidates:
@@ -454,25 +574,100 @@ def _cross_check(settings: GatewaySettings, doc: LocatedDocument) -> list[Config
             if point.range and point.range[0] >= point.range[1]:
                 problem(("devices", d_index, "points", p_index, "range"),
                         f"range {list(point.range)} must be [min, max] with min < max")
-    points = {f"{d.id}/{p.id}" for d, p in settings.iter_points()}
-    devices = {d.id for d in settings.devices}
-    levels = settings.site.levels
-    for r_index, rule in enumerate(settings.rules):
-        if rule.point not in points:
-            device_id = rule.point.split("/", 1)[0]
-            where = ("device exists but has no such point" if device_id in devices
-                     else f"no device {device_id!r}")
-            problem(("rules", r_index, "point"),
-                    f"rule {rule.id!r} refers to point {rule.point!r}, which is not defined "
-                    f"({where})")
-        for side in ("high", "low"):
-            for l_index, limit in enumerate(getattr(rule, side)):
-                if isinstance(limit.value, str) and limit.value not in levels:
-                    known = ", ".join(levels) or "none defined"
-                    problem(("rules", r_index, side, l_index, "value"),
-                            f"rule {rule.id!r} uses site level {limit.value!r}, which is not in "
-                            f"site.levels ({known})")
+    _check_devices_fit_buses(settings, problem)
+    check_rules(settings, problem, doc.locate)
+    tls = settings.mqtt.tls
+    if tls is not None:
+        for key in ("ca_file", "cert_file", "key_file"):
+            file = getattr(tls, key)
+            if file is not None and not file.is_file():
+                problem(("mqtt", "tls", key), f"{file}: no such file")
+    if settings.mqtt.password_file is not None and not settings.mqtt.password_file.is_file():
+        problem(("mqtt", "password_file"), f"{settings.mqtt.password_file}: no such file")
     return problems
+
+
+def _check_devices_fit_buses(settings: GatewaySettings,
+                             problem: Callable[[PathKey, str], None]) -> None:
+    """Each bus type dictates how a device addresses its points and what else it needs."""
+    buses = {b.id: b for b in settings.buses}
+    seen_on_bus: dict[str, str] = {}
+    for d_index, device in enumerate(settings.devices):
+        bus = buses.get(device.bus)
+        if bus is None:
+            continue
+        here: PathKey = ("devices", d_index)
+        modbus = bus.type in ("modbus_tcp", "modbus_rtu")
+        if device.line is not None and bus.type != "serial_line":
+            problem((*here, "line"), f"'line' is for devices on a serial_line bus; bus "
+                    f"{bus.id!r} is {bus.type}")
+        if device.baseline is not None and bus.type != "nmea_gnss":
+            problem((*here, "baseline"), f"'baseline' is for devices on an nmea_gnss bus; "
+                    f"bus {bus.id!r} is {bus.type}")
+        if bus.type == "serial_line" and device.line is None:
+            problem(here, f"device {device.id!r} on serial_line bus {bus.id!r} needs 'line' "
+                    "(a pattern with named groups, and a command unless it is free-running)")
+        if bus.type == "nmea_gnss" and device.baseline is None:
+            problem(here, f"device {device.id!r} on nmea_gnss bus {bus.id!r} needs "
+                    "'baseline' (lat_deg, lon_deg, height_m of the station)")
+        # One receiver per port, and a free-running instrument owns its line: nothing
+        # tells whose line is whose.
+        exclusive = bus.type == "nmea_gnss" or (
+            bus.type == "serial_line" and device.line is not None
+            and device.line.command is None)
+        first = seen_on_bus.get(bus.id)
+        if first is not None and (exclusive or first.startswith("!")):
+            problem((*here, "bus"), f"device {device.id!r} shares {bus.type} bus {bus.id!r} "
+                    f"with {first.lstrip('!')!r}; a free-running instrument or GNSS "
+                    "receiver must be alone on its port")
+        seen_on_bus.setdefault(bus.id, ("!" if exclusive else "") + device.id)
+        groups = device.line.groups if device.line is not None else []
+        for p_index, point in enumerate(device.points):
+            where: PathKey = (*here, "points", p_index)
+            name = f"{device.id}/{point.id}"
+            if modbus:
+                if point.register is None:
+                    problem(where, f"point {name} on {bus.type} bus {bus.id!r} needs "
+                            "'register' (table, address, type)")
+                if point.field is not None:
+                    problem((*where, "field"), f"'field' is for serial_line and nmea_gnss "
+                            f"points; on {bus.type} use 'register'")
+                continue
+            if point.register is not None:
+                problem((*where, "register"), f"'register' is for Modbus points; on "
+                        f"{bus.type} name the value with 'field'")
+            if point.field is None:
+                known = groups if bus.type == "serial_line" else list(GNSS_FIELDS)
+                problem(where, f"point {name} on {bus.type} bus {bus.id!r} needs 'field' "
+                        f"(one of: {', '.join(known) or 'none'})")
+            elif bus.type == "serial_line" and device.line is not None \
+                    and point.field not in groups:
+                problem((*where, "field"), f"field {point.field!r} is not a named group of "
+                        f"the line pattern (groups: {', '.join(groups)})")
+            elif bus.type == "nmea_gnss" and point.field not in GNSS_FIELDS:
+                problem((*where, "field"), f"field {point.field!r} is not a GNSS value "
+                        f"(one of: {', '.join(GNSS_FIELDS)})")
+            elif point.field in ("downstream_mm", "axis_mm") and device.baseline is not None \
+                    and device.baseline.downstream_azimuth_deg is None:
+                problem((*where, "field"), f"{point.field} needs "
+                        "baseline.downstream_azimuth_deg (the dam's downstream direction)")
+
+
+# USB serial adapters are numbered in the order the kernel finds them, so a replug or a
+# second adapter can swap /dev/ttyUSB0 and /dev/ttyUSB1; by-id names follow the adapter.
+_ENUMERATED_PORT = re.compile(r"^/dev/tty(USB|ACM)\d+$")
+
+
+def _config_warnings(settings: GatewaySettings, doc: LocatedDocument) -> tuple[str, ...]:
+    warnings_found: list[str] = []
+    for b_index, bus in enumerate(settings.buses):
+        if bus.type != "modbus_tcp" and _ENUMERATED_PORT.match(bus.port):
+            path: PathKey = ("buses", b_index, "port")
+            warnings_found.append(str(ConfigProblem(
+                doc.locate(path), format_key_path(path),
+                f"{bus.port} may point to another adapter after a replug or reboot; use "
+                "its /dev/serial/by-id/... name")))
+    return tuple(warnings_found)
 
 
 def resolve_level(settings: GatewaySettings, value: float | str) -> float:
@@ -495,20 +690,26 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise ConfigError(problems)
     canonical = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
     return LoadedConfig(settings, tuple(doc.files),
-                        hashlib.sha256(canonical.encode()).hexdigest()[:16])
+                        hashlib.sha256(canonical.encode()).hexdigest()[:16],
+                        _config_warnings(settings, doc))
 
 
 __all__ = [
+    "GNSS_FIELDS",
     "REGISTER_TYPES",
     "BusConfig",
     "ConfigError",
     "DeviceConfig",
     "GatewaySettings",
+    "LineFormat",
     "LoadedConfig",
     "ModbusRtuBus",
     "ModbusTcpBus",
+    "NmeaGnssBus",
     "PointConfig",
     "RegisterConfig",
+    "SerialBus",
+    "SerialLineBus",
     "ThresholdRule",
     "load_config",
     "resolve_level",

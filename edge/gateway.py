@@ -12,7 +12,9 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,13 @@ import structlog
 from drivers.registry import Poller, make_poller
 from edge import __version__
 from edge.commands import (
+    MAX_RESEND,
     STATE_CHANGING,
     AckAlarmArgs,
     CommandFailed,
     CommandRouter,
     GetReadingsArgs,
+    ResendArgs,
 )
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
 from edge.configbase import StrictModel
@@ -37,11 +41,11 @@ from edge.hostinfo import (
     rss_bytes,
     store_size_bytes,
 )
-from edge.model import PollResult, Reading, now_ms
+from edge.model import CLOCK_INVALID, AlarmTransition, PollResult, Reading, now_ms
 from edge.payloads import alarm_payload, telemetry_payload
 from edge.sdnotify import SystemdNotifier, WatchdogGate, watchdog_interval_s
-from edge.store import Store, StoreWorker
-from edge.uplink import MqttUplink
+from edge.store import HistoryReader, Store, StoreWorker
+from edge.uplink import MqttUplink, ResponseRoute
 from rules.alarms import ActiveAlarm
 from rules.engine import RuleEngine
 
@@ -54,6 +58,11 @@ STATUS_FILE = "status.json"
 # stop and systemd restarts the service. Idle buses beat every few seconds (drivers).
 BUS_STALL_S = 120.0
 BUS_STOP_TIMEOUT_S = 10.0
+
+
+def is_disk_full(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_FULL: the disk (ENOSPC) or the file's page limit is full."""
+    return "full" in str(exc).lower()
 
 
 class Gateway:
@@ -74,6 +83,8 @@ class Gateway:
         self._started = time.monotonic()
         self._cpu = CpuMeter()
         self._reload_lock = asyncio.Lock()
+        self._history: HistoryReader | None = None
+        self.deferred_transitions = 0
         self.reloads = 0
         self.systemd = SystemdNotifier()
         self.watchdog_gate = WatchdogGate()
@@ -104,20 +115,55 @@ class Gateway:
                 readings = tuple(
                     Reading(r.device, r.point, r.ts_ms, r.value, r.unit,
                             "bad" if r.quality == "bad" else "suspect", r.raw,
-                            r.reason or "clock_invalid") for r in readings)
+                            r.reason or CLOCK_INVALID) for r in readings)
             evaluation = self.engine.evaluate(readings)
-            try:
-                await self.store.call(self.store.store.commit_cycle, evaluation.readings,
-                                      evaluation.transitions, telemetry_payload, alarm_payload)
-            except Exception:
-                log.exception("store_commit_failed", device=result.device,
-                              readings=len(result.readings))
+            self.deferred_transitions = evaluation.deferred
+            if not await self._commit(evaluation.readings, evaluation.transitions,
+                                      result.device):
                 continue
             for reading in evaluation.readings:
                 self.latest[reading.key] = reading
             self.last_poll[result.device] = now_ms()
             self._poll_event.set()
             self.uplink.notify()
+
+    async def _commit(self, readings: Sequence[Reading],
+                      transitions: Sequence[AlarmTransition], device: str) -> bool:
+        assert self.store is not None
+        store = self.store.store
+        for attempt in (1, 2):
+            try:
+                await self.store.call(store.commit_cycle, readings, transitions,
+                                      telemetry_payload, alarm_payload)
+                return True
+            except sqlite3.OperationalError as exc:
+                if attempt == 1 and is_disk_full(exc):
+                    # The disk or the file is full: the transaction was rolled back, so
+                    # nothing stored is damaged. Make room as the quota would, and retry.
+                    log.error("store_disk_full", device=device, used_bytes=store.used_bytes())
+                    await self._maintain_store(int(store.used_bytes() * 0.8))
+                    continue
+                log.exception("store_commit_failed", device=device, readings=len(readings))
+                return False
+            except Exception:
+                log.exception("store_commit_failed", device=device, readings=len(readings))
+                return False
+        return False
+
+    async def _maintain_store(self, quota_bytes: int | None = None) -> None:
+        assert self.store is not None
+        cfg = self.settings.store
+        quota = quota_bytes if quota_bytes is not None else int(cfg.quota_mb * 1024 * 1024)
+        retention_before = now_ms() - cfg.retention_days * 86_400_000
+        try:
+            await self.store.call(self.store.store.maintain, quota, retention_before)
+        except Exception:
+            log.exception("store_maintenance_failed")
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await self._maintain_store()
+            await asyncio.sleep(self.settings.store.maintenance_interval_s)
 
     def _start_bus(self, bus_id: str) -> None:
         bus = self.settings.bus(bus_id)
@@ -155,14 +201,19 @@ class Gateway:
         self._commands = router
         return uplink
 
-    async def _on_message(self, topic: str, payload: bytes) -> None:
+    async def _on_message(self, topic: str, payload: bytes, response: ResponseRoute) -> None:
         try:
             reply = await self._commands.handle(topic, payload)
         except Exception:  # a command must never take the daemon down
             log.exception("command_failed", topic=topic)
             return
         if reply is not None and self.uplink is not None:
+            # The reply always goes to {root}/cmd/<name>/reply (every broker); an MQTT 5
+            # requester that named a response topic gets it there too, with its tag.
             self.uplink.publish_now(reply.topic, reply.payload)
+            if response.topic and response.topic != reply.topic:
+                self.uplink.publish_now(response.topic, reply.payload,
+                                        correlation=response.correlation)
             log.info("command_answered", topic=topic, ok='"ok":true' in reply.payload)
 
     def _router(self) -> CommandRouter:
@@ -172,6 +223,7 @@ class Gateway:
             "get_status": self._cmd_get_status,
             "reload_config": self._cmd_reload_config,
             "get_readings": self._cmd_get_readings,
+            "resend": self._cmd_resend,
         }
         disabled = frozenset(self.settings.commands.disabled)
         return CommandRouter(self.settings.topic_root, handlers, disabled)  # type: ignore[arg-type]
@@ -199,14 +251,29 @@ class Gateway:
             "truncated": len(rows) > args.limit,
         }
 
+    async def _cmd_resend(self, args: StrictModel) -> dict[str, Any]:
+        assert isinstance(args, ResendArgs)
+        assert self.store is not None and self.uplink is not None
+        if args.to_seq < args.from_seq:
+            raise CommandFailed("args.to_seq: must not be below args.from_seq")
+        if args.to_seq - args.from_seq + 1 > MAX_RESEND:
+            raise CommandFailed(f"at most {MAX_RESEND} seqs per request")
+        units = {f"{d.id}/{p.id}": p.unit for d, p in self.settings.iter_points()}
+        report = await self.store.call(self.store.store.requeue, args.from_seq, args.to_seq,
+                                       units, telemetry_payload, alarm_payload)
+        self.uplink.resend(args.from_seq, args.to_seq)
+        return {"requeued": report.requeued, "already_queued": report.already_queued,
+                "missing": report.missing[:1000]}
+
     async def _cmd_ack_alarm(self, args: StrictModel) -> dict[str, Any]:
         assert isinstance(args, AckAlarmArgs)
         assert self.engine is not None and self.store is not None and self.uplink is not None
-        transition = self.engine.book.acknowledge(args.alarm_id, now_ms())
+        transition = self.engine.acknowledge(args.alarm_id, now_ms())
         if transition is None:
             active = [a.alarm_id for a in self.engine.book.active.values()]
             raise CommandFailed(f"no unacknowledged active alarm {args.alarm_id!r} "
-                                f"(active: {', '.join(active) or 'none'})")
+                                f"(active: {', '.join(active) or 'none'}; an alarm the storm "
+                                "limiter still holds cannot be acknowledged yet)")
         await self.store.call(self.store.store.commit_cycle, (), [transition],
                               telemetry_payload, alarm_payload)
         self.uplink.notify()
@@ -266,6 +333,7 @@ class Gateway:
                     "last_good_ms": h.last_good_ms, "polls": h.polls, "errors": h.errors,
                     "consecutive_failures": h.consecutive_failures,
                     "requests_per_cycle": h.requests_last_cycle, "last_error": h.last_error,
+                    "error_kinds": dict(h.error_kinds),
                 })
         return states
 
@@ -293,12 +361,20 @@ class Gateway:
             "uplink": {"connected": uplink.connected, "connects": uplink.connects,
                        "disconnects": uplink.disconnects, "published": uplink.published,
                        "acked": uplink.acked} if uplink else None,
-            "buses": {bus_id: {"connected": p.health.connected, "cycles": p.health.cycles}
+            "buses": {bus_id: {"connected": p.health.connected, "cycles": p.health.cycles,
+                               "reconnects": p.health.reconnects,
+                               "bytes_sent": p.health.bytes_sent,
+                               "bytes_received": p.health.bytes_received,
+                               **({"counters": dict(p.health.counters)}
+                                  if p.health.counters else {})}
                       for bus_id, p in self.pollers.items()},
             "devices": self._device_states(),
             "active_alarms": len(self.engine.book.active) if self.engine else 0,
+            "deferred_transitions": self.deferred_transitions,
             "store": {"size_bytes": store_size_bytes(db), "disk_free_bytes":
-                      disk_free_bytes(db.parent), "integrity": self.store.store.integrity},
+                      disk_free_bytes(db.parent), "integrity": self.store.store.integrity,
+                      "quota_bytes": int(self.settings.store.quota_mb * 1024 * 1024),
+                      **vars(self.store.store.counters)},
             "process": {"cpu_percent": self._cpu.sample(), "rss_bytes": rss_bytes(),
                         "load1": load1, "load5": load5},
             "clock": {"synchronized": clock_synchronized(),
@@ -392,7 +468,8 @@ class Gateway:
             await self._stop_bus(bus_id)
             if any(b.id == bus_id for b in settings.buses):
                 self._start_bus(bus_id)
-        if settings.rules != old.rules or settings.site != old.site or changed:
+        if (settings.rules, settings.derived, settings.site) != (
+                old.rules, old.derived, old.site) or changed:
             await self._rebuild_engine()
         known = {f"{d.id}/{p.id}" for d, p in settings.iter_points()}
         for key in [k for k in self.latest if k.split("/")[0] in
@@ -405,16 +482,27 @@ class Gateway:
         log.info("config_reloaded", config=new.digest, buses_restarted=changed)
         return []
 
+    async def _store_held_transitions(self) -> None:
+        """Transitions the storm limiter still holds are stored before the engine goes."""
+        if self.engine is None:
+            return
+        held = self.engine.drain()
+        if held:
+            await self._commit((), held, "rules")
+            log.info("alarm_transitions_released", count=len(held))
+
     async def _rebuild_engine(self) -> None:
         assert self.store is not None
+        await self._store_held_transitions()
         # The rules' state that matters across a rebuild (active alarms) lives in the
-        # store, so a new engine resumes exactly where the old one was.
-        if self._queue.qsize():
-            await asyncio.sleep(0)
+        # store, so a new engine resumes exactly where the old one was; windows and fits
+        # warm up again from the stored history.
         active = await self.store.call(self.store.store.active_alarms)
+        if self._history is None:
+            self._history = HistoryReader(self.settings.store.path)
         self.engine = RuleEngine(self.settings, [
             ActiveAlarm(a.alarm_id, a.rule, a.device, a.point, a.severity,  # type: ignore[arg-type]
-                        a.side, a.limit, a.acked) for a in active])
+                        a.side, a.limit, a.acked) for a in active], history=self._history)
 
     async def _restart_uplink(self) -> None:
         if self.uplink is not None:
@@ -451,6 +539,7 @@ class Gateway:
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
         pipeline_task = asyncio.create_task(self._pipeline(), name="pipeline")
         health_task = asyncio.create_task(self._health_loop(), name="health")
+        maintenance_task = asyncio.create_task(self._maintenance_loop(), name="maintenance")
         interval = watchdog_interval_s()
         watchdog_task = (asyncio.create_task(self._watchdog_loop(interval), name="watchdog")
                          if interval is not None else None)
@@ -469,7 +558,9 @@ class Gateway:
                 await self._stop_bus(bus_id)
             await self._queue.put(None)
             await pipeline_task
+            await self._store_held_transitions()
             health_task.cancel()
+            maintenance_task.cancel()
             assert self.uplink is not None
             await self.uplink.drain(SHUTDOWN_DRAIN_S)
             await self.uplink.stop()
@@ -480,5 +571,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 self._write_status_file({**(await self.health_snapshot()), "stopped": True})
             self.store.close()
+            if self._history is not None:
+                self._history.close()
         log.info("gateway_stopped", outbox_seq=store.last_seq)
         return 0

@@ -17,6 +17,10 @@ AlarmState = Literal["raised", "escalated", "de-escalated", "cleared", "acknowle
 
 SEVERITY_RANK: dict[str, int] = {"warning": 1, "alarm": 2, "critical": 3}
 
+# The reason of readings taken while the gateway's clock is before the release date:
+# the value is real, the timestamp is not.
+CLOCK_INVALID = "clock_invalid"
+
 
 def now_ms() -> int:
     """Wall-clock time in UTC epoch milliseconds: the timestamp of every reading."""

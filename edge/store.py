@@ -31,10 +31,10 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS readings (
     id INTEGER PRIMARY KEY, ts_ms INTEGER, device TEXT, point TEXT, value REAL, raw REAL,
-    quality TEXT, reason TEXT);
+    quality TEXT, reason TEXT, seq INTEGER);
 CREATE INDEX IF NOT EXISTS idx_readings_device_point_ts_ms ON readings (device, point, ts_ms);
 CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT);
+    seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT);
 CREATE INDEX IF NOT EXISTS idx_outbox_kind_seq ON outbox (kind, seq);
 CREATE TABLE IF NOT EXISTS alarms (
     alarm_id TEXT PRIMARY KEY, rule TEXT, device TEXT, point TEXT, severity TEXT, state TEXT,
@@ -69,6 +69,24 @@ class ActiveAlarm:
     limit: float | None
     message: str
     side: str
+
+
+@dataclass
+class QuotaCounters:
+    """What disk-quota maintenance removed, cumulative over the store's life."""
+
+    retention_deleted: int = 0  # readings past store.retention_days
+    history_pruned: int = 0  # delivered readings removed early to make room
+    thinned_readings: int = 0  # undelivered readings removed by 1-of-N thinning
+    thinned_messages: int = 0  # unsent telemetry messages removed by 1-of-N thinning
+    dropped_messages: int = 0  # unsent telemetry removed after thinning was not enough
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueReport:
+    requeued: int
+    already_queued: int
+    missing: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +128,21 @@ class Store:
         row = self._conn.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
         self._seq = int(row[0]) if row else 0
         self._acked: list[int] = []
+        self.counters = QuotaCounters(**{
+            row[0][len("quota."):]: int(row[1]) for row in self._conn.execute(
+                "SELECT key, value FROM meta WHERE key LIKE 'quota.%'")
+            if row[0][len("quota."):] in QuotaCounters.__dataclass_fields__
+        })
 
     def _create_schema(self) -> None:
         # Plain DDL: sqlite-utils would cost the daemon 22 MiB of RSS at import (see
         # docs/performance.md); it is used by the offline tools instead.
         self._conn.executescript(SCHEMA)
+        # Stores created before quota thinning existed lack these columns.
+        for table, column in (("outbox", "device"), ("readings", "seq")):
+            columns = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
 
     # --- writing -------------------------------------------------------------------------
 
@@ -141,16 +169,20 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if readings:
+                seq = self._next_seq()
+                # The message's seq on each reading: it tells exactly which readings the
+                # platform already has (their message left the outbox).
                 conn.executemany(
-                    "INSERT INTO readings (ts_ms, device, point, value, raw, quality, reason)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    [(r.ts_ms, r.device, r.point, r.value, r.raw, r.quality, r.reason)
+                    "INSERT INTO readings (ts_ms, device, point, value, raw, quality, reason,"
+                    " seq) VALUES (?,?,?,?,?,?,?,?)",
+                    [(r.ts_ms, r.device, r.point, r.value, r.raw, r.quality, r.reason, seq)
                      for r in readings],
                 )
-                seq = self._next_seq()
                 conn.execute(
-                    "INSERT INTO outbox (seq, kind, created_ms, payload) VALUES (?,?,?,?)",
-                    (seq, "telemetry", created, telemetry_payload(seq, readings)),
+                    "INSERT INTO outbox (seq, kind, created_ms, payload, device)"
+                    " VALUES (?,?,?,?,?)",
+                    (seq, "telemetry", created, telemetry_payload(seq, readings),
+                     readings[0].device),
                 )
                 queued.append(seq)
             for transition in transitions:
@@ -237,6 +269,97 @@ class Store:
         cur = self._conn.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in seqs])
         return cur.rowcount
 
+    # --- disk quota ----------------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Bytes in use inside the file (deleted rows free pages that are then reused)."""
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def maintain(self, quota_bytes: int, retention_before_ms: int) -> QuotaCounters:
+        """Keep the store within its quota without ever dropping an alarm.
+
+        In order, each step only if the previous did not free enough: readings past the
+        retention period; readings already delivered, oldest first; 1-of-N thinning of the
+        older half of undelivered readings and unsent telemetry, per point and per device,
+        N = 2, 4, 8, 16; finally the oldest unsent telemetry itself. Every step is counted.
+        """
+        self.flush_acks()
+        before = QuotaCounters(**vars(self.counters))
+        self.counters.retention_deleted += self._delete_chunks(
+            "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE ts_ms < ? "
+            "LIMIT 5000)", (retention_before_ms,))
+        target = int(quota_bytes * 0.9)  # leave headroom so the next polls fit
+        if self.used_bytes() > quota_bytes:
+            self._make_room(target)
+        if vars(self.counters) != vars(before):
+            self._save_counters()
+            log.warning("store_quota_maintenance", used_bytes=self.used_bytes(),
+                        quota_bytes=quota_bytes, **vars(self.counters))
+        return self.counters
+
+    def _make_room(self, target: int) -> None:
+        oldest_unsent = self._conn.execute(
+            "SELECT MIN(seq) FROM outbox WHERE kind='telemetry'").fetchone()[0]
+        delivered_below = oldest_unsent if oldest_unsent is not None else 2**62
+        while self.used_bytes() > target:
+            pruned = self._delete_chunks(
+                "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE seq < ? "
+                "ORDER BY id LIMIT 2000)", (delivered_below,), once=True)
+            if not pruned:
+                break
+            self.counters.history_pruned += pruned
+        for factor in (2, 4, 8, 16):
+            if self.used_bytes() <= target:
+                return
+            self.counters.thinned_readings += self._thin(
+                "readings", "id", "ts_ms", "device, point", factor)
+            self.counters.thinned_messages += self._thin(
+                "outbox", "seq", "seq", "device", factor, "kind='telemetry'")
+        while self.used_bytes() > target:
+            dropped = self._delete_chunks(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE "
+                "kind='telemetry' ORDER BY seq LIMIT 500)", (), once=True)
+            if not dropped:
+                return  # only alarms are left: they are never dropped
+            self.counters.dropped_messages += dropped
+
+    def _thin(self, table: str, key: str, order: str, group: str, factor: int,
+              where: str = "1") -> int:
+        """Delete all but every ``factor``-th row per group in the older half of a table."""
+        count = self._conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}").fetchone()[0]
+        if count < 2:
+            return 0
+        cutoff = self._conn.execute(
+            f"SELECT {order} FROM {table} WHERE {where} ORDER BY {order} LIMIT 1 OFFSET ?",
+            (count // 2,)).fetchone()[0]
+        return self._delete_chunks(
+            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM (SELECT {key}, "
+            f"ROW_NUMBER() OVER (PARTITION BY {group} ORDER BY {order}) AS n FROM {table} "
+            f"WHERE {where} AND {order} < ?) WHERE n % ? != 0)", (cutoff, factor), once=True)
+
+    def _delete_chunks(self, sql: str, params: tuple[object, ...], once: bool = False) -> int:
+        total = 0
+        while True:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = self._conn.execute(sql, params).rowcount
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            total += deleted
+            if once or deleted == 0:
+                return total
+
+    def _save_counters(self) -> None:
+        self._conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            [(f"quota.{k}", str(v)) for k, v in vars(self.counters).items()])
+
     # --- reading -------------------------------------------------------------------------
 
     def pending(self, kind: str, after_seq: int, limit: int) -> list[OutboxEntry]:
@@ -273,6 +396,57 @@ class Store:
             for r in rows
         ]
 
+    def requeue(self, from_seq: int, to_seq: int, units: dict[str, str],
+                telemetry_payload: TelemetryBuilder, alarm_payload: AlarmBuilder) -> RequeueReport:
+        """Put messages of a seq range back into the outbox, rebuilt from what is stored.
+
+        Telemetry is rebuilt from the readings that carry its seq, alarms from the alarm
+        log, each with its original seq, so the platform can fill a gap it found (a broker
+        may lose messages it acknowledged). Messages still in the outbox stay as they are;
+        seqs whose readings were pruned or thinned are reported missing.
+        """
+        rows = self._conn.execute(
+            "SELECT seq, ts_ms, device, point, value, raw, quality, reason FROM readings "
+            "WHERE seq BETWEEN ? AND ? ORDER BY seq, id", (from_seq, to_seq)).fetchall()
+        telemetry: dict[int, list[Reading]] = {}
+        for r in rows:
+            telemetry.setdefault(r["seq"], []).append(Reading(
+                r["device"], r["point"], r["ts_ms"], r["value"],
+                units.get(f"{r['device']}/{r['point']}", ""), r["quality"], r["raw"],
+                r["reason"]))
+        events = self._conn.execute(
+            "SELECT e.seq, e.alarm_id, e.state, e.severity, e.ts_ms, e.value, e.limit_value,"
+            " e.message, a.rule, a.device, a.point, a.side FROM alarm_events e JOIN alarms a"
+            " ON a.alarm_id = e.alarm_id WHERE e.seq BETWEEN ? AND ?",
+            (from_seq, to_seq)).fetchall()
+        queued = {r[0] for r in self._conn.execute(
+            "SELECT seq FROM outbox WHERE seq BETWEEN ? AND ?", (from_seq, to_seq))}
+        entries: list[tuple[int, str, str, str | None]] = []
+        for seq, batch in telemetry.items():
+            if seq not in queued:
+                entries.append((seq, "telemetry", telemetry_payload(seq, batch),
+                                batch[0].device))
+        for e in events:
+            if e["seq"] not in queued:
+                t = AlarmTransition(e["alarm_id"], e["rule"], e["device"], e["point"],
+                                    e["severity"], e["state"], e["value"], e["limit_value"],
+                                    e["ts_ms"], e["message"], e["side"] or "")
+                entries.append((e["seq"], "alarm", alarm_payload(e["seq"], t), None))
+        created = now_ms() - 86_400_000  # old enough to be sent as replay
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO outbox (seq, kind, created_ms, payload, device) "
+                "VALUES (?,?,?,?,?)", [(seq, kind, created, payload, device)
+                                       for seq, kind, payload, device in entries])
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        found = set(telemetry) | {e["seq"] for e in events} | queued
+        missing = [s for s in range(from_seq, min(to_seq, self._seq) + 1) if s not in found]
+        return RequeueReport(len(entries), len(queued), missing)
+
     def readings(self, device: str, point: str, from_ms: int, to_ms: int,
                  limit: int = 10_000) -> list[Reading]:
         rows = self._conn.execute(
@@ -293,6 +467,31 @@ class Store:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("store_checkpoint_failed", error=str(exc))
+        self._conn.close()
+
+
+class HistoryReader:
+    """Past readings for the rules (window warm-up, HST fits), on its own connection.
+
+    The rules run on the event loop; a separate read-only connection lets them read while
+    the store thread writes (WAL), without sharing a connection between threads.
+    """
+
+    MAX_ROWS = 200_000  # three years of hourly data is 26,280 rows per point
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def __call__(self, point_ref: str, from_ms: int, to_ms: int) -> list[Reading]:
+        device, point = point_ref.split("/", 1)
+        rows = self._conn.execute(
+            "SELECT ts_ms, value, raw, quality, reason FROM readings WHERE device=? AND point=?"
+            " AND ts_ms>=? AND ts_ms<=? ORDER BY ts_ms LIMIT ?",
+            (device, point, from_ms, to_ms, self.MAX_ROWS),
+        ).fetchall()
+        return [Reading(device, point, r[0], r[1], "", r[3], r[2], r[4]) for r in rows]
+
+    def close(self) -> None:
         self._conn.close()
 
 

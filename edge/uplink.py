@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge.config import GatewaySettings
 from edge.model import OutboxEntry, now_ms
@@ -48,7 +50,15 @@ class UplinkHealth:
     last_connect_ms: int | None = None
 
 
-MessageCallback = Callable[[str, bytes], Awaitable[None]]
+@dataclass(frozen=True)
+class ResponseRoute:
+    """MQTT 5 request/response: where the requester wants the reply, and its tag."""
+
+    topic: str | None = None
+    correlation: bytes | None = None
+
+
+MessageCallback = Callable[[str, bytes, ResponseRoute], Awaitable[None]]
 
 
 class MqttUplink:
@@ -89,10 +99,19 @@ class MqttUplink:
                                      f"{self.settings.gateway.id}"
         # A persistent session keeps the broker-side state of our in-flight QoS 1
         # messages across reconnects.
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=False, protocol=mqtt.MQTTv311)
+        if cfg.protocol == "5":
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                 protocol=mqtt.MQTTv5)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                 clean_session=False, protocol=mqtt.MQTTv311)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password())
+        if cfg.tls is not None:
+            client.tls_set(ca_certs=str(cfg.tls.ca_file),
+                           certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                           keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None)
+            client.tls_insecure_set(not cfg.tls.check_hostname)
         client.will_set(f"{self.root}/status", status_payload("offline"), qos=1, retain=True)
         self._attempt = 0  # failed connection attempts in a row (paho thread only)
         self._set_backoff(client)
@@ -136,11 +155,14 @@ class MqttUplink:
         self._call(self._disconnected, str(reason_code))
 
     def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
-        self._call(self._message, message.topic, bytes(message.payload))
+        props = getattr(message, "properties", None)
+        response = ResponseRoute(getattr(props, "ResponseTopic", None),
+                                 getattr(props, "CorrelationData", None))
+        self._call(self._message, message.topic, bytes(message.payload), response)
 
-    def _message(self, topic: str, payload: bytes) -> None:
+    def _message(self, topic: str, payload: bytes, response: ResponseRoute) -> None:
         if self.on_message is not None and not self._stopping:
-            task = asyncio.create_task(self.on_message(topic, payload))
+            task = asyncio.create_task(self.on_message(topic, payload, response))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -183,13 +205,24 @@ class MqttUplink:
             self._ack_wake.set()
         self._wake.set()
 
-    def publish_now(self, topic: str, payload: str, retain: bool = False) -> bool:
+    def publish_now(self, topic: str, payload: str, retain: bool = False,
+                    correlation: bytes | None = None) -> bool:
         """Publish outside the outbox (health, command replies): only while connected,
         because such messages are worthless when late."""
         if not self.health.connected:
             return False
-        self.client.publish(topic, payload, qos=1, retain=retain)
+        properties = None
+        if correlation is not None and self.settings.mqtt.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = correlation
+        self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         return True
+
+    def resend(self, from_seq: int, to_seq: int) -> None:
+        """Send a requeued seq range again, as backlog (marked replay), alarms first."""
+        self._backlog.insert(0, [from_seq - 1, to_seq])
+        self._alarm_cursor = min(self._alarm_cursor, from_seq - 1)
+        self._wake.set()
 
     def notify(self) -> None:
         """New messages were committed to the outbox."""
@@ -198,7 +231,13 @@ class MqttUplink:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         cfg = self.settings.mqtt
-        self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        if cfg.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = cfg.session_expiry_s
+            self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
+                                      clean_start=False, properties=properties)
+        else:
+            self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         self.client.loop_start()
         ack_task = asyncio.create_task(self._ack_writer(), name="outbox-acks")
         try:
@@ -299,9 +338,20 @@ class MqttUplink:
         return len(self._inflight)
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait until nothing is in flight (or the timeout); True if fully drained."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while self._inflight and asyncio.get_running_loop().time() < deadline:
+        """Before a stop: while connected, send what the outbox holds and wait for the
+        acks (bounded by ``timeout_s``); True if nothing is left unacknowledged.
+
+        Whatever is left stays in the outbox and goes out after the next start.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            await self._write_acks()
+            if not self._inflight:
+                stats = await self.store.call(self.store.store.outbox_stats)
+                if stats.depth == 0 or not self.health.connected:
+                    break
+            self._wake.set()
             await asyncio.sleep(0.05)
         await self._write_acks()
         return not self._inflight

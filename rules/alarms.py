@@ -5,6 +5,11 @@ severities → cleared; acknowledgement is an independent flag set by the keeper
 platform. Only changes produce transitions, so an alarm is never repeated while active.
 Active alarms are restored from the store at start, so a restart neither re-raises what
 is already raised nor forgets to clear what cleared while the gateway was down.
+
+A change of side at any severity (a level above the flood limit one poll and below the
+dead level the next; a sensor out of range that then goes offline) is a different
+condition, so the alarm is cleared and a new one raised: the keeper acknowledges
+conditions, not rule ids.
 """
 
 from __future__ import annotations
@@ -17,6 +22,30 @@ from rules.base import Verdict
 _SEVERITY_WORDS = {
     "en": {"warning": "warning", "alarm": "alarm", "critical": "critical"},
     "zh": {"warning": "预警", "alarm": "报警", "critical": "危急"},
+}
+
+# What the value is, as the message names it; '' is the point's own value.
+_QUANTITY_WORDS = {
+    "en": {"": "", "rate": "rate ", "rainfall": "rainfall ", "residual": "HST residual ",
+           "correlation": "level-piezometer correlation r = "},
+    "zh": {"": "当前值 ", "rate": "变化速率 ", "rainfall": "累计雨量 ", "residual": "HST残差 ",
+           "correlation": "库水位-渗压相关系数 r = "},
+}
+
+_WHERE = {
+    "en": {("above", False): "above", ("below", False): "below",
+           ("above", True): "at or above", ("below", True): "at or below"},
+    "zh": {("above", False): "高于", ("below", False): "低于",
+           ("above", True): "达到或超过", ("below", True): "达到或低于"},
+}
+
+_CONDITIONS = {
+    "en": {"offline": "sensor offline, no good reading",
+           "out_of_range": "value {value}{unit} outside the physical range",
+           "stuck": "value stuck at {value}{unit}"},
+    "zh": {"offline": "传感器离线，无有效测值",
+           "out_of_range": "测值 {value}{unit} 超出物理量程",
+           "stuck": "测值停滞于 {value}{unit}"},
 }
 
 
@@ -36,22 +65,49 @@ def _format(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+def _quantity(value: float | None, unit: str, zh: bool) -> str:
+    # Chinese text sets units close up (123.5m); English puts a space before them.
+    if not unit:
+        return _format(value)
+    return f"{_format(value)}{unit}" if zh else f"{_format(value)} {unit}"
+
+
 def alarm_message(language: str, rule: str, point: str, state: AlarmState,
                   severity: Severity | None, side: str, value: float | None,
-                  limit: float | None, unit: str) -> str:
-    words = _SEVERITY_WORDS.get(language, _SEVERITY_WORDS["en"])
-    sev = words.get(severity or "", "")
-    if language == "zh":
+                  limit: float | None, unit: str, *, quantity: str = "",
+                  inclusive: bool = False) -> str:
+    lang = language if language in _SEVERITY_WORDS else "en"
+    zh = lang == "zh"
+    sev = _SEVERITY_WORDS[lang].get(severity or "", "")
+    if quantity == "quality":
         if state == "cleared":
-            return f"{point} 已恢复正常：当前值 {_format(value)}{unit}（规则 {rule}）"
-        where = {"above": "高于", "below": "低于"}.get(side, "超出")
-        return (f"{point} {sev}：当前值 {_format(value)}{unit} {where}限值 "
-                f"{_format(limit)}{unit}（规则 {rule}）")
-    if state == "cleared":
-        return f"{point} back to normal: {_format(value)} {unit} (rule {rule})".replace(" )", ")")
-    where = {"above": "above", "below": "below"}.get(side, "beyond")
-    return (f"{point} {sev}: {_format(value)} {unit} {where} limit {_format(limit)} {unit} "
-            f"(rule {rule})")
+            text = "传感器已恢复正常" if zh else "sensor back to normal"
+        else:
+            spaced = unit if zh or not unit else f" {unit}"
+            condition = _CONDITIONS[lang].get(side, side)
+            text = f"{sev}{'：' if zh else ': '}" + condition.format(value=_format(value),
+                                                                     unit=spaced)
+    else:
+        what = _QUANTITY_WORDS[lang].get(quantity, "")
+        current = what + _quantity(value, unit, zh)
+        if state == "cleared":
+            text = f"已恢复正常：{current}" if zh else f"back to normal: {current}"
+        else:
+            where = _WHERE[lang].get((side, inclusive), "超出" if zh else "beyond")
+            bound = _quantity(limit, unit, zh)
+            text = (f"{sev}：{current} {where}限值 {bound}" if zh
+                    else f"{sev}: {current} {where} limit {bound}")
+    return f"{point} {text}（规则 {rule}）" if zh else f"{point} {text} (rule {rule})"
+
+
+def acknowledged_message(language: str, alarm_id: str) -> str:
+    return f"{alarm_id} 已确认" if language == "zh" else f"{alarm_id} acknowledged"
+
+
+def orphan_message(language: str, rule: str, point: str) -> str:
+    if language == "zh":
+        return f"{point} 报警已解除：规则 {rule} 已从配置中删除"
+    return f"{point} alarm cleared: rule {rule} is no longer configured"
 
 
 class AlarmBook:
@@ -66,48 +122,74 @@ class AlarmBook:
 
     def apply(self, rule: str, device: str, point: str, verdict: Verdict, ts_ms: int,
               unit: str) -> AlarmTransition | None:
+        """The transition a verdict causes, for rules with a single side of limits.
+
+        A change of side yields two transitions (cleared, raised): use ``update``, which
+        returns both; this returns the last one.
+        """
+        transitions = self.update(rule, device, point, verdict, ts_ms, unit)
+        return transitions[-1] if transitions else None
+
+    def update(self, rule: str, device: str, point: str, verdict: Verdict, ts_ms: int,
+               unit: str) -> list[AlarmTransition]:
+        """Every transition a verdict causes (none, one, or cleared + raised)."""
         key = (rule, f"{device}/{point}")
         current = self.active.get(key)
         new = verdict.severity
         if current is None and new is None:
-            return None
+            return []
         if current is not None and new == current.severity and verdict.direction == current.side:
-            return None
+            return []
+        out: list[AlarmTransition] = []
+        if current is not None and (new is None or verdict.direction != current.side):
+            alarm = self.active.pop(key)
+            out.append(self._transition(alarm, "cleared", verdict, ts_ms, unit,
+                                        limit=alarm.limit, side=alarm.side))
+            if new is None:
+                return out
+            current = None
+        assert new is not None
         if current is None:
-            assert new is not None
             alarm = ActiveAlarm(f"{rule}@{ts_ms}", rule, device, point, new,
                                 verdict.direction, verdict.limit)
             self.active[key] = alarm
             state: AlarmState = "raised"
-        elif new is None:
-            alarm = self.active.pop(key)
-            return AlarmTransition(
-                alarm.alarm_id, rule, device, point, alarm.severity, "cleared", verdict.value,
-                alarm.limit, ts_ms,
-                alarm_message(self.language, rule, f"{device}/{point}", "cleared",
-                              alarm.severity, alarm.side, verdict.value, alarm.limit, unit),
-                alarm.side,
-            )
         else:
             alarm = current
             rising = SEVERITY_RANK[new] > SEVERITY_RANK[alarm.severity]
             state = "escalated" if rising else "de-escalated"
             alarm.severity, alarm.side, alarm.limit = new, verdict.direction, verdict.limit
-        return AlarmTransition(
-            alarm.alarm_id, rule, device, point, alarm.severity, state, verdict.value,
-            verdict.limit, ts_ms,
-            alarm_message(self.language, rule, f"{device}/{point}", state, alarm.severity,
-                          alarm.side, verdict.value, verdict.limit, unit),
-            alarm.side,
-        )
+        out.append(self._transition(alarm, state, verdict, ts_ms, unit, limit=verdict.limit,
+                                    side=alarm.side))
+        return out
+
+    def _transition(self, alarm: ActiveAlarm, state: AlarmState, verdict: Verdict,
+                    ts_ms: int, unit: str, *, limit: float | None,
+                    side: str) -> AlarmTransition:
+        point = f"{alarm.device}/{alarm.point}"
+        message = alarm_message(self.language, alarm.rule, point, state, alarm.severity,
+                                side, verdict.value, limit, unit, quantity=verdict.quantity,
+                                inclusive=verdict.inclusive)
+        return AlarmTransition(alarm.alarm_id, alarm.rule, alarm.device, alarm.point,
+                               alarm.severity, state, verdict.value, limit, ts_ms, message,
+                               side)
+
+    def clear_orphan(self, key: tuple[str, str], ts_ms: int) -> AlarmTransition:
+        """Clear an alarm whose rule is no longer configured: nothing else ever would."""
+        alarm = self.active.pop(key)
+        point = f"{alarm.device}/{alarm.point}"
+        return AlarmTransition(alarm.alarm_id, alarm.rule, alarm.device, alarm.point,
+                               alarm.severity, "cleared", None, alarm.limit, ts_ms,
+                               orphan_message(self.language, alarm.rule, point), alarm.side)
+
+    def find(self, alarm_id: str) -> ActiveAlarm | None:
+        return next((a for a in self.active.values() if a.alarm_id == alarm_id), None)
 
     def acknowledge(self, alarm_id: str, ts_ms: int) -> AlarmTransition | None:
-        for alarm in self.active.values():
-            if alarm.alarm_id == alarm_id:
-                if alarm.acked:
-                    return None
-                alarm.acked = True
-                return AlarmTransition(alarm.alarm_id, alarm.rule, alarm.device, alarm.point,
-                                       alarm.severity, "acknowledged", None, alarm.limit, ts_ms,
-                                       f"{alarm.alarm_id} acknowledged", alarm.side)
-        return None
+        alarm = self.find(alarm_id)
+        if alarm is None or alarm.acked:
+            return None
+        alarm.acked = True
+        return AlarmTransition(alarm.alarm_id, alarm.rule, alarm.device, alarm.point,
+                               alarm.severity, "acknowledged", None, alarm.limit, ts_ms,
+                               acknowledged_message(self.language, alarm.alarm_id), alarm.side)

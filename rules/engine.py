@@ -1,69 +1,319 @@
-"""Builds the configured rules and runs them over each poll's readings."""
+"""Builds the configured rules and runs them over each poll's readings.
+
+Per poll, in this order:
+
+1. **quality screening**: every reading of a point with a ``quality`` rule is checked and
+   possibly re-qualified (bad / suspect, with the reason); points that stopped reporting
+   altogether are found offline here too;
+2. **derived points**: derived expressions and rainfall sums whose inputs changed are
+   computed, in dependency order, from the screened latest values (and screened in turn);
+3. **rules**: every rule whose input has a new reading judges it. A reading that is not
+   good is not judged: the rule returns a ``Stale`` note instead, which holds the alarm
+   state (an alarm is neither raised on doubtful data nor cleared because the data went
+   away). Notes are returned in ``Evaluation.notes`` and logged when a rule goes stale and
+   when it resumes, not on every poll.
+
+Every rule evaluation is isolated: one that raises is logged and skipped, and the poll's
+readings are still returned for storing. Transitions go through the storm limiter
+(``rules.storm``), which releases them at a bounded rate without dropping any; call
+``drain`` before discarding an engine.
+"""
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
-from edge.config import GatewaySettings, resolve_level
-from edge.config import ThresholdRule as ThresholdConfig
+from edge.config import GatewaySettings
 from edge.model import AlarmTransition, Reading
+from rules import accumulation, hst, lag_correlation, quality, rate, threshold
+from rules.accumulation import AccumulationRule
 from rules.alarms import ActiveAlarm, AlarmBook
-from rules.base import Rule
-from rules.threshold import Level, ThresholdRule
+from rules.base import Context, HistoryProvider, Judgement, Rule, RuleEnv, Stale, Verdict
+from rules.derived import DerivedPoint
+from rules.derived import build as build_derived
+from rules.expression import Expression
+from rules.quality import QualityRule
+from rules.storm import StormLimiter
 
 log = structlog.get_logger("rules.engine")
+
+_BUILDERS: dict[str, Callable[[Any, RuleEnv], Any]] = {
+    "threshold": threshold.build,
+    "rate": rate.build,
+    "accumulation": accumulation.build,
+    "quality": quality.build,
+    "hst": hst.build,
+    "lag_correlation": lag_correlation.build,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleNote:
+    """A rule that could not judge its point on this poll, and why."""
+
+    rule: str
+    point: str
+    ts_ms: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     """What the rules made of one poll: the readings to store (with any quality the
-    screening changed, plus derived readings) and the alarm transitions they caused."""
+    screening changed, plus derived readings) and the alarm transitions to store now.
+
+    ``notes`` are the rules that held their state for want of good input; ``deferred``
+    is the number of transitions the storm limiter still holds for later polls.
+    """
 
     readings: tuple[Reading, ...]
     transitions: list[AlarmTransition]
+    notes: tuple[RuleNote, ...] = ()
+    deferred: int = 0
 
 
-def build_rule(settings: GatewaySettings, config: ThresholdConfig) -> Rule:
-    high = [Level(lv.severity, resolve_level(settings, lv.value)) for lv in config.high]
-    low = [Level(lv.severity, resolve_level(settings, lv.value)) for lv in config.low]
-    return ThresholdRule(config.id, config.point, high, low, config.hysteresis)
+# --- the static shape of the rule set --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProducerSpec:
+    """A derived expression or an accumulation rule, before it is built."""
+
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...]
+    config: Any
+
+
+def producer_specs(settings: GatewaySettings) -> list[ProducerSpec]:
+    specs = [ProducerSpec((d.key,), tuple(sorted(Expression.parse(d.expression).point_refs)), d)
+             for d in settings.derived]
+    specs += [ProducerSpec(tuple(r.outputs()), (r.point,), r) for r in settings.rules
+              if isinstance(r, accumulation.AccumulationConfig)]
+    return specs
+
+
+def dependency_order(specs: Sequence[ProducerSpec]) -> list[ProducerSpec]:
+    """Producers ordered so that each comes after those whose outputs it reads."""
+    made_by = {out: i for i, spec in enumerate(specs) for out in spec.outputs}
+    needs = {i: {made_by[x] for x in spec.inputs if x in made_by} for i, spec in
+             enumerate(specs)}
+    order: list[int] = []
+    done: set[int] = set()
+    while len(order) < len(specs):
+        ready = [i for i in range(len(specs)) if i not in done and needs[i] <= done]
+        if not ready:
+            raise ValueError("circular derived points (edge check reports which)")
+        order.extend(ready)
+        done.update(ready)
+    return [specs[i] for i in order]
+
+
+def rule_env(settings: GatewaySettings, specs: Sequence[ProducerSpec],
+             history: HistoryProvider | None) -> RuleEnv:
+    intervals = {f"{d.id}/{p.id}": d.poll_interval_s for d, p in settings.iter_points()}
+    units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
+    for spec in specs:
+        # A derived value is as fresh as its slowest input.
+        interval = max((intervals.get(x, 60.0) for x in spec.inputs), default=60.0)
+        is_sum = isinstance(spec.config, accumulation.AccumulationConfig)
+        for out in spec.outputs:
+            intervals[out] = interval
+            units[out] = "mm" if is_sum else spec.config.unit
+    return RuleEnv(dict(settings.site.levels), settings.site.timezone, intervals, units,
+                   history)
+
+
+# --- the engine --------------------------------------------------------------------------
 
 
 class RuleEngine:
-    def __init__(self, settings: GatewaySettings, active: Iterable[ActiveAlarm] = ()) -> None:
+    def __init__(self, settings: GatewaySettings, active: Iterable[ActiveAlarm] = (),
+                 history: HistoryProvider | None = None, *, storm_burst: int = 20,
+                 storm_per_minute: float = 20.0, storm_max_delay_s: float = 300.0) -> None:
         self.book = AlarmBook(settings.site.language)
-        self.by_point: dict[str, list[Rule]] = defaultdict(list)
-        self.units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
+        specs = dependency_order(producer_specs(settings))
+        self.env = rule_env(settings, specs, history)
+        self.units = self.env.units
+        self.rules: dict[str, Any] = {}
+        self.screens: dict[str, list[QualityRule]] = defaultdict(list)
+        self.by_input: dict[str, list[Rule]] = defaultdict(list)
         for config in settings.rules:
-            rule = build_rule(settings, config)
-            self.by_point[rule.point].append(rule)
-        rules = {r.id: r for rs in self.by_point.values() for r in rs}
+            rule = _BUILDERS[config.type](config, self.env)
+            self.rules[rule.id] = rule
+            if isinstance(rule, QualityRule):
+                self.screens[rule.point].append(rule)
+                continue
+            for key in rule.inputs:
+                self.by_input[key].append(rule)
+        self.producers: list[DerivedPoint | AccumulationRule] = [
+            self.rules[spec.config.id] if isinstance(spec.config, accumulation.AccumulationConfig)
+            else build_derived(spec.config, self.env) for spec in specs]
+        # Input point → indices (in dependency order) of the producers that read it.
+        self.readers: dict[str, list[int]] = defaultdict(list)
+        for index, spec in enumerate(specs):
+            for key in spec.inputs:
+                self.readers[key].append(index)
+        self.latest: dict[str, Reading] = {}
+        self.limiter = StormLimiter(storm_burst, storm_per_minute, storm_max_delay_s)
+        self.clock_ms: int | None = None
+        self.stale: set[tuple[str, str]] = set()
+        self.orphans: list[tuple[str, str]] = []
         for alarm in active:
-            rule = rules.get(alarm.rule)
-            if rule is None or rule.point != f"{alarm.device}/{alarm.point}":
-                continue  # the rule was removed from the config; see clear_orphans
+            key = f"{alarm.device}/{alarm.point}"
             self.book.restore(alarm)
-            if isinstance(rule, ThresholdRule):
-                rule.restore(alarm.severity, alarm.side)
+            rule = self.rules.get(alarm.rule)
+            if rule is None or key not in rule.alarm_points:
+                self.orphans.append((alarm.rule, key))  # cleared at the first poll
+                continue
+            rule.restore_alarm(key, alarm.severity, alarm.side)
+
+    # --- the daemon's entry points -------------------------------------------------------
 
     def evaluate(self, readings: Sequence[Reading]) -> Evaluation:
+        try:
+            return self._evaluate(readings)
+        except Exception:  # a bug here must not stop the poll from being stored
+            log.exception("engine_failed", readings=len(readings))
+            return Evaluation(tuple(readings), [])
+
+    def acknowledge(self, alarm_id: str, ts_ms: int) -> AlarmTransition | None:
+        """The keeper's acknowledgement, or None if no such unacknowledged alarm is known
+        to the platform (including one still held back by the storm limiter)."""
+        if self.limiter.holds(alarm_id):
+            return None
+        return self.book.acknowledge(alarm_id, ts_ms)
+
+    def drain(self) -> list[AlarmTransition]:
+        """Every transition the storm limiter still holds, for storing at shutdown."""
+        return self.limiter.drain()
+
+    # --- one poll ------------------------------------------------------------------------
+
+    def _evaluate(self, readings: Sequence[Reading]) -> Evaluation:
+        now = max((r.ts_ms for r in readings), default=self.clock_ms or 0)
+        self.clock_ms = max(now, self.clock_ms or now)
+        ctx = Context(now, self.latest)
+        out: list[Reading] = []
         transitions: list[AlarmTransition] = []
+        notes: list[RuleNote] = []
+        for rule_id, key in self.orphans:
+            if (rule_id, key) in self.book.active:
+                transitions.append(self.book.clear_orphan((rule_id, key), now))
+        self.orphans.clear()
+
+        # 1. quality screening
+        fresh: list[Reading] = []
         for reading in readings:
-            for rule in self.by_point.get(reading.key, ()):
-                try:
-                    verdict = rule.evaluate(reading)
-                    if verdict is None:
-                        continue
-                    transition = self.book.apply(rule.id, reading.device, reading.point,
-                                                 verdict, reading.ts_ms,
-                                                 self.units.get(reading.key, ""))
-                except Exception:  # a broken rule must not stop the others or the poll
-                    log.exception("rule_failed", rule=rule.id, point=reading.key)
-                    continue
-                if transition is not None:
-                    transitions.append(transition)
-        return Evaluation(tuple(readings), transitions)
+            fresh.append(self._take(self._screen(reading, transitions, notes), out))
+        seen = {r.key for r in readings}
+        for key, screens in self.screens.items():
+            if key in seen:
+                continue
+            for screen in screens:
+                self._judged(screen.id, key, now, self._safely(
+                    screen.id, key, lambda s=screen: s.check_offline(now)), transitions, notes)
+
+        # 2. derived points and rainfall sums, in dependency order
+        changed = {r.key: r.ts_ms for r in fresh}
+        due = sorted({i for key in changed for i in self.readers.get(key, ())})
+        while due:
+            # Lowest index first is dependency order; what a producer makes can only make
+            # later producers due.
+            producer = self.producers[heapq.heappop(due)]
+            for produced in self._produce(producer, changed, ctx):
+                screened = self._take(self._screen(produced, transitions, notes), out)
+                fresh.append(screened)
+                changed[screened.key] = max(changed.get(screened.key, 0), screened.ts_ms)
+                for i in self.readers.get(screened.key, ()):
+                    if i not in due:
+                        heapq.heappush(due, i)
+
+        # 3. rules
+        for reading in fresh:
+            for rule in self.by_input.get(reading.key, ()):
+                judgements = self._safely(rule.id, reading.key,
+                                          lambda r=rule, x=reading: r.judge(x, ctx))
+                self._judged(rule.id, reading.key, reading.ts_ms, judgements, transitions,
+                             notes)
+
+        released = self.limiter.submit(transitions, now)
+        if self.limiter.pending:
+            log.warning("alarm_storm_paced", released=len(released),
+                        deferred=self.limiter.pending)
+        return Evaluation(tuple(out), released, tuple(notes), self.limiter.pending)
+
+    def _take(self, reading: Reading, out: list[Reading]) -> Reading:
+        out.append(reading)
+        previous = self.latest.get(reading.key)
+        if previous is None or reading.ts_ms >= previous.ts_ms:
+            self.latest[reading.key] = reading
+        return reading
+
+    def _screen(self, reading: Reading, transitions: list[AlarmTransition],
+                notes: list[RuleNote]) -> Reading:
+        for screen in self.screens.get(reading.key, ()):
+            try:
+                reading, judgements = screen.screen(reading)
+            except Exception:
+                log.exception("rule_failed", rule=screen.id, point=reading.key)
+                continue
+            self._judged(screen.id, reading.key, reading.ts_ms, judgements, transitions, notes)
+        return reading
+
+    def _produce(self, producer: DerivedPoint | AccumulationRule, changed: dict[str, int],
+                 ctx: Context) -> list[Reading]:
+        if isinstance(producer, DerivedPoint):
+            stamps = [changed[x] for x in producer.inputs if x in changed]
+            if not stamps:
+                return []
+            try:
+                return [producer.compute(ctx, max(stamps))]
+            except Exception:
+                log.exception("derived_point_failed", point=producer.key)
+                return [Reading(producer.device, producer.point, max(stamps), None,
+                                producer.unit, "bad", None, "evaluation_error")]
+        source = ctx.latest.get(producer.source)
+        if producer.source not in changed or source is None:
+            return []
+        try:
+            return producer.produce(source, ctx)
+        except Exception:
+            log.exception("rule_failed", rule=producer.id, point=producer.source)
+            return []
+
+    def _safely(self, rule_id: str, key: str,
+                call: Callable[[], Sequence[Judgement]]) -> Sequence[Judgement]:
+        try:
+            return call()
+        except Exception:  # a broken rule must not stop the others or the poll
+            log.exception("rule_failed", rule=rule_id, point=key)
+            return []
+
+    def _judged(self, rule_id: str, key: str, ts_ms: int, judgements: Sequence[Judgement],
+                transitions: list[AlarmTransition], notes: list[RuleNote]) -> None:
+        for judgement in judgements:
+            point = judgement.point or key
+            if isinstance(judgement, Stale):
+                notes.append(RuleNote(rule_id, point, ts_ms, judgement.reason))
+                if (rule_id, point) not in self.stale:
+                    self.stale.add((rule_id, point))
+                    log.info("rule_holding", rule=rule_id, point=point,
+                             reason=judgement.reason)
+                continue
+            assert isinstance(judgement, Verdict)
+            if (rule_id, point) in self.stale:
+                self.stale.discard((rule_id, point))
+                log.info("rule_resumed", rule=rule_id, point=point)
+            device, point_id = point.split("/", 1)
+            unit = judgement.unit if judgement.unit is not None else self.units.get(point, "")
+            try:
+                transitions.extend(self.book.update(rule_id, device, point_id, judgement,
+                                                    ts_ms, unit))
+            except Exception:
+                log.exception("alarm_update_failed", rule=rule_id, point=point)

@@ -1,72 +1,151 @@
-"""Threshold rule: multi-level high/low limits with hysteresis.
+"""Threshold rule: multi-level high/low limits with hysteresis and on/off delays.
 
 Models the basic practice of reservoir alarming (domain reference §4): a water level above
 the flood-limit level (strictly: 超汛限 means level > 汛限水位), escalating at the design
-and check flood levels; or a level below the dead level. A value hovering at a limit
-must not flap, so once a level is reached it is held until the value falls back past the
-limit by ``hysteresis``.
+and check flood levels; or a level below the dead level; or a piezometric level above the
+design phreatic line, a hydraulic gradient above the allowable gradient (on a derived
+point). A value hovering at a limit must not flap, so once a level is reached it is held
+until the value falls back past the limit by ``hysteresis``; optional delays require a
+level to persist for N samples or a duration before it is raised or stepped down.
+
+```yaml
+- id: level-high
+  type: threshold
+  point: level-1/water_level
+  high: [{severity: warning, value: flood_limit}, {severity: alarm, value: design_flood}]
+  low: [{severity: warning, value: dead}]
+  hysteresis: 0.05
+  on_delay: {samples: 2}          # optional; or {duration: 10min}
+  off_delay: {duration: 30min}    # optional
+```
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
-from edge.model import SEVERITY_RANK, Reading, Severity
-from rules.base import Verdict
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from edge.configbase import StrictModel
+from edge.model import Reading, Severity
+from rules.base import Context, Judgement, RuleEnv, Stale, Verdict, input_problem
+from rules.configtypes import Delay, Ident, Limit, PointRef, unique_severities
+from rules.limits import Debounce, Level, LimitLadder, debounce
+
+__all__ = ["Level", "ThresholdConfig", "ThresholdRule", "build"]
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
-    severity: Severity
-    limit: float
+class ThresholdConfig(StrictModel):
+    id: Ident
+    type: Literal["threshold"]
+    point: PointRef
+    high: list[Limit] = Field(default_factory=list)
+    low: list[Limit] = Field(default_factory=list)
+    hysteresis: float = Field(default=0.0, ge=0)
+    on_delay: Delay | None = None
+    off_delay: Delay | None = None
+
+    @field_validator("high", "low")
+    @classmethod
+    def _one_per_severity(cls, limits: list[Limit], info: ValidationInfo) -> list[Limit]:
+        return unique_severities(limits, info.field_name or "")
+
+    @model_validator(mode="after")
+    def _has_limits(self) -> ThresholdConfig:
+        if not self.high and not self.low:
+            raise ValueError("a threshold rule needs at least one 'high' or 'low' limit")
+        return self
+
+
+def resolve(levels: Mapping[str, float], value: float | str) -> float:
+    """A limit's number: itself, or the named site level it refers to."""
+    return float(levels[value]) if isinstance(value, str) else float(value)
+
+
+def ladder_levels(limits: Sequence[Limit], levels: Mapping[str, float]) -> list[Level]:
+    return [Level(lv.severity, resolve(levels, lv.value)) for lv in limits]
+
+
+class LimitJudge:
+    """A ladder of limits plus delays over one stream of values: a small state machine.
+
+    Threshold, rate, HST-residual and correlation rules differ only in what value they
+    feed it and how the verdict is worded.
+    """
+
+    def __init__(self, ladder: LimitLadder, debounce: Debounce) -> None:
+        self.ladder = ladder
+        self.debounce = debounce
+
+    @property
+    def held(self) -> Severity | None:
+        return self.debounce.severity
+
+    @property
+    def held_side(self) -> str:
+        return self.debounce.side
+
+    def restore(self, severity: Severity | None, side: str) -> None:
+        self.debounce.restore(severity, side)
+
+    def step(self, ts_ms: int, value: float) -> tuple[Severity | None, str, float | None]:
+        """The level in force after this value: (severity, side, its limit)."""
+        level, side = self.ladder.target(value, self.held, self.held_side)
+        self.debounce.step(ts_ms, level.severity if level else None, side)
+        severity = self.debounce.severity
+        if severity is None:
+            return None, "", self.ladder.first_limit
+        return severity, self.debounce.side, self.ladder.limit_of(severity, self.debounce.side)
 
 
 class ThresholdRule:
     def __init__(self, rule_id: str, point: str, high: Sequence[Level], low: Sequence[Level],
-                 hysteresis: float) -> None:
+                 hysteresis: float, *, on_delay: Delay | None = None,
+                 off_delay: Delay | None = None) -> None:
         self.id = rule_id
         self.point = point
-        self.high = sorted(high, key=lambda lv: SEVERITY_RANK[lv.severity])
-        self.low = sorted(low, key=lambda lv: SEVERITY_RANK[lv.severity])
-        self.hysteresis = hysteresis
-        self.held: Severity | None = None
-        self.held_side = ""
+        self.inputs = (point,)
+        self.alarm_points = (point,)
+        self.limits = LimitJudge(LimitLadder(high, low, hysteresis),
+                                 debounce(on_delay, off_delay))
+
+    @property
+    def held(self) -> Severity | None:
+        return self.limits.held
 
     def restore(self, severity: Severity | None, side: str) -> None:
         """Resume from a persisted active alarm after a restart."""
-        self.held = severity
-        self.held_side = side
+        self.limits.restore(severity, side)
 
-    def _side_level(self, value: float, levels: Sequence[Level], high: bool) -> Level | None:
-        held_rank = SEVERITY_RANK[self.held] if self.held and self.held_side == (
-            "above" if high else "below") else 0
-        found: Level | None = None
-        for level in levels:
-            rank = SEVERITY_RANK[level.severity]
-            beyond = value > level.limit if high else value < level.limit
-            # Holding a level (or a higher one) keeps it until the value is back past the
-            # limit by the hysteresis band.
-            kept = rank <= held_rank and (
-                value > level.limit - self.hysteresis if high
-                else value < level.limit + self.hysteresis
-            )
-            if (beyond or kept) and (found is None or rank > SEVERITY_RANK[found.severity]):
-                found = level
-        return found
+    def restore_alarm(self, point: str, severity: Severity, side: str) -> None:
+        self.restore(severity, side)
 
     def evaluate(self, reading: Reading) -> Verdict | None:
+        """The verdict on one reading, or None when it cannot be judged (not good)."""
         if reading.quality != "good" or reading.value is None:
             return None
-        value = reading.value
-        above = self._side_level(value, self.high, True)
-        below = self._side_level(value, self.low, False)
-        chosen, side = (above, "above") if above else (below, "below")
-        if above and below and SEVERITY_RANK[below.severity] > SEVERITY_RANK[above.severity]:
-            chosen, side = below, "below"
-        if chosen is None:
-            self.held, self.held_side = None, ""
-            limit = self.high[0].limit if self.high else (self.low[0].limit if self.low else None)
-            return Verdict(None, value, limit)
-        self.held, self.held_side = chosen.severity, side
-        return Verdict(chosen.severity, value, chosen.limit, side)
+        severity, side, limit = self.limits.step(reading.ts_ms, reading.value)
+        return Verdict(severity, reading.value, limit, side)
+
+    def judge(self, reading: Reading, ctx: Context) -> Sequence[Judgement]:
+        problem = input_problem(reading)
+        if problem is not None:
+            return [Stale(problem)]
+        verdict = self.evaluate(reading)
+        return [verdict] if verdict is not None else []
+
+
+def limit_judge(high: Sequence[Limit], low: Sequence[Limit], hysteresis: float,
+                env: RuleEnv, on_delay: Delay | None = None, off_delay: Delay | None = None,
+                *, inclusive: bool = False) -> LimitJudge:
+    """The judge of configured limits, site level names resolved."""
+    ladder = LimitLadder(ladder_levels(high, env.levels), ladder_levels(low, env.levels),
+                         hysteresis, inclusive=inclusive)
+    return LimitJudge(ladder, debounce(on_delay, off_delay))
+
+
+def build(config: ThresholdConfig, env: RuleEnv) -> ThresholdRule:
+    return ThresholdRule(config.id, config.point, ladder_levels(config.high, env.levels),
+                         ladder_levels(config.low, env.levels), config.hysteresis,
+                         on_delay=config.on_delay, off_delay=config.off_delay)

@@ -54,8 +54,11 @@ class Broker:
         store = (f"persistence true\npersistence_location {workdir}/\n"
                  f"persistence_file mosquitto-{self.port}.db\n" if persistent
                  else "persistence false\n")
+        # Started as root, mosquitto switches to its own user and then cannot read the
+        # test's private files (certificates, persistence): keep the test's user.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{store}"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}{store}"
             f"max_queued_messages 100000\n{extra}"
         )
         self.log = workdir / f"mosquitto-{self.port}.log"
@@ -93,16 +96,26 @@ class Broker:
 class Recorder:
     """A platform-side subscriber that records every message it receives."""
 
-    def __init__(self, port: int, topic: str = "#", persistent: bool = False) -> None:
+    def __init__(self, port: int, topic: str = "#", persistent: bool = False,
+                 tls: tuple[Path, Path, Path] | None = None, protocol: int = 4) -> None:
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self._cond = threading.Condition()
         # A persistent session: the platform gets what the broker queued while this
         # subscriber was reconnecting after a broker restart.
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{time.time_ns()}",
-                                  clean_session=not persistent)
+        if protocol == 5:
+            self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                      client_id=f"rec-{time.time_ns()}", protocol=mqtt.MQTTv5)
+        else:
+            self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                      client_id=f"rec-{time.time_ns()}",
+                                      clean_session=not persistent)
+        if tls is not None:
+            ca, cert, key = tls
+            self.client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
         self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.properties: list[Any] = []
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
 
@@ -112,6 +125,7 @@ class Recorder:
         except ValueError:
             body = {"_raw": msg.payload.decode(errors="replace")}
         with self._cond:
+            self.properties.append(getattr(msg, "properties", None))
             self.messages.append((msg.topic, body, bool(msg.retain)))
             self._cond.notify_all()
 

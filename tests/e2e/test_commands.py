@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.e2e.test_contract import schemas
 from tests.support import (
     Broker,
     EdgeProcess,
@@ -84,11 +86,15 @@ def test_health_get_status_and_inspect(running: tuple[Path, Platform, EdgeProces
     _, platform, _ = running
     platform.rec.wait_for(lambda r: len(r.on("/health")) >= 2, 10, "health messages")
     health = platform.rec.on("/health")[-1]
+    contract = schemas()
+    jsonschema.validate(health, contract["health"])
     assert health["outbox"]["depth"] >= 0 and health["uplink"]["connected"] is True
     assert {d["device"] for d in health["devices"]} == {"level-1", "piezo-1"}
     assert "synchronized" in health["clock"] and health["process"]["rss_bytes"] > 0
 
     status = platform.ask("get_status")
+    for reply in platform.rec.on("/reply"):
+        jsonschema.validate(reply, contract["command_reply"])
     assert status["ok"] is True and status["result"]["config"] == health["config"]
 
     report = platform.ask("inspect")
@@ -163,3 +169,30 @@ def test_reload_config_adds_a_device_and_refuses_a_broken_config(
     assert any(x["device"] == "piezo-2" for m in platform.rec.on("/telemetry")[count:]
                for x in m["readings"]), "the running config (with piezo-2) stays"
     assert gateway.proc.poll() is None
+
+
+def test_resend_rebuilds_a_seq_range_from_the_store(
+        running: tuple[Path, Platform, EdgeProcess]) -> None:
+    _, platform, _ = running
+    platform.rec.wait_for(lambda r: {1, 2, 3} <= {m["seq"] for m in r.on("/telemetry")
+                                                  + r.on("/alarms")}, 10, "seqs 1-3")
+    originals = {m["seq"]: m for m in platform.rec.on("/telemetry") + platform.rec.on("/alarms")
+                 if m["seq"] <= 3}
+    time.sleep(1.5)  # their acknowledgements have been written
+    reply = platform.ask("resend", {"from_seq": 1, "to_seq": 3})
+    assert reply["ok"] is True, reply
+    assert reply["result"]["requeued"] + reply["result"]["already_queued"] == 3
+    assert reply["result"]["missing"] == []
+
+    def arrivals(r: Recorder, seq: int) -> int:
+        return sum(1 for m in r.on("/telemetry") + r.on("/alarms") if m["seq"] == seq)
+
+    platform.rec.wait_for(lambda r: all(arrivals(r, s) >= 2 for s in (1, 2, 3)), 10,
+                          "seqs 1-3 again")
+    resent = [m for m in platform.rec.on("/telemetry") if m["seq"] <= 3 and m.get("replay")]
+    assert resent, "rebuilt telemetry is sent as replay"
+    for m in resent:
+        original = originals[m["seq"]]
+        assert m.get("readings") == original.get("readings")
+    bad = platform.ask("resend", {"from_seq": 5, "to_seq": 2})
+    assert bad["ok"] is False and "args.to_seq" in bad["error"]

@@ -120,3 +120,46 @@ def test_nothing_leaves_the_outbox_without_a_puback(tmp_path: Path,
     last_seq, _, depth = stored(tmp_path)
     assert depth == 0
     assert set(received(rec)[0]) >= set(range(seq_before + 1, last_seq + 1))
+
+
+def test_tiny_quota_thins_telemetry_keeps_every_alarm_and_says_so(
+        tmp_path: Path, private_broker: Broker) -> None:
+    modbus_port = free_port()
+    config = site_config(tmp_path, private_broker.port, modbus_port, interval=0.1)
+    data = yaml.safe_load(config.read_text())
+    data["store"].update({"quota_mb": 0.1, "maintenance_interval_s": 1})
+    data["health"] = {"interval_s": 1}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    script = tmp_path / "values.yaml"
+    # The level crosses the flood limit every second: an alarm transition per second.
+    steps = [[t, 124.0 if t % 2 else 123.0] for t in range(0, 120)]
+    script.write_text(yaml.safe_dump({"level-1/water_level": steps}))
+    sim = start_edge(["simulate", "-c", str(config), "--values", str(script)],
+                     tmp_path / "sim.log")
+    wait_for_port(modbus_port)
+    rec = Recorder(private_broker.port, f"{ROOT}/#", persistent=True)
+    gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw.log")
+    try:
+        rec.wait_for(lambda r: len(r.on("/alarms")) >= 2, 20, "alarms before the outage")
+        private_broker.stop()
+        time.sleep(25)
+        conn = sqlite3.connect(tmp_path / "edge.db")
+        thinned = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'quota.%'"))
+        conn.close()
+        assert int(thinned.get("quota.thinned_messages", 0)) > 0, thinned
+        private_broker.start()
+        conn = sqlite3.connect(tmp_path / "edge.db")
+        alarm_seqs = {s for (s,) in conn.execute("SELECT seq FROM alarm_events")}
+        conn.close()
+        rec.wait_for(lambda r: alarm_seqs <= {m["seq"] for m in r.on("/alarms")}, 30,
+                     f"all {len(alarm_seqs)} alarm transitions")
+        rec.wait_for(lambda r: any(h["store"]["thinned_messages"] > 0 for h in r.on("/health")),
+                     10, "health reporting the thinning")
+    finally:
+        gateway.stop()
+        sim.kill()
+        rec.close()
+    health = [h for h in rec.on("/health") if h["store"]["thinned_messages"] > 0][-1]
+    assert health["store"]["quota_bytes"] == int(0.1 * 1024 * 1024)
+    assert "dropped_messages" in health["store"] and "history_pruned" in health["store"]
+    assert len(alarm_seqs) >= 20

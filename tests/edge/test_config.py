@@ -84,7 +84,8 @@ def test_missing_required_key(tmp_path: Path) -> None:
 def test_unknown_bus_type(tmp_path: Path) -> None:
     text = GOOD.replace("type: modbus_tcp", "type: modbus_udp")
     assert errors(write(tmp_path, text)) == [
-        "site.yaml:8: buses[1].type: type 'modbus_udp' is not one of modbus_tcp, modbus_rtu"
+        "site.yaml:8: buses[1].type: type 'modbus_udp' is not one of modbus_tcp, modbus_rtu, "
+        "serial_line, nmea_gnss"
     ]
 
 
@@ -217,3 +218,12 @@ def test_shipped_configs_are_valid() -> None:
     root = Path(__file__).resolve().parents[2] / "config"
     for path in sorted(root.glob("*.yaml")):
         load_config(path)
+
+
+def test_typo_in_a_later_rule_is_hinted_from_its_own_type(tmp_path: Path) -> None:
+    text = GOOD.replace("     hysteresis: 0.05}", "     hysteresis: 0.05}\n"
+                        "  - {id: q, type: quality, point: level-1/water_level, "
+                        "ofline: {after: 3}}")
+    assert errors(write(tmp_path, text)) == [
+        "site.yaml:24: rules[1].ofline: unknown key 'ofline' (did you mean 'offline'?)"
+    ]

@@ -1,0 +1,262 @@
+"""GNSS displacement stations: an RTK receiver streaming NMEA 0183 on a serial port.
+
+Models a dam-crest GPS/BeiDou monitoring receiver working as an RTK rover against a
+reference station, printing GGA and RMC once a second (free-running; nothing is sent to
+it). Configuration (edge/config.py): an ``nmea_gnss`` bus (``NmeaGnssBus``: port,
+baudrate, parity, stopbits) with exactly one device, whose ``baseline`` is the station's
+``GnssBaseline`` (drivers/nmea.py); each point names a ``GnssDisplacement`` value with
+``field``: east_mm, north_mm, up_mm, downstream_mm, axis_mm, settlement_mm, fix_quality,
+satellites, hdop.
+
+What a poll reports (reference §1.3, §2.5: single 1 Hz RTK epochs scatter by millimetres,
+so nothing is reported per epoch):
+
+* the **mean of the epochs received during the poll interval**. Epochs with a required fix
+  quality (RTK fixed by default) are averaged and all others dropped and counted; only
+  when an interval has no such epoch are the lesser fixes averaged instead, and then
+  every position value is ``suspect`` with the reason ``fix_not_rtk: quality 5
+  (rtk_float)``. The mean is plain, not robust: a receiver's RTK-fixed epochs rarely
+  jump, and a jump that lasts is what a displacement monitor exists to see;
+* ``fix_quality`` of the latest averaged epoch, the *lowest* ``satellites`` and the
+  *highest* ``hdop`` among them: the conservative figure for judging the mean;
+* stamped when the last averaged epoch arrived.
+
+Sentences with a bad checksum are skipped and counted (health counter ``bad_checksum``),
+as are other malformed ones (``rejected_sentences``); other sentence types (GSV, GSA,
+VTG...) are ignored. An interval without any positioned epoch gives bad readings:
+``no_fix`` when the receiver talked but had no position, ``no_data`` when it was silent,
+or the port's error when it is gone (re-opened with bounded backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from drivers.decode import DeviceConversions, failed_points, scaled_reading
+from drivers.lineport import Line, LinePort, PortUnavailable
+from drivers.nmea import (
+    FIX_QUALITY_NAMES,
+    GgaFix,
+    GnssBaseline,
+    GnssDisplacement,
+    NmeaError,
+    gga_displacement,
+    parse_sentence,
+)
+from drivers.pollbase import (
+    HEARTBEAT_S,
+    BusHealth,
+    DeviceHealth,
+    DeviceSchedule,
+    failed_result,
+    record_poll,
+)
+from edge.config import DeviceConfig, NmeaGnssBus, PointConfig
+from edge.model import PollResult, Reading, now_ms
+
+log = structlog.get_logger("drivers.gnss")
+
+PollSink = Callable[[PollResult], Awaitable[None]]
+
+POSITION_FIELDS = ("east_mm", "north_mm", "up_mm", "downstream_mm", "axis_mm", "settlement_mm")
+PARSED_SENTENCES = ("GGA", "RMC")
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    displacement: GnssDisplacement
+    ts_ms: int
+
+
+@dataclass(frozen=True)
+class IntervalMean:
+    """The averaged position of one poll interval and how far to trust it."""
+
+    values: dict[str, float | None]
+    epochs: int
+    ts_ms: int
+    suspect_reason: str | None
+
+
+def average_epochs(epochs: list[Epoch]) -> IntervalMean | None:
+    """Mean of the required-quality epochs, or of the others when there are none."""
+    good = [e for e in epochs if not e.displacement.flags]
+    used = good or epochs
+    if not used:
+        return None
+    values: dict[str, float | None] = {}
+    for name in POSITION_FIELDS:
+        samples = [getattr(e.displacement, name) for e in used]
+        values[name] = None if None in samples else statistics.fmean(samples)
+    last = used[-1].displacement
+    values["fix_quality"] = float(last.fix_quality)
+    satellites = [e.displacement.satellites for e in used if e.displacement.satellites is not None]
+    hdops = [e.displacement.hdop for e in used if e.displacement.hdop is not None]
+    values["satellites"] = float(min(satellites)) if satellites else None
+    values["hdop"] = max(hdops) if hdops else None
+    reason = None
+    if not good:
+        name = FIX_QUALITY_NAMES.get(last.fix_quality, "unknown")
+        reason = f"fix_not_rtk: quality {last.fix_quality} ({name})"
+    return IntervalMean(values, len(used), used[-1].ts_ms, reason)
+
+
+class GnssPoller:
+    def __init__(self, bus: NmeaGnssBus, devices: list[DeviceConfig], sink: PollSink) -> None:
+        if len(devices) != 1 or devices[0].baseline is None:
+            raise ValueError(f"nmea_gnss bus {bus.id} needs exactly one device with a baseline")
+        self.bus = bus
+        self.device = devices[0]
+        self.baseline: GnssBaseline = devices[0].baseline
+        self.sink = sink
+        self.health = BusHealth(devices={self.device.id: DeviceHealth()})
+        self.schedule = DeviceSchedule(devices)
+        self.conversions = DeviceConversions(self.device)
+        self.port = LinePort(bus, self.health, log)
+        self._epochs: list[Epoch] = []
+        self._sentences = 0
+        self._without_position: GgaFix | None = None
+        self._rtk = True
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def poll_now(self) -> None:
+        self.schedule.all_now()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        self.schedule.start(listening=[self.device.id])
+        try:
+            while not self._stopping:
+                self.health.last_cycle_monotonic = time.monotonic()
+                upcoming = self.schedule.next()
+                assert upcoming is not None
+                device, due = upcoming
+                if time.monotonic() < due:
+                    await self._listen(min(due - time.monotonic(), HEARTBEAT_S))
+                    continue
+                try:
+                    result = self.poll_device(device)
+                except Exception as exc:  # the bus task must never die
+                    log.exception("poll_unexpected_error", bus=self.bus.id, device=device.id)
+                    result = failed_result(self.bus.id, device, f"internal_error: {exc}")
+                self.schedule.reschedule(device, self.health.devices[device.id])
+                await self.sink(result)
+                self.health.cycles += 1
+        finally:
+            self.port.close()
+
+    async def _listen(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        self._wake.clear()
+        while not self._wake.is_set() and time.monotonic() < deadline:
+            try:
+                await self.port.ensure_open()
+                line = await self.port.read_line(min(deadline - time.monotonic(), 1.0))
+            except PortUnavailable:
+                retry = self.port.retry_at or deadline
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), max(0.0, min(deadline, retry) - time.monotonic())
+                    )
+                continue
+            if line is not None:
+                self.take(line)
+
+    def take(self, line: Line) -> None:
+        """Parse one line from the receiver into the current interval's epochs."""
+        text = line.text.strip()
+        if text.startswith("$") and text[3:6] not in PARSED_SENTENCES:
+            self.health.count("ignored_sentences")
+            return
+        try:
+            sentence = parse_sentence(text)
+        except NmeaError as exc:
+            # A corrupted digit in a coordinate is a fake displacement of metres: a
+            # sentence that fails its checksum is never used, only counted.
+            bad_checksum = str(exc).startswith("bad checksum")
+            self.health.count("bad_checksum" if bad_checksum else "rejected_sentences")
+            return
+        self._sentences += 1
+        if not isinstance(sentence, GgaFix):
+            return
+        try:
+            displacement = gga_displacement(sentence, self.baseline)
+        except NmeaError:
+            self._without_position = sentence
+            return
+        self._epochs.append(Epoch(displacement, line.ts_ms))
+
+    def poll_device(self, device: DeviceConfig) -> PollResult:
+        epochs, self._epochs = self._epochs, []
+        sentences, self._sentences = self._sentences, 0
+        without, self._without_position = self._without_position, None
+        mean = average_epochs(epochs)
+        failure: str | None = None
+        if mean is None:
+            if not self.port.is_open:
+                failure = self.port.reason
+            elif without is not None:
+                failure = f"no_fix: GGA without position (quality {without.fix_quality})"
+            elif sentences:
+                failure = "no_fix: no GGA received"
+            else:
+                failure = "no_data"
+            readings = failed_points(device.id, device.points, now_ms(), failure)
+        else:
+            self.health.count("epochs_averaged", mean.epochs)
+            self.health.count("epochs_dropped", len(epochs) - mean.epochs)
+            self._note_fix(mean)
+            readings = [self._reading(device.id, point, mean) for point in device.points]
+        readings = self.conversions.apply(readings)
+        ok = failure is None
+        record_poll(
+            log, self.bus.id, device, self.health.devices[device.id], ok, failure, 0, readings
+        )
+        return PollResult(self.bus.id, device.id, tuple(readings), 0, ok, failure)
+
+    @staticmethod
+    def _reading(device_id: str, point: PointConfig, mean: IntervalMean) -> Reading:
+        value = mean.values.get(point.field or "")
+        if value is None:
+            return Reading(
+                device_id, point.id, mean.ts_ms, None, point.unit, "bad", None, "missing_field"
+            )
+        reading = scaled_reading(device_id, point, value, mean.ts_ms)
+        if mean.suspect_reason and point.field in POSITION_FIELDS and reading.quality == "good":
+            return Reading(
+                reading.device,
+                reading.point,
+                reading.ts_ms,
+                reading.value,
+                reading.unit,
+                "suspect",
+                reading.raw,
+                mean.suspect_reason,
+            )
+        return reading
+
+    def _note_fix(self, mean: IntervalMean) -> None:
+        rtk = mean.suspect_reason is None
+        if rtk != self._rtk:
+            self._rtk = rtk
+            if rtk:
+                log.info("gnss_fix_required_quality", bus=self.bus.id, device=self.device.id)
+            else:
+                log.warning(
+                    "gnss_fix_degraded",
+                    bus=self.bus.id,
+                    device=self.device.id,
+                    reason=mean.suspect_reason,
+                )

@@ -1,0 +1,255 @@
+"""HST rule: a seepage or displacement reading against its hydrostatic–season–time model.
+
+Models the statistical-model monitoring of the domain reference §3.1 and §4: the reading
+y is compared with the HST prediction ŷ from the reservoir head H = level − reference and
+the date; a residual |y − ŷ| beyond 2S is a warning and beyond 3S an alarm, the
+confidence-interval method (置信区间法), S being the model's residual standard deviation,
+and only after ``consecutive`` exceedances in a row (≥ 3 cuts false alarms yet catches
+sudden damage). The residual's sign is the side: 'above' (more seepage, more
+displacement than the model expects) or 'below'.
+
+The model comes from configuration (coefficients of an offline analysis, in the order of
+``rules.statistics.hst_term_names``, with t in days since ``base_date`` at 00:00 site
+time and H centred on ``head_centre``), or is fitted from stored history through the
+engine's history provider, with readings binned (``bin``) into means of both series.
+It is refitted every ``refit_every`` on the history without the readings this rule
+flagged (and without those screening marked suspect, which the store keeps as such); the
+refit replaces the model in use unless, fitted without the last ``holdout``, it predicts
+that holdout more than 5 % worse (RMS) than the model in use does.
+
+```yaml
+- id: seepage-hst
+  type: hst
+  point: weir-1/seepage_flow
+  level: level-1/water_level
+  head_reference: dead          # H = level - reference, a site level or a number (m)
+  consecutive: 3
+  fit: {history: 730d, refit_every: 30d, bin: 1h, min_samples: 500, holdout: 30d}
+  # or, from an offline analysis:
+  # model: {base_date: 2023-01-01, head_centre: 15.2, s: 0.012,
+  #         coefficients: {a0: 1.1, a1: 0.02, a2: 0.001, a3: 0.0, b11: 0.03, b21: -0.01,
+  #                        b12: 0.0, b22: 0.0, c1: 0.004, c2: 0.01}}
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import structlog
+from pydantic import Field, model_validator
+
+from edge.configbase import StrictModel
+from edge.model import Reading, Severity
+from rules.base import (
+    Context,
+    HistoryProvider,
+    Judgement,
+    RuleEnv,
+    Stale,
+    Verdict,
+    input_problem,
+)
+from rules.configtypes import Duration, Ident, PointRef
+from rules.limits import Debounce, DelaySpec
+from rules.statistics import HstFit, fit_hst, hst_residual_verdict, hst_term_names
+from rules.threshold import resolve
+
+__all__ = ["HstConfig", "HstRule", "build", "fit_from_history"]
+
+log = structlog.get_logger("rules.hst")
+
+DAY_MS = 86_400_000
+# Readings flagged by the rule and kept out of refits; a bound, not a policy: at one
+# reading an hour this is over eleven years of exceedances.
+_FLAGGED_KEPT = 100_000
+# A refit predicting the held-out days this much worse (RMS) than the model in use is
+# rejected; equal models differ by noise, so a strict comparison would freeze the first.
+_WORSE_BY = 1.05
+
+
+class HstModel(StrictModel):
+    base_date: dt.date
+    head_centre: float = 0.0
+    s: float = Field(gt=0)
+    coefficients: dict[str, float]
+
+
+class HstFitConfig(StrictModel):
+    history: Duration = 730 * 86400.0
+    refit_every: Duration = 30 * 86400.0
+    bin: Duration = 3600.0
+    min_samples: int = Field(default=200, ge=20)
+    holdout: Duration = 30 * 86400.0
+
+
+class HstConfig(StrictModel):
+    id: Ident
+    type: Literal["hst"]
+    point: PointRef
+    level: PointRef
+    head_reference: float | Ident = 0.0
+    degree: Literal[3, 4] = 3
+    seasonal: bool = True
+    consecutive: int = Field(default=3, ge=1, le=1000)
+    model: HstModel | None = None
+    fit: HstFitConfig | None = None
+
+    @model_validator(mode="after")
+    def _has_a_model(self) -> HstConfig:
+        if self.model is None and self.fit is None:
+            raise ValueError("an hst rule needs 'model' (coefficients) or 'fit' (from history)")
+        if self.model is not None:
+            expected = hst_term_names(self.degree, self.seasonal)
+            if set(self.model.coefficients) != set(expected):
+                raise ValueError(f"model.coefficients must name exactly {', '.join(expected)} "
+                                 f"(degree {self.degree}, seasonal {self.seasonal})")
+        if self.fit is not None and self.fit.holdout >= self.fit.history:
+            raise ValueError("fit.holdout must be shorter than fit.history")
+        return self
+
+
+def configured_model(config: HstConfig, timezone: str) -> HstFit | None:
+    model = config.model
+    if model is None:
+        return None
+    midnight = dt.datetime.combine(model.base_date, dt.time(0), ZoneInfo(timezone))
+    names = hst_term_names(config.degree, config.seasonal)
+    coefficients = np.array([model.coefficients[name] for name in names], dtype=np.float64)
+    coefficients.setflags(write=False)
+    # n is unknown for a model fitted elsewhere; p and rank are its number of terms.
+    return HstFit(coefficients, config.degree, config.seasonal,
+                  midnight.timestamp() / 86400.0, model.head_centre, 0, len(names),
+                  len(names), model.s)
+
+
+def _bin_means(readings: Sequence[Reading], bin_ms: int) -> dict[int, float]:
+    sums: dict[int, list[float]] = {}
+    for r in readings:
+        if r.quality == "good" and r.value is not None and math.isfinite(r.value):
+            acc = sums.setdefault(r.ts_ms // bin_ms, [0.0, 0.0])
+            acc[0] += r.value
+            acc[1] += 1
+    return {b: total / count for b, (total, count) in sums.items()}
+
+
+def _rms(fit: HstFit, t: np.ndarray, head: np.ndarray, y: np.ndarray) -> float:
+    residual = y - fit.predict(t, head)
+    return float(np.sqrt(np.mean(residual * residual)))
+
+
+FitOutcome = Literal["fitted", "too_few", "not_better"]
+
+
+def fit_from_history(ys: Sequence[Reading], levels: Sequence[Reading], *, bin_ms: int,
+                     head_reference: float, degree: int, seasonal: bool, min_samples: int,
+                     now_ms: int, holdout_ms: int, excluded_bins: set[int],
+                     old: HstFit | None) -> tuple[HstFit | None, FitOutcome]:
+    """A new model from stored readings, or None and why not (too few, not better)."""
+    y_bins = _bin_means(ys, bin_ms)
+    level_bins = _bin_means(levels, bin_ms)
+    bins = sorted(b for b in y_bins if b in level_bins and b not in excluded_bins)
+    p = len(hst_term_names(degree, seasonal))
+    if len(bins) < max(min_samples, p + 1):
+        return None, "too_few"
+    t = (np.array(bins, dtype=np.float64) + 0.5) * bin_ms / DAY_MS
+    head = np.array([level_bins[b] for b in bins]) - head_reference
+    y = np.array([y_bins[b] for b in bins])
+    if old is None:
+        return fit_hst(t, head, y, degree, seasonal=seasonal), "fitted"
+    recent = t >= (now_ms - holdout_ms) / DAY_MS
+    if recent.sum() >= 3 and (~recent).sum() >= max(min_samples, p + 1):
+        # Judge the refit by how it predicts data it has not seen, against the model in
+        # use; if it is not worse, take the fit on everything, the last days included.
+        trial = fit_hst(t[~recent], head[~recent], y[~recent], degree, seasonal=seasonal)
+        worse = (_rms(trial, t[recent], head[recent], y[recent])
+                 > _WORSE_BY * _rms(old, t[recent], head[recent], y[recent]))
+    else:
+        worse = fit_hst(t, head, y, degree, seasonal=seasonal).s > _WORSE_BY * old.s
+    if worse:
+        return None, "not_better"
+    return fit_hst(t, head, y, degree, seasonal=seasonal), "fitted"
+
+
+class HstRule:
+    def __init__(self, config: HstConfig, env: RuleEnv) -> None:
+        self.id = config.id
+        self.point = config.point
+        self.level = config.level
+        self.inputs = (config.point,)
+        self.alarm_points = (config.point,)
+        self.unit = env.units.get(config.point, "")
+        self.head_reference = resolve(env.levels, config.head_reference)
+        self.degree = config.degree
+        self.seasonal = config.seasonal
+        self.fit_config = config.fit
+        self.history: HistoryProvider | None = env.history
+        self.level_max_age_ms = env.stale_after_ms(config.level)
+        self.model = configured_model(config, env.timezone)
+        self.next_fit_ms: int | None = None
+        self.debounce = Debounce(DelaySpec(samples=config.consecutive), None)
+        self.flagged: deque[int] = deque(maxlen=_FLAGGED_KEPT)
+
+    def restore_alarm(self, point: str, severity: Severity, side: str) -> None:
+        self.debounce.restore(severity, side)
+
+    def _refit(self, now_ms: int) -> None:
+        fit = self.fit_config
+        if fit is None or self.history is None:
+            return
+        if self.next_fit_ms is not None and now_ms < self.next_fit_ms:
+            return
+        bin_ms = int(fit.bin * 1000)
+        start = now_ms - int(fit.history * 1000)
+        new, outcome = fit_from_history(
+            self.history(self.point, start, now_ms), self.history(self.level, start, now_ms),
+            bin_ms=bin_ms, head_reference=self.head_reference, degree=self.degree,
+            seasonal=self.seasonal, min_samples=fit.min_samples, now_ms=now_ms,
+            holdout_ms=int(fit.holdout * 1000),
+            excluded_bins={ts // bin_ms for ts in self.flagged}, old=self.model)
+        log.info("hst_fit", rule=self.id, outcome=outcome, n=new.n if new else None,
+                 s=new.s if new else None)
+        if new is not None:
+            self.model = new
+        # Too little history yet: try again daily, not on every reading. A candidate no
+        # better than the model in use waits for the next scheduled refit like a success.
+        wait_s = min(fit.refit_every, 86400.0) if outcome == "too_few" else fit.refit_every
+        self.next_fit_ms = now_ms + int(wait_s * 1000)
+
+    def judge(self, reading: Reading, ctx: Context) -> Sequence[Judgement]:
+        problem = input_problem(reading)
+        if problem is not None:
+            return [Stale(problem)]
+        assert reading.value is not None
+        self._refit(reading.ts_ms)
+        if self.model is None:
+            why = ("no_model: not enough history yet" if self.history is not None
+                   else "no_model: no coefficients and no history provider")
+            return [Stale(why)]
+        level, why = ctx.current(self.level, self.level_max_age_ms)
+        if level is None:
+            return [Stale(why or "no_level")]
+        verdict = hst_residual_verdict(self.model, reading.ts_ms / DAY_MS,
+                                       level - self.head_reference, reading.value)
+        side = "above" if verdict.residual > 0 else "below"
+        if verdict.level != "normal":
+            self.flagged.append(reading.ts_ms)
+        self.debounce.step(reading.ts_ms, None if verdict.level == "normal" else verdict.level,
+                           side)
+        severity = self.debounce.severity
+        limit = None
+        if severity is not None:
+            k = 3.0 if severity == "alarm" else 2.0
+            limit = k * verdict.s if self.debounce.side == "above" else -k * verdict.s
+        return [Verdict(severity, verdict.residual, limit, self.debounce.side, unit=self.unit,
+                        quantity="residual")]
+
+
+def build(config: HstConfig, env: RuleEnv) -> HstRule:
+    return HstRule(config, env)

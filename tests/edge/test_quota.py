@@ -1,0 +1,102 @@
+"""Disk quota: retention, pruning of delivered history, thinning, and a full disk."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge.model import AlarmTransition, Reading
+from edge.payloads import alarm_payload, telemetry_payload
+from edge.store import Store
+
+T0 = 1_700_000_000_000
+
+
+def cycle(store: Store, i: int, device: str, alarm: bool = False) -> list[int]:
+    readings = [Reading(device, f"p{j}", T0 + i * 1000, float(i), "m", "good", float(i))
+                for j in range(5)]
+    transitions = [AlarmTransition(f"r@{i}", "r", device, "p0", "warning", "raised",
+                                   float(i), 1.0, T0 + i * 1000, "m", "above")] if alarm else []
+    return store.commit_cycle(readings, transitions, telemetry_payload, alarm_payload)
+
+
+def test_retention_deletes_only_old_readings(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    for i in range(100):
+        cycle(store, i, "logger-1")
+    counters = store.maintain(quota_bytes=10**9, retention_before_ms=T0 + 50_000)
+    assert counters.retention_deleted == 250
+    assert len(store.readings("logger-1", "p0", 0, 2**62)) == 50
+    assert store.outbox_stats().depth == 100, "the outbox is not subject to retention"
+
+
+def test_thinning_keeps_alarms_and_counts_everything(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    alarms = 0
+    for i in range(3000):
+        alarm = i % 300 == 0
+        alarms += alarm
+        cycle(store, i, f"logger-{i % 2}", alarm)
+    used = store.used_bytes()
+    quota = used // 3
+    counters = store.maintain(quota_bytes=quota, retention_before_ms=0)
+    assert store.used_bytes() <= quota
+    assert counters.thinned_messages > 0 and counters.thinned_readings > 0
+    stats = store.outbox_stats()
+    assert stats.alarms == alarms, "alarms are never dropped"
+    # Thinning takes from the older half first: the newest messages are all there.
+    newest = [e.seq for e in store.pending("telemetry", 0, 10**6)][-100:]
+    assert newest[-1] - newest[0] == 99  # contiguous: no alarm among the last 100 seqs
+    # Each device keeps some of its older messages (1 of N per device, not all of one).
+    devices = {json.loads(e.payload)["readings"][0]["device"]
+               for e in store.pending("telemetry", 0, 500)}
+    assert devices == {"logger-0", "logger-1"}
+    store.close()
+    reopened = Store(tmp_path / "edge.db")
+    assert reopened.counters.thinned_messages == counters.thinned_messages
+
+
+def test_delivered_history_goes_before_anything_unsent(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    for i in range(2000):
+        seqs = cycle(store, i, "logger-1")
+        if i < 1500:
+            store.ack_outbox(seqs)
+    store.flush_acks()
+    quota = int(store.used_bytes() * 0.7)
+    counters = store.maintain(quota_bytes=quota, retention_before_ms=0)
+    assert counters.history_pruned > 0
+    assert counters.thinned_messages == 0 and counters.dropped_messages == 0
+    assert store.outbox_stats().depth == 500
+
+
+def test_only_alarms_left_are_never_dropped(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    for i in range(200):
+        store.commit_cycle([], [AlarmTransition(f"a@{i}", "r", "d", "p", "alarm", "raised",
+                                                1.0, 0.5, T0 + i, "m" * 200, "above")],
+                           telemetry_payload, alarm_payload)
+    store.maintain(quota_bytes=1024, retention_before_ms=0)
+    assert store.outbox_stats().alarms == 200
+
+
+def test_disk_full_rolls_back_the_cycle_and_keeps_everything_stored(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    for i in range(50):
+        cycle(store, i, "logger-1")
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    # SQLITE_FULL exactly as ENOSPC gives it: the file may not grow any more.
+    store._conn.execute(f"PRAGMA max_page_count={pages}")
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        for i in range(50, 5000):
+            cycle(store, i, "logger-1")
+    assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    kept = store.outbox_stats().depth
+    assert kept >= 50
+    store.maintain(quota_bytes=store.used_bytes() // 2, retention_before_ms=0)
+    # After making room the next cycle fits again, with the next seq.
+    last = store.last_seq
+    assert cycle(store, 99_999, "logger-1") == [last + 1]

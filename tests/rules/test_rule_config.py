@@ -1,0 +1,242 @@
+"""Rule and derived-point configuration errors, reported as FILE:LINE: key.path: message."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge.config import ConfigError, load_config
+from tests.support import run_edge
+
+SITE = """\
+site: {id: yangjiayuan, timezone: Asia/Shanghai, language: zh,
+       levels: {dead: 110.0, flood_limit: 123.5, design_flood: 124.8, crest: 126.0}}
+gateway: {id: gw-01}
+mqtt: {host: 127.0.0.1}
+store: {path: /tmp/edge-test.db}
+buses:
+  - {id: lan, type: modbus_tcp, host: 192.168.1.50}
+devices:
+  - id: level-1
+    bus: lan
+    poll_interval_s: 300
+    points:
+      - {id: water_level, quantity: water_level, unit: m,
+         register: {table: holding, address: 0, type: float32}}
+      - {id: rain, quantity: rainfall_counter, unit: mm,
+         register: {table: holding, address: 2}, tipping_bucket: {mm_per_tip: 0.5}}
+  - id: piezo-1
+    bus: lan
+    poll_interval_s: 3600
+    points:
+      - {id: head, quantity: piezometric_level, unit: m, register: {table: input, address: 0}}
+      - {id: head2, quantity: piezometric_level, unit: m, register: {table: input, address: 1}}
+derived:
+  - {id: freeboard, expression: "crest - {level-1/water_level}", unit: m}
+  - {id: gradient, expression: "({piezo-1/head} - {piezo-1/head2}) / L", constants: {L: 12.5}}
+rules:
+  - {id: level-high, type: threshold, point: level-1/water_level,
+     high: [{severity: warning, value: flood_limit}], hysteresis: 0.05,
+     on_delay: {samples: 2}}
+  - {id: level-rise, type: rate, point: level-1/water_level, method: least_squares,
+     window: 1h, per: m/h, high: [{severity: warning, value: 0.3}]}
+  - {id: level-q, type: quality, point: level-1/water_level, range: [100, 130],
+     offline: {after: 3}, jump: {max_step: 0.5}}
+  - {id: freeboard-low, type: threshold, point: derived/freeboard,
+     low: [{severity: warning, value: 1.0}]}
+  - id: rain
+    type: accumulation
+    point: level-1/rain
+    windows:
+      - {window: 1h, high: [{severity: warning, value: 20}]}
+      - {window: 3h, high: [{severity: alarm, value: 50}]}
+    event: {dry_gap: 6h}
+  - {id: seepage-hst, type: hst, point: piezo-1/head, level: level-1/water_level,
+     head_reference: dead, fit: {history: 365d}}
+  - {id: piezo-lag, type: lag_correlation, point: piezo-1/head,
+     level: level-1/water_level, lag: 10d, low: [{severity: warning, value: 0.5}]}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "site.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def errors(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return [str(p) for p in info.value.problems]
+
+
+def test_every_rule_type_and_derived_points_load(tmp_path: Path) -> None:
+    s = load_config(write(tmp_path, SITE)).settings
+    assert [r.type for r in s.rules] == ["threshold", "rate", "quality", "threshold",
+                                         "accumulation", "hst", "lag_correlation"]
+    assert [d.key for d in s.derived] == ["derived/freeboard", "derived/gradient"]
+    assert s.store.retention_days == 400
+    assert s.rules[1].window == 3600.0  # "1h"
+
+
+def test_edge_check_counts_every_rule_type(tmp_path: Path) -> None:
+    result = run_edge(["check", "-c", str(write(tmp_path, SITE))])
+    assert result.returncode == 0, result.stderr
+    assert ("rules: 7 (1 accumulation, 1 hst, 1 lag_correlation, 1 quality, 1 rate, "
+            "2 threshold)") in result.stdout
+
+
+def test_unknown_rule_type_lists_the_known_ones(tmp_path: Path) -> None:
+    text = SITE.replace("type: rate,", "type: rates,")
+    (problem,) = errors(tmp_path, text)
+    assert problem.startswith("site.yaml:30: rules[1].type: type 'rates' is not one of "
+                              "threshold, rate, accumulation, quality, hst, lag_correlation")
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("point: level-1/water_level, method", "point: level-1/water_levl, method",
+     "site.yaml:30: rules[1].point: rule 'level-rise' refers to point 'level-1/water_levl', "
+     "which is not defined (device exists but has no such point)"),
+    ("level: level-1/water_level,\n     head_reference", "level: level-9/water_level,\n"
+     "     head_reference",
+     "site.yaml:43: rules[5].level: rule 'seepage-hst' refers to point 'level-9/water_level', "
+     "which is not defined (no device 'level-9')"),
+    ("point: derived/freeboard", "point: derived/freebord",
+     "site.yaml:34: rules[3].point: rule 'freeboard-low' refers to point 'derived/freebord', "
+     "which is not defined (device exists but has no such point)"),
+])
+def test_unknown_points(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert errors(tmp_path, SITE.replace(old, new)) == [expected]
+
+
+def test_rules_may_use_the_sums_of_an_accumulation_rule(tmp_path: Path) -> None:
+    text = SITE + ("  - {id: rain-day, type: threshold, point: rain/rain_day,\n"
+                   "     high: [{severity: warning, value: 50}]}\n")
+    assert load_config(write(tmp_path, text)).settings.rules[-1].point == "rain/rain_day"
+    wrong = text.replace("point: rain/rain_day", "point: rain/rain_24h")
+    assert errors(tmp_path, wrong) == [
+        "site.yaml:47: rules[7].point: rule 'rain-day' refers to point 'rain/rain_24h', "
+        "which is not defined (device exists but has no such point)"]
+
+
+def test_circular_derived_points(tmp_path: Path) -> None:
+    text = SITE.replace(
+        '  - {id: freeboard, expression: "crest - {level-1/water_level}", unit: m}\n',
+        '  - {id: freeboard, expression: "crest - {derived/level}", unit: m}\n'
+        '  - {id: level, expression: "crest - {derived/freeboard}", unit: m}\n')
+    assert errors(tmp_path, text) == [
+        "site.yaml:24: derived[0].expression: circular derived points: derived/freeboard → "
+        "derived/level → derived/freeboard"]
+
+
+def test_derived_point_errors(tmp_path: Path) -> None:
+    text = SITE.replace('"crest - {level-1/water_level}"', '"crst - {level-1/water_leve}"')
+    assert errors(tmp_path, text) == [
+        "site.yaml:24: derived[0].expression: derived point 'derived/freeboard' refers to "
+        "point 'level-1/water_leve', which is not defined (device exists but has no such "
+        "point)",
+        "site.yaml:24: derived[0].expression: derived point 'derived/freeboard' uses 'crst', "
+        "which is neither a site level (dead, flood_limit, design_flood, crest) nor one of "
+        "its constants"]
+
+
+def test_expression_syntax_error_has_its_column(tmp_path: Path) -> None:
+    text = SITE.replace('"crest - {level-1/water_level}"', '"crest - {level-1/water_level} >= 1"')
+    (problem,) = errors(tmp_path, text)
+    assert problem.startswith("site.yaml:24: derived[0].expression: comparisons are not "
+                              "allowed (column")
+
+
+def test_derived_device_must_not_be_a_real_device(tmp_path: Path) -> None:
+    text = SITE.replace("- {id: freeboard, expression", "- {id: freeboard, device: level-1, "
+                                                        "expression")
+    assert errors(tmp_path, text) == [
+        "site.yaml:24: derived[0].device: 'level-1/freeboard' would belong to device "
+        "'level-1', a real device: derived points need a device id of their own",
+        # Renamed by the move, the point the threshold rule names no longer exists.
+        "site.yaml:34: rules[3].point: rule 'freeboard-low' refers to point "
+        "'derived/freeboard', which is not defined (device exists but has no such point)"]
+
+
+def test_duplicate_derived_point(tmp_path: Path) -> None:
+    text = SITE.replace("- {id: gradient,", "- {id: freeboard,")
+    assert errors(tmp_path, text) == [
+        "site.yaml:25: derived[1].id: duplicate point 'derived/freeboard' (first defined at "
+        "site.yaml:24)"]
+
+
+def test_window_longer_than_the_retained_history(tmp_path: Path) -> None:
+    text = SITE.replace("store: {path: /tmp/edge-test.db}",
+                        "store: {path: /tmp/edge-test.db, retention_days: 90}")
+    assert errors(tmp_path, text) == [
+        "site.yaml:44: rules[5].fit.history: rule 'seepage-hst' needs 365d of history, longer "
+        "than the store keeps (store.retention_days: 90)"]
+    text = text.replace("lag: 10d,", "lag: 10d, window: 90d,")
+    assert errors(tmp_path, text)[-1] == (
+        "site.yaml:46: rules[6].window: rule 'piezo-lag' needs 100d of history, longer than "
+        "the store keeps (store.retention_days: 90)")
+
+
+def test_rate_unit_must_fit_the_point(tmp_path: Path) -> None:
+    text = SITE.replace("per: m/h", "per: kPa/h")
+    assert errors(tmp_path, text) == [
+        "site.yaml:31: rules[1].per: rule 'level-rise': rate unit 'kPa/h' does not fit the "
+        "point's unit 'm'"]
+
+
+def test_accumulation_needs_rain_in_mm(tmp_path: Path) -> None:
+    raw = SITE.replace(", tipping_bucket: {mm_per_tip: 0.5}}", "}")
+    assert errors(tmp_path, raw) == [
+        "site.yaml:38: rules[4].point: rule 'rain': point 'level-1/rain' is a raw pulse "
+        "counter; accumulation needs rain increments in mm (configure tipping_bucket on the "
+        "point)"]
+    level = SITE.replace("point: level-1/rain\n", "point: level-1/water_level\n")
+    assert errors(tmp_path, level) == [
+        "site.yaml:38: rules[4].point: rule 'rain': point 'level-1/water_level' measures "
+        "water_level, not rainfall"]
+
+
+def test_unknown_site_level_in_a_window_limit(tmp_path: Path) -> None:
+    text = SITE.replace("{severity: alarm, value: 50}", "{severity: alarm, value: storm}")
+    assert errors(tmp_path, text) == [
+        "site.yaml:41: rules[4].windows[1].high[0].value: rule 'rain' uses site level 'storm', "
+        "which is not in site.levels (dead, flood_limit, design_flood, crest)"]
+
+
+def test_bad_duration_and_bad_delay(tmp_path: Path) -> None:
+    text = SITE.replace("window: 1h, per", "window: 1 hour, per")
+    assert errors(tmp_path, text) == [
+        "site.yaml:31: rules[1].window: '1 hour' is not a duration: use seconds or a number "
+        "with s, min, h or d (e.g. 90s, 30min, 3h, 7d)"]
+    text = SITE.replace("on_delay: {samples: 2}", "on_delay: {samples: 2, duration: 10min}")
+    assert errors(tmp_path, text) == [
+        "site.yaml:29: rules[0].on_delay: a delay is either 'samples: N' or 'duration: D', "
+        "exactly one"]
+
+
+def test_accumulation_sums_must_not_reuse_a_real_device(tmp_path: Path) -> None:
+    text = SITE.replace("    point: level-1/rain\n",
+                        "    point: level-1/rain\n    device: piezo-1\n")
+    assert errors(tmp_path, text) == [
+        "site.yaml:39: rules[4].device: 'piezo-1/rain_1h' would belong to device 'piezo-1', a "
+        "real device: derived points need a device id of their own"]
+
+
+@pytest.mark.parametrize("module_name", ["threshold", "rate", "accumulation", "quality", "hst",
+                                         "lag_correlation", "derived"])
+def test_the_yaml_examples_in_the_rule_modules_are_valid(module_name: str) -> None:
+    import importlib
+    import re
+
+    import yaml
+
+    module = importlib.import_module(f"rules.{module_name}")
+    (block,) = re.findall(r"```yaml\n(.*?)```", module.__doc__ or "", re.S)
+    data = yaml.safe_load(block)
+    model = next(getattr(module, name) for name in module.__all__ if name.endswith("Config"))
+    items = data["derived"] if module_name == "derived" else data
+    assert items
+    for item in items:
+        model.model_validate(item)
