@@ -360,7 +360,9 @@ class Gateway:
             },
             "uplink": {"connected": uplink.connected, "connects": uplink.connects,
                        "disconnects": uplink.disconnects, "published": uplink.published,
-                       "acked": uplink.acked} if uplink else None,
+                       "acked": uplink.acked, "set_aside": uplink.set_aside,
+                       "set_aside_total": await self.store.call(
+                           self.store.store.set_aside_count)} if uplink else None,
             "buses": {bus_id: {"connected": p.health.connected, "cycles": p.health.cycles,
                                "reconnects": p.health.reconnects,
                                "bytes_sent": p.health.bytes_sent,

@@ -36,6 +36,9 @@ CREATE INDEX IF NOT EXISTS idx_readings_device_point_ts_ms ON readings (device, 
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT);
 CREATE INDEX IF NOT EXISTS idx_outbox_kind_seq ON outbox (kind, seq);
+CREATE TABLE IF NOT EXISTS outbox_set_aside (
+    seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT,
+    set_aside_ms INTEGER, reason TEXT);
 CREATE TABLE IF NOT EXISTS alarms (
     alarm_id TEXT PRIMARY KEY, rule TEXT, device TEXT, point TEXT, severity TEXT, state TEXT,
     acked INTEGER, raised_ms INTEGER, updated_ms INTEGER, value REAL, limit_value REAL,
@@ -268,6 +271,23 @@ class Store:
             return 0
         cur = self._conn.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in seqs])
         return cur.rowcount
+
+    def set_aside(self, seq: int, reason: str) -> None:
+        """Move a message the broker will not take out of the outbox, keeping it."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO outbox_set_aside (seq, kind, created_ms, payload, "
+                "device, set_aside_ms, reason) SELECT seq, kind, created_ms, payload, device,"
+                " ?, ? FROM outbox WHERE seq=?", (now_ms(), reason, seq))
+            self._conn.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def set_aside_count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM outbox_set_aside").fetchone()[0])
 
     # --- disk quota ----------------------------------------------------------------------
 

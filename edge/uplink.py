@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,13 @@ from edge.store import Store, StoreWorker
 
 log = structlog.get_logger("edge.uplink")
 
+# A message is "poison" (the broker drops the connection whenever it arrives, e.g. over
+# its max_packet_size) when it is the oldest unacknowledged message at this many
+# consecutive disconnects, each within POISON_WINDOW_S of connecting. It is then set
+# aside in the store instead of being re-sent forever ahead of everything else.
+POISON_DISCONNECTS = 3
+POISON_WINDOW_S = 5.0
+
 # Telemetry older than this when the link comes up is delivered late: it is sent from the
 # backlog, oldest first, and marked "replay".
 REPLAY_AGE_S = 10
@@ -48,6 +56,7 @@ class UplinkHealth:
     published: int = 0
     acked: int = 0
     last_connect_ms: int | None = None
+    set_aside: int = 0  # poison messages set aside since start
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,9 @@ class MqttUplink:
             [[0, store.store.last_seq]] if store.store.last_seq else []
         )
         self._pending_cut = False
+        self._connected_at = 0.0
+        self._suspect: tuple[int, int] | None = None  # (oldest in-flight seq, disconnects)
+        self._poison: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.client = self._make_client()
@@ -178,6 +190,7 @@ class MqttUplink:
         self.health.connected = True
         self.health.connects += 1
         self.health.last_connect_ms = now_ms()
+        self._connected_at = time.monotonic()
         self._wake.set()
         log.info("mqtt_connected", host=self.settings.mqtt.host, port=self.settings.mqtt.port)
         self.client.publish(f"{self.root}/status", status_payload("online"), qos=1, retain=True)
@@ -190,7 +203,22 @@ class MqttUplink:
         if self.health.connected:
             self.health.disconnects += 1
             log.warning("mqtt_disconnected", reason=reason, inflight=len(self._inflight))
+            self._watch_for_poison(reason)
         self.health.connected = False
+
+    def _watch_for_poison(self, reason: str) -> None:
+        quick = time.monotonic() - self._connected_at < POISON_WINDOW_S
+        if not self._inflight or not quick or self._stopping:
+            self._suspect = None
+            return
+        oldest = min(self._inflight.values())
+        count = self._suspect[1] + 1 if self._suspect and self._suspect[0] == oldest else 1
+        self._suspect = (oldest, count)
+        if count >= POISON_DISCONNECTS:
+            log.error("mqtt_poison_message", seq=oldest, disconnects=count, reason=reason)
+            self._poison = oldest
+            self._suspect = None
+            self._wake.set()
 
     def _puback(self, mid: int, failed: bool) -> None:
         seq = self._inflight.pop(mid, None)
@@ -230,20 +258,16 @@ class MqttUplink:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        cfg = self.settings.mqtt
-        if cfg.protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = cfg.session_expiry_s
-            self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
-                                      clean_start=False, properties=properties)
-        else:
-            self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self._connect()
         self.client.loop_start()
         ack_task = asyncio.create_task(self._ack_writer(), name="outbox-acks")
         try:
             while not self._stopping:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._poison is not None:
+                    await self._set_aside(self._poison)
+                    self._poison = None
                 if self.health.connected:
                     if self._pending_cut:
                         self._pending_cut = False
@@ -254,6 +278,39 @@ class MqttUplink:
             with contextlib.suppress(asyncio.CancelledError):
                 await ack_task
             await self._write_acks()
+
+    async def _set_aside(self, seq: int) -> None:
+        """Take a poison message out of the stream; everything else goes on.
+
+        paho re-sends its unacknowledged messages first after every reconnect, the poison
+        one included, so the client is replaced: its queue goes with it, and the other
+        messages it held are sent again from the outbox (same seq).
+        """
+        old = self.client
+        await asyncio.get_running_loop().run_in_executor(None, old.loop_stop)
+        others = sorted(set(self._inflight.values()) - {seq})
+        self._inflight.clear()
+        await self._write_acks()
+        await self.store.call(self.store.store.flush_acks)
+        await self.store.call(self.store.store.set_aside, seq, "broker drops the connection "
+                              "on this message")
+        self.health.set_aside += 1
+        if others:
+            self._backlog.insert(0, [others[0] - 1, others[-1]])
+        self._alarm_cursor = min(self._alarm_cursor, (others[0] if others else seq) - 1)
+        self.client = self._make_client()
+        self._connect()
+        self.client.loop_start()
+
+    def _connect(self) -> None:
+        cfg = self.settings.mqtt
+        if cfg.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = cfg.session_expiry_s
+            self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
+                                      clean_start=False, properties=properties)
+        else:
+            self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
 
     async def _fill_window(self) -> None:
         while self.health.connected and not self._stopping:

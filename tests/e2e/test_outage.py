@@ -163,3 +163,43 @@ def test_tiny_quota_thins_telemetry_keeps_every_alarm_and_says_so(
     assert health["store"]["quota_bytes"] == int(0.1 * 1024 * 1024)
     assert "dropped_messages" in health["store"] and "history_pruned" in health["store"]
     assert len(alarm_seqs) >= 20
+
+
+def test_poison_message_is_set_aside_and_the_rest_flows(tmp_path: Path) -> None:
+    # The broker drops any client that sends a packet over 1,500 bytes: the telemetry of
+    # a 60-point device is poison, a small device's is not.
+    broker = Broker(tmp_path, extra="max_packet_size 1500\n")
+    broker.start()
+    modbus_port = free_port()
+    big = {"id": "logger-big", "bus": "lan", "unit": 3, "poll_interval_s": 6,
+           "points": [{"id": f"channel_{i:02d}", "unit": "kPa", "register": {
+               "table": "holding", "address": i, "type": "uint16"}} for i in range(60)]}
+    config = site_config(tmp_path, broker.port, modbus_port, interval=0.5, rules=[],
+                         extra_devices=[big])
+    sim = start_edge(["simulate", "-c", str(config)], tmp_path / "sim.log")
+    wait_for_port(modbus_port)
+    rec = Recorder(broker.port, f"{ROOT}/telemetry")
+    gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw.log")
+    try:
+        rec.wait_for(lambda r: len(r.messages) >= 5, 20, "small telemetry")
+        deadline = time.monotonic() + 40
+        set_aside = 0
+        while time.monotonic() < deadline and set_aside < 2:
+            time.sleep(1)
+            conn = sqlite3.connect(tmp_path / "edge.db")
+            set_aside = conn.execute("SELECT COUNT(*) FROM outbox_set_aside").fetchone()[0]
+            conn.close()
+        assert set_aside >= 2, gateway.output()[-2000:]
+        count = len(rec.messages)
+        rec.wait_for(lambda r: len(r.messages) > count + 4, 15,
+                     "small telemetry keeps flowing after the poison messages")
+    finally:
+        gateway.stop()
+        sim.kill()
+        rec.close()
+        broker.stop()
+    assert "mqtt_poison_message" in gateway.output()
+    conn = sqlite3.connect(tmp_path / "edge.db")
+    kinds = {d for (d,) in conn.execute("SELECT device FROM outbox_set_aside")}
+    conn.close()
+    assert kinds == {"logger-big"}, "only the oversized messages are set aside"
