@@ -52,9 +52,16 @@ def scaled_reading(device: str, point: PointConfig, raw: float, ts_ms: int) -> R
     # Rounding to 9 decimals removes binary noise of the scaling (0.1 × 1141 =
     # 114.10000000000001) far below any sensor's resolution.
     value = round(raw * point.scale + point.offset, 9)
-    if point.range is not None and not point.range[0] <= value <= point.range[1]:
+    # The range is in the point's engineering unit: for a calibrated sensor or a rain
+    # counter that is the converted value, checked by DeviceConversions instead.
+    converted = point.calibration is not None or point.tipping_bucket is not None
+    if not converted and not in_range(point, value):
         return Reading(device, point.id, ts_ms, value, point.unit, "bad", raw, "out_of_range")
     return Reading(device, point.id, ts_ms, value, point.unit, "good", raw)
+
+
+def in_range(point: PointConfig, value: float) -> bool:
+    return point.range is None or point.range[0] <= value <= point.range[1]
 
 
 def failed_points(device: str, points: Sequence[PointConfig], ts_ms: int,
@@ -105,7 +112,7 @@ class DeviceConversions:
                            "bad", reading.raw, f"{exc.reason}: {exc}")
         value = round(result.value, 9)
         reason = ",".join(result.flags) or None
-        if point.range is not None and not point.range[0] <= value <= point.range[1]:
+        if not in_range(point, value):
             return Reading(reading.device, reading.point, reading.ts_ms, value, reading.unit,
                            "bad", reading.raw, "out_of_range")
         return Reading(reading.device, reading.point, reading.ts_ms, value, reading.unit,
@@ -123,6 +130,9 @@ class DeviceConversions:
             # last poll of the previous run is unknown, not zero.
             return Reading(reading.device, reading.point, reading.ts_ms, None, reading.unit,
                            "suspect", reading.raw, "counter_baseline")
+        if not in_range(self.points[reading.point], increment.mm):
+            return Reading(reading.device, reading.point, reading.ts_ms, increment.mm,
+                           reading.unit, "bad", reading.raw, "out_of_range")
         quality = "suspect" if increment.flags else "good"
         return Reading(reading.device, reading.point, reading.ts_ms, increment.mm,
                        reading.unit, quality, reading.raw, ",".join(increment.flags) or None)

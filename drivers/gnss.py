@@ -55,6 +55,7 @@ from drivers.pollbase import (
     BusHealth,
     DeviceHealth,
     DeviceSchedule,
+    PollerControl,
     failed_result,
     record_poll,
 )
@@ -108,7 +109,7 @@ def average_epochs(epochs: list[Epoch]) -> IntervalMean | None:
     return IntervalMean(values, len(used), used[-1].ts_ms, reason)
 
 
-class GnssPoller:
+class GnssPoller(PollerControl):
     def __init__(self, bus: NmeaGnssBus, devices: list[DeviceConfig], sink: PollSink) -> None:
         if len(devices) != 1 or devices[0].baseline is None:
             raise ValueError(f"nmea_gnss bus {bus.id} needs exactly one device with a baseline")
@@ -124,16 +125,7 @@ class GnssPoller:
         self._sentences = 0
         self._without_position: GgaFix | None = None
         self._rtk = True
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    def poll_now(self) -> None:
-        self.schedule.all_now()
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+        PollerControl.__init__(self)
 
     async def run(self) -> None:
         self.schedule.start(listening=[self.device.id])

@@ -43,6 +43,7 @@ from drivers.pollbase import (
     DeviceHealth,
     DeviceSchedule,
     LinkBackoff,
+    PollerControl,
     failed_result,
     record_poll,
 )
@@ -147,7 +148,7 @@ def make_client(bus: ModbusTcpBus | ModbusRtuBus, trace_packet: Tracer | None = 
     )
 
 
-class BusPoller:
+class BusPoller(PollerControl):
     def __init__(self, bus: ModbusTcpBus | ModbusRtuBus, devices: list[DeviceConfig],
                  sink: PollSink) -> None:
         self.bus = bus
@@ -168,20 +169,9 @@ class BusPoller:
         self._pending: _Pending | None = None
         self._link = LinkBackoff()
         self._client = make_client(bus, self._on_packet, self._on_connect)
-        self._wake = asyncio.Event()
-        self._stopping = False
+        PollerControl.__init__(self)
 
     # -- the task -----------------------------------------------------------------------
-
-    def poll_now(self) -> None:
-        """Make every device due immediately (the ``inspect`` command)."""
-        self.schedule.all_now()
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Finish the current device poll, then return from ``run``."""
-        self._stopping = True
-        self._wake.set()
 
     async def run(self) -> None:
         self.schedule.start()

@@ -11,6 +11,7 @@ at the end of its backoff. Only state changes are logged; everything else is cou
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -139,6 +140,30 @@ class LinkBackoff:
         self.delay = 0.0
         self.retry_at = 0.0
         self.reason = None
+
+
+class PollerControl:
+    """The part every bus poller shares: being woken, asked to poll now, or to stop.
+
+    Subclasses call ``__init__`` after building ``self.schedule`` and check
+    ``self._stopping`` in their loop; ``_wake`` ends any wait early.
+    """
+
+    schedule: DeviceSchedule
+
+    def __init__(self) -> None:
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def poll_now(self) -> None:
+        """Make every device of the bus due now (the ``inspect`` command)."""
+        self.schedule.all_now()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the current device poll, then return from ``run``."""
+        self._stopping = True
+        self._wake.set()
 
 
 def record_poll(

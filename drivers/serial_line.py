@@ -33,6 +33,7 @@ from drivers.pollbase import (
     BusHealth,
     DeviceHealth,
     DeviceSchedule,
+    PollerControl,
     failed_result,
     record_poll,
 )
@@ -85,7 +86,7 @@ def parse_line(device: DeviceConfig, pattern: re.Pattern[str], line: Line) -> li
     return readings
 
 
-class SerialLinePoller:
+class SerialLinePoller(PollerControl):
     def __init__(self, bus: SerialLineBus, devices: list[DeviceConfig], sink: PollSink) -> None:
         self.bus = bus
         self.devices = {d.id: d for d in devices}
@@ -99,16 +100,7 @@ class SerialLinePoller:
         self._free_running = next((d for d in devices if _line_format(d).command is None), None)
         self._latest: list[Reading] | None = None
         self._unmatched: Line | None = None
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    def poll_now(self) -> None:
-        self.schedule.all_now()
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+        PollerControl.__init__(self)
 
     async def run(self) -> None:
         self.schedule.start(listening=[self._free_running.id] if self._free_running else [])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections import Counter
 from pathlib import Path
 
 from edge import __version__
-from edge.config import ConfigError, LoadedConfig, load_config
+from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
 from edge.logs import configure_logging
 
 EXIT_CONFIG = 2
@@ -138,6 +139,25 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return tail(loaded.settings, args.seconds)
 
 
+def schema_text() -> str:
+    """The JSON Schema of the configuration, as ``edge schema`` prints it."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **GatewaySettings.model_json_schema(mode="validation")}
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    text = schema_text()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        return 0
+    # UTF-8 whatever the locale: the model descriptions hold symbols such as F₀.
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.buffer.flush()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
@@ -200,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the configuration (for "
+                                      "editors validating site YAML)")
+    p.add_argument("--output", metavar="FILE", help="write it to FILE instead of stdout")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("demo", help="simulator + broker + gateway, printing what arrives")
     p.add_argument("-c", "--config", default=str(Path(__file__).parent.parent / "config"

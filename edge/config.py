@@ -130,10 +130,22 @@ class MqttConfig(StrictModel):
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     tls: TlsConfig | None = None
 
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: object) -> object:
+        # YAML reads an unquoted 5 as a number.
+        return str(value) if isinstance(value, int) else value
+
     @model_validator(mode="after")
-    def _one_password_source(self) -> MqttConfig:
+    def _consistent(self) -> MqttConfig:
         if self.password_env and self.password_file:
             raise ValueError("give password_env or password_file, not both")
+        if (self.password_env or self.password_file) and not self.username:
+            raise ValueError("a password needs a username (password_env/password_file are "
+                             "only sent with one)")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(f"reconnect_min_s ({self.reconnect_min_s}) is above "
+                             f"reconnect_max_s ({self.reconnect_max_s})")
         return self
 
     def password(self) -> str | None:
@@ -170,44 +182,39 @@ class ModbusTcpBus(StrictModel):
     retries: int = Field(default=0, ge=0, le=5)
 
 
-class ModbusRtuBus(StrictModel):
-    id: Ident
-    type: Literal["modbus_rtu"]
+class SerialPortSettings(StrictModel):
+    """The serial line settings every serial bus type shares."""
+
     port: str
     baudrate: int = Field(default=9600, ge=300, le=921600)
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+
+
+class ModbusRtuBus(SerialPortSettings):
+    id: Ident
+    type: Literal["modbus_rtu"]
     timeout_s: float = Field(default=1.0, gt=0, le=60)
     retries: int = Field(default=0, ge=0, le=5)
     inter_request_delay_s: float = Field(default=0.0, ge=0, le=10)
 
 
-class SerialLineBus(StrictModel):
+class SerialLineBus(SerialPortSettings):
     """A serial port with a text instrument (RS-232/RS-485 ASCII): see drivers/serial_line."""
 
     id: Ident
     type: Literal["serial_line"]
-    port: str
-    baudrate: int = Field(default=9600, ge=300, le=921600)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
     # How long a request/response instrument may take to answer its command.
     timeout_s: float = Field(default=1.0, gt=0, le=60)
     encoding: Literal["ascii", "latin-1", "utf-8"] = "ascii"
 
 
-class NmeaGnssBus(StrictModel):
+class NmeaGnssBus(SerialPortSettings):
     """A serial port with a GNSS receiver streaming NMEA 0183: see drivers/gnss."""
 
     id: Ident
     type: Literal["nmea_gnss"]
-    port: str
-    baudrate: int = Field(default=9600, ge=300, le=921600)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
 
 
 SerialBus = ModbusRtuBus | SerialLineBus | NmeaGnssBus

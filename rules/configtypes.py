@@ -49,7 +49,8 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# The schema must admit the text form ("1h") that the validator accepts.
+Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=float | str)]
 """Seconds; written in YAML as a number of seconds or as ``90s``, ``30min``, ``3h``, ``7d``."""
 
 

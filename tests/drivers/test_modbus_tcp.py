@@ -211,7 +211,8 @@ def test_vibrating_wire_piezometer_and_rain_counter_through_the_bus() -> None:
     f0 = 1400.0
     k = -0.1  # kPa per digit (F = f²/1000), negative: pressure rises as frequency falls
     points = [
-        {"id": "piezo", "quantity": "piezometric_level", "unit": "m",
+        # Ranges are in engineering units (m of head, mm of rain), not Hz or tips.
+        {"id": "piezo", "quantity": "piezometric_level", "unit": "m", "range": [90.0, 130.0],
          "register": {"table": "input", "address": 100, "type": "uint16"}, "scale": 0.1,
          "calibration": {"type": "vibrating_wire", "output": "head_m",
                          "install_elevation_m": 95.0,
@@ -221,7 +222,7 @@ def test_vibrating_wire_piezometer_and_rain_counter_through_the_bus() -> None:
          "register": {"table": "input", "address": 101, "type": "int16"}, "scale": 0.1},
         {"id": "rain", "quantity": "rainfall", "unit": "mm",
          "register": {"table": "holding", "address": 0, "type": "uint16"},
-         "tipping_bucket": {"mm_per_tip": 0.5}},
+         "tipping_bucket": {"mm_per_tip": 0.5}, "range": [0.0, 10.0]},
     ]
 
     async def scenario() -> list[PollResult]:

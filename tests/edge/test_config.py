@@ -14,7 +14,7 @@ GOOD = """\
 site: {id: yangjiayuan, name: "Yangjiayuan reservoir", timezone: Asia/Shanghai,
        levels: {flood_limit: 123.5, crest: 126.0}}
 gateway: {id: gw-01}
-mqtt: {host: 127.0.0.1, port: 1883, topic_prefix: reservoir, password_env: EDGE_MQTT_PW}
+mqtt: {host: 127.0.0.1, port: 1883, username: gw, password_env: EDGE_MQTT_PW}
 store: {path: /tmp/edge-test.db}
 buses:
   - {id: rs485-1, type: modbus_rtu, port: /dev/ttyUSB0, baudrate: 9600, parity: N, stopbits: 1}
