@@ -55,10 +55,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
     loaded = _load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
+    # --log-level wins over the config's logging.level (a technician debugging on site).
+    configure_logging(args.log_level or loaded.settings.logging.level)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     from edge.gateway import Gateway
@@ -67,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or "info")
     loaded = _load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
@@ -174,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a YAML file, or a directory whose *.yaml files are merged")
 
     def with_log_level(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
+        p.add_argument("--log-level", default=None,
+                       choices=["debug", "info", "warning", "error"],
+                       help="overrides logging.level of the configuration (default info)")
 
     p = sub.add_parser("check", help="validate a configuration and print a summary")
     with_config(p)

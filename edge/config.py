@@ -362,6 +362,11 @@ class CommandsConfig(StrictModel):
                            "get_readings", "resend"]] = Field(default_factory=list)
 
 
+class LoggingConfig(StrictModel):
+    # Logs go to stderr: JSON lines when not on a terminal (journald), columns on one.
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class GatewaySettings(StrictModel):
     """The whole configuration of one gateway."""
 
@@ -376,6 +381,7 @@ class GatewaySettings(StrictModel):
     derived: list[DerivedPointConfig] = Field(default_factory=list)
     health: HealthConfig = Field(default_factory=HealthConfig)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def bus(self, bus_id: str) -> ModbusTcpBus | SerialBus:
         return next(b for b in self.buses if b.id == bus_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +128,19 @@ def test_invalid_config_stops_run_with_exit_2(tmp_path: Path) -> None:
     proc = start_edge(["run", "-c", str(bad)], tmp_path / "gw.log")
     assert proc.proc.wait(30) == 2
     assert "bad.yaml:1: gateway: required key is missing" in proc.output()
+
+
+def test_log_level_comes_from_the_config_unless_overridden(tmp_path: Path,
+                                                           broker: Broker) -> None:
+    config = site_config(tmp_path, broker.port, free_port(), interval=0.3)
+    data = yaml.safe_load(config.read_text())
+    data["logging"] = {"level": "error"}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    quiet = start_edge(["run", "-c", str(config)], tmp_path / "quiet.log")
+    time.sleep(3)
+    assert quiet.stop() == 0
+    assert "gateway_started" not in quiet.output()  # an info event, below the level
+    loud = start_edge(["run", "-c", str(config), "--log-level", "info"], tmp_path / "loud.log")
+    time.sleep(3)
+    assert loud.stop() == 0
+    assert "gateway_started" in loud.output()
