@@ -23,11 +23,11 @@ MAX_READINGS = 5000
 CommandName = Literal["inspect", "ack_alarm", "get_status", "reload_config", "get_readings",
                       "resend"]
 MAX_RESEND = 10_000
-STATE_CHANGING: frozenset[str] = frozenset({"ack_alarm", "reload_config"})
+STATE_CHANGING: frozenset[str] = frozenset({"ack_alarm", "reload_config", "resend"})
 
 
 class NoArgs(StrictModel):
-    pass
+    """Commands without arguments still refuse unknown ones."""
 
 
 class AckAlarmArgs(StrictModel):
