@@ -102,7 +102,9 @@ class DeviceSchedule:
         interval = device.poll_interval_s
         if not state.online and device.id not in self.listening:
             excess = state.consecutive_failures - device.offline_after
-            interval = min(interval * (2 ** max(0, excess)), max(MAX_BACKOFF_S, interval))
+            # The exponent is capped: 2 ** 1024 overflows a float after ~3 days offline.
+            interval = min(interval * (2 ** min(max(0, excess), 16)),
+                           max(MAX_BACKOFF_S, interval))
         # Keep the phase of the schedule but never queue up missed polls: after a stall
         # the device is polled once, not in a burst.
         due = self.due[device.id] + interval

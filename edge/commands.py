@@ -13,9 +13,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import structlog
 from pydantic import Field, ValidationError
 
 from edge.configbase import StrictModel
+
+log = structlog.get_logger("edge.commands")
 
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_READINGS = 5000
@@ -23,6 +26,7 @@ MAX_READINGS = 5000
 CommandName = Literal["inspect", "ack_alarm", "get_status", "reload_config", "get_readings",
                       "resend"]
 MAX_RESEND = 10_000
+MAX_INT64 = 2**63 - 1  # SQLite's integers
 STATE_CHANGING: frozenset[str] = frozenset({"ack_alarm", "reload_config", "resend"})
 
 
@@ -37,14 +41,14 @@ class AckAlarmArgs(StrictModel):
 
 class GetReadingsArgs(StrictModel):
     point: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]{1,64}$")
-    from_ms: int = Field(alias="from", ge=0)
-    to_ms: int = Field(alias="to", ge=0)
+    from_ms: int = Field(alias="from", ge=0, le=MAX_INT64)
+    to_ms: int = Field(alias="to", ge=0, le=MAX_INT64)
     limit: int = Field(default=1000, ge=1, le=MAX_READINGS)
 
 
 class ResendArgs(StrictModel):
-    from_seq: int = Field(ge=1)
-    to_seq: int = Field(ge=1)
+    from_seq: int = Field(ge=1, le=MAX_INT64)
+    to_seq: int = Field(ge=1, le=MAX_INT64)
 
 
 ARGS: dict[str, type[StrictModel]] = {
@@ -136,4 +140,9 @@ class CommandRouter:
             result = await self.handlers[name](args)
         except CommandFailed as exc:
             return _reply(reply_topic, request_id, False, str(exc))
+        except Exception as exc:
+            # The requester always gets an answer; the daemon carries on.
+            log.exception("command_failed", command=name)
+            return _reply(reply_topic, request_id, False,
+                          f"internal error: {type(exc).__name__}: {exc}")
         return _reply(reply_topic, request_id, True, result)

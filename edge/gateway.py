@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,6 +84,10 @@ class Gateway:
         self._started = time.monotonic()
         self._cpu = CpuMeter()
         self._reload_lock = asyncio.Lock()
+        # Held while a poll is evaluated and committed, and while the engine is rebuilt:
+        # a rebuild must see every transition the old engine produced.
+        self._rules_lock = asyncio.Lock()
+        self._uncommitted: list[AlarmTransition] = []
         self._history: HistoryReader | None = None
         self.deferred_transitions = 0
         self.reloads = 0
@@ -116,10 +121,22 @@ class Gateway:
                     Reading(r.device, r.point, r.ts_ms, r.value, r.unit,
                             "bad" if r.quality == "bad" else "suspect", r.raw,
                             r.reason or CLOCK_INVALID) for r in readings)
-            evaluation = self.engine.evaluate(readings)
-            self.deferred_transitions = evaluation.deferred
-            if not await self._commit(evaluation.readings, evaluation.transitions,
-                                      result.device):
+            async with self._rules_lock:
+                evaluation = self.engine.evaluate(readings)
+                self.deferred_transitions = evaluation.deferred
+                # Transitions of a poll whose commit failed were already applied to the
+                # alarm book: they are carried to the next commit rather than lost.
+                transitions = [*self._uncommitted, *evaluation.transitions]
+                committed = await self._commit(evaluation.readings, transitions,
+                                               result.device)
+                self._uncommitted = []
+                if not committed and transitions:
+                    # The readings may be what failed: the alarms go on their own.
+                    if await self._commit((), transitions, result.device):
+                        self.uplink.notify()
+                    else:
+                        self._uncommitted = transitions
+            if not committed:
                 continue
             for reading in evaluation.readings:
                 self.latest[reading.key] = reading
@@ -140,8 +157,9 @@ class Gateway:
                 if attempt == 1 and is_disk_full(exc):
                     # The disk or the file is full: the transaction was rolled back, so
                     # nothing stored is damaged. Make room as the quota would, and retry.
-                    log.error("store_disk_full", device=device, used_bytes=store.used_bytes())
-                    await self._maintain_store(int(store.used_bytes() * 0.8))
+                    used = await self.store.call(store.used_bytes)
+                    log.error("store_disk_full", device=device, used_bytes=used)
+                    await self._maintain_store(int(used * 0.8))
                     continue
                 log.exception("store_commit_failed", device=device, readings=len(readings))
                 return False
@@ -261,21 +279,25 @@ class Gateway:
         units = {f"{d.id}/{p.id}": p.unit for d, p in self.settings.iter_points()}
         report = await self.store.call(self.store.store.requeue, args.from_seq, args.to_seq,
                                        units, telemetry_payload, alarm_payload)
-        self.uplink.resend(args.from_seq, args.to_seq)
+        await self.uplink.resend(args.from_seq, args.to_seq)
         return {"requeued": report.requeued, "already_queued": report.already_queued,
                 "missing": report.missing[:1000]}
 
     async def _cmd_ack_alarm(self, args: StrictModel) -> dict[str, Any]:
         assert isinstance(args, AckAlarmArgs)
         assert self.engine is not None and self.store is not None and self.uplink is not None
-        transition = self.engine.acknowledge(args.alarm_id, now_ms())
-        if transition is None:
-            active = [a.alarm_id for a in self.engine.book.active.values()]
-            raise CommandFailed(f"no unacknowledged active alarm {args.alarm_id!r} "
-                                f"(active: {', '.join(active) or 'none'}; an alarm the storm "
-                                "limiter still holds cannot be acknowledged yet)")
-        await self.store.call(self.store.store.commit_cycle, (), [transition],
-                              telemetry_payload, alarm_payload)
+        async with self._rules_lock:
+            transition = self.engine.acknowledge(args.alarm_id, now_ms())
+            if transition is None:
+                active = [a.alarm_id for a in self.engine.book.active.values()]
+                raise CommandFailed(f"no unacknowledged active alarm {args.alarm_id!r} "
+                                    f"(active: {', '.join(active) or 'none'}; an alarm the "
+                                    "storm limiter still holds cannot be acknowledged yet)")
+            if not await self._commit((), [transition], "ack_alarm"):
+                for alarm in self.engine.book.active.values():
+                    if alarm.alarm_id == args.alarm_id:
+                        alarm.acked = False  # not stored: it may be acknowledged again
+                raise CommandFailed("the acknowledgement could not be stored; try again")
         self.uplink.notify()
         return {"alarm_id": args.alarm_id, "acknowledged": True}
 
@@ -456,6 +478,14 @@ class Gateway:
             problem = "store: the store cannot change on reload; restart the service"
             log.error("reload_refused", errors=[problem])
             return [problem]
+        if new.settings.mqtt != old.mqtt:
+            try:
+                # Reads the password and the TLS files now, while refusing is still free.
+                MqttUplink(new.settings, self.store)  # type: ignore[arg-type]
+            except (ValueError, OSError, ssl.SSLError) as exc:
+                problem = f"mqtt: the new settings cannot connect: {exc}"
+                log.error("reload_refused", errors=[problem])
+                return [problem]
         self.loaded = new
         settings = new.settings
         # Buses whose own settings or whose devices changed are restarted; the others
@@ -488,12 +518,19 @@ class Gateway:
         """Transitions the storm limiter still holds are stored before the engine goes."""
         if self.engine is None:
             return
-        held = self.engine.drain()
+        held = [*self._uncommitted, *self.engine.drain()]
+        self._uncommitted = []
         if held:
-            await self._commit((), held, "rules")
-            log.info("alarm_transitions_released", count=len(held))
+            if await self._commit((), held, "rules"):
+                log.info("alarm_transitions_released", count=len(held))
+            else:
+                self._uncommitted = held
 
     async def _rebuild_engine(self) -> None:
+        async with self._rules_lock:
+            await self._rebuild_engine_locked()
+
+    async def _rebuild_engine_locked(self) -> None:
         assert self.store is not None
         await self._store_held_transitions()
         # The rules' state that matters across a rebuild (active alarms) lives in the
@@ -507,6 +544,9 @@ class Gateway:
                         a.side, a.limit, a.acked) for a in active], history=self._history)
 
     async def _restart_uplink(self) -> None:
+        # Build (and read the password of) the new client first: a reload whose MQTT
+        # settings cannot work must not leave the gateway without an uplink.
+        fresh = self._make_uplink()
         if self.uplink is not None:
             await self.uplink.drain(SHUTDOWN_DRAIN_S)
             await self.uplink.stop()
@@ -514,7 +554,7 @@ class Gateway:
             self._uplink_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._uplink_task
-        self.uplink = self._make_uplink()
+        self.uplink = fresh
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
 
     # --- life cycle -----------------------------------------------------------------------

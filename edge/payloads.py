@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,13 +17,19 @@ def _dumps(obj: dict[str, Any]) -> str:
 
 
 def reading_json(r: Reading) -> dict[str, Any]:
+    # JSON has no NaN or Infinity: a logger's "no reading" NaN must not make the whole
+    # poll unstorable, so a non-finite number is sent as null (its reason says why).
     item: dict[str, Any] = {"device": r.device, "point": r.point, "ts": r.ts_ms,
-                            "value": r.value, "unit": r.unit, "quality": r.quality}
-    if r.raw is not None and r.raw != r.value:
+                            "value": _finite(r.value), "unit": r.unit, "quality": r.quality}
+    if r.raw is not None and r.raw != r.value and math.isfinite(r.raw):
         item["raw"] = r.raw
     if r.reason:
         item["reason"] = r.reason
     return item
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
 
 
 def telemetry_payload(seq: int, readings: Sequence[Reading]) -> str:
@@ -32,7 +39,8 @@ def telemetry_payload(seq: int, readings: Sequence[Reading]) -> str:
 def alarm_payload(seq: int, t: AlarmTransition) -> str:
     alarm: dict[str, Any] = {
         "id": t.alarm_id, "rule": t.rule, "device": t.device, "point": t.point,
-        "severity": t.severity, "state": t.state, "value": t.value, "limit": t.limit,
+        "severity": t.severity, "state": t.state, "value": _finite(t.value),
+        "limit": _finite(t.limit),
         "ts": t.ts_ms, "message": t.message,
     }
     alarm.update(t.extra)

@@ -425,6 +425,9 @@ class Store:
         may lose messages it acknowledged). Messages still in the outbox stay as they are;
         seqs whose readings were pruned or thinned are reported missing.
         """
+        # Acknowledged rows awaiting their delete would otherwise count as still queued
+        # and vanish with the next poll: the very case resend exists for.
+        self.flush_acks()
         rows = self._conn.execute(
             "SELECT seq, ts_ms, device, point, value, raw, quality, reason FROM readings "
             "WHERE seq BETWEEN ? AND ? ORDER BY seq, id", (from_seq, to_seq)).fetchall()

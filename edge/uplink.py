@@ -41,6 +41,7 @@ log = structlog.get_logger("edge.uplink")
 # consecutive disconnects, each within POISON_WINDOW_S of connecting. It is then set
 # aside in the store instead of being re-sent forever ahead of everything else.
 POISON_DISCONNECTS = 3
+UPLINK_RETRY_S = 2.0
 POISON_WINDOW_S = 5.0
 
 # Telemetry older than this when the link comes up is delivered late: it is sent from the
@@ -85,6 +86,7 @@ class MqttUplink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
+        self._inflight_alarms: set[int] = set()
         self._acked: list[int] = []
         self._ack_wake = asyncio.Event()
         # Streams of seqs to send. paho itself re-sends its unacknowledged messages after a
@@ -211,7 +213,13 @@ class MqttUplink:
         if not self._inflight or not quick or self._stopping:
             self._suspect = None
             return
-        oldest = min(self._inflight.values())
+        # Alarms are never set aside: they are small (never over a broker's packet limit),
+        # and a flapping link must not park one. Only telemetry can be poison.
+        telemetry = [seq for seq in self._inflight.values() if seq not in self._inflight_alarms]
+        if not telemetry or min(self._inflight.values()) in self._inflight_alarms:
+            self._suspect = None
+            return
+        oldest = min(telemetry)
         count = self._suspect[1] + 1 if self._suspect and self._suspect[0] == oldest else 1
         self._suspect = (oldest, count)
         if count >= POISON_DISCONNECTS:
@@ -222,6 +230,8 @@ class MqttUplink:
 
     def _puback(self, mid: int, failed: bool) -> None:
         seq = self._inflight.pop(mid, None)
+        if seq is not None:
+            self._inflight_alarms.discard(seq)
         if seq is None:
             return  # the status message, or a duplicate ack
         if failed:
@@ -246,10 +256,15 @@ class MqttUplink:
         self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         return True
 
-    def resend(self, from_seq: int, to_seq: int) -> None:
-        """Send a requeued seq range again, as backlog (marked replay), alarms first."""
-        self._backlog.insert(0, [from_seq - 1, to_seq])
-        self._alarm_cursor = min(self._alarm_cursor, from_seq - 1)
+    def _rewind(self, after_seq: int, to_seq: int) -> None:
+        """Runs on the store thread, like every change of the cursors: send the seqs in
+        (after_seq, to_seq] again, as backlog, alarms first."""
+        self._backlog.insert(0, [after_seq, to_seq])
+        self._alarm_cursor = min(self._alarm_cursor, after_seq)
+
+    async def resend(self, from_seq: int, to_seq: int) -> None:
+        """Send a requeued seq range again (telemetry marked replay)."""
+        await self.store.call(self._rewind, from_seq - 1, to_seq)
         self._wake.set()
 
     def notify(self) -> None:
@@ -265,19 +280,29 @@ class MqttUplink:
             while not self._stopping:
                 await self._wake.wait()
                 self._wake.clear()
-                if self._poison is not None:
-                    await self._set_aside(self._poison)
-                    self._poison = None
-                if self.health.connected:
-                    if self._pending_cut:
-                        self._pending_cut = False
-                        await self.store.call(self._cut_backlog)
-                    await self._fill_window()
+                try:
+                    await self._step()
+                except Exception:
+                    # A store error (disk full, I/O) must not end publishing for good:
+                    # what was not sent stays in the outbox and is tried again shortly.
+                    log.exception("uplink_step_failed")
+                    await asyncio.sleep(UPLINK_RETRY_S)
+                    self._wake.set()
         finally:
             ack_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ack_task
             await self._write_acks()
+
+    async def _step(self) -> None:
+        if self._poison is not None:
+            seq, self._poison = self._poison, None
+            await self._set_aside(seq)
+        if self.health.connected:
+            if self._pending_cut:
+                self._pending_cut = False
+                await self.store.call(self._cut_backlog)
+            await self._fill_window()
 
     async def _set_aside(self, seq: int) -> None:
         """Take a poison message out of the stream; everything else goes on.
@@ -290,17 +315,20 @@ class MqttUplink:
         await asyncio.get_running_loop().run_in_executor(None, old.loop_stop)
         others = sorted(set(self._inflight.values()) - {seq})
         self._inflight.clear()
-        await self._write_acks()
-        await self.store.call(self.store.store.flush_acks)
-        await self.store.call(self.store.store.set_aside, seq, "broker drops the connection "
-                              "on this message")
-        self.health.set_aside += 1
-        if others:
-            self._backlog.insert(0, [others[0] - 1, others[-1]])
-        self._alarm_cursor = min(self._alarm_cursor, (others[0] if others else seq) - 1)
-        self.client = self._make_client()
-        self._connect()
-        self.client.loop_start()
+        self._inflight_alarms.clear()
+        try:
+            await self._write_acks()
+            await self.store.call(self.store.store.flush_acks)
+            await self.store.call(self.store.store.set_aside, seq, "broker drops the "
+                                  "connection on this message")
+            self.health.set_aside += 1
+        finally:
+            # Whatever happened to the bookkeeping, a working client comes back.
+            restart_from = (others[0] if others else seq) - 1
+            await self.store.call(self._rewind, restart_from, others[-1] if others else seq)
+            self.client = self._make_client()
+            self._connect()
+            self.client.loop_start()
 
     def _connect(self) -> None:
         cfg = self.settings.mqtt
@@ -324,6 +352,8 @@ class MqttUplink:
                 payload = mark_replay(entry.payload) if replay else entry.payload
                 info = self.client.publish(self.topics[entry.kind], payload, qos=1)
                 self._inflight[info.mid] = entry.seq
+                if entry.kind == "alarm":
+                    self._inflight_alarms.add(entry.seq)
                 self.health.published += 1
 
     def _cut_backlog(self) -> None:

@@ -196,3 +196,21 @@ def test_resend_rebuilds_a_seq_range_from_the_store(
         assert m.get("readings") == original.get("readings")
     bad = platform.ask("resend", {"from_seq": 5, "to_seq": 2})
     assert bad["ok"] is False and "args.to_seq" in bad["error"]
+
+
+def test_reload_with_mqtt_settings_that_cannot_connect_is_refused(
+        running: tuple[Path, Platform, EdgeProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    config, platform, gateway = running
+    good = config.read_text()
+    data = yaml.safe_load(good)
+    data["mqtt"].update({"username": "gw", "password_env": "EDGE_TEST_UNSET_PASSWORD"})
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    refused = platform.ask("reload_config")
+    assert refused["ok"] is False
+    assert "EDGE_TEST_UNSET_PASSWORD is not set" in refused["error"]
+    count = len(platform.rec.on("/telemetry"))
+    platform.rec.wait_for(lambda r: len(r.on("/telemetry")) > count + 3, 10,
+                          "the running uplink keeps publishing")
+    config.write_text(good)
+    assert platform.ask("get_status")["ok"] is True
+    assert gateway.proc.poll() is None

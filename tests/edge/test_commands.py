@@ -108,3 +108,21 @@ def test_replies_and_foreign_topics_are_ignored() -> None:
     r, _ = router()
     assert asyncio.run(r.handle(f"{ROOT}/cmd/get_status/reply", b"{}")) is None
     assert asyncio.run(r.handle("elsewhere/cmd/get_status", b"{}")) is None
+
+
+def test_integers_beyond_sqlite_are_argument_errors() -> None:
+    r, calls = router()
+    reply = ask(r, "get_readings", {"id": "a", "args": {"point": "d/p", "from": 0,
+                                                        "to": 2**70}})
+    assert reply["ok"] is False and "args.to" in reply["error"]
+    assert calls.seen == []
+
+
+def test_an_unexpected_handler_error_still_gets_a_reply() -> None:
+    async def broken(args: StrictModel) -> Any:
+        raise OverflowError("int too large")
+
+    r = CommandRouter(ROOT, {"get_status": broken}, frozenset())
+    reply = ask(r, "get_status", {"id": "z"})
+    assert reply == {"id": "z", "ok": False,
+                     "error": "internal error: OverflowError: int too large"}

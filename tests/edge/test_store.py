@@ -115,3 +115,32 @@ def test_new_stores_use_small_pages(tmp_path: Path) -> None:
     Store(tmp_path / "edge.db").close()
     conn = sqlite3.connect(tmp_path / "edge.db")
     assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+
+
+def test_a_nan_from_the_field_does_not_make_the_poll_unstorable(tmp_path: Path) -> None:
+    # A float32 logger's "no reading" is NaN; JSON cannot carry it.
+    store = Store(tmp_path / "edge.db")
+    nan = float("nan")
+    bad = Reading("rain-1", "rainfall", 1_700_000_000_000, None, "mm", "bad", nan,
+                  "not_a_number")
+    inf = Reading("level-1", "water_level", 1_700_000_000_000, float("inf"), "m", "bad",
+                  float("inf"), "not_a_number")
+    assert store.commit_cycle([reading(123.4), bad, inf], [transition()], telemetry_payload,
+                              alarm_payload) == [1, 2]
+    body = json.loads(store.pending("telemetry", 0, 1)[0].payload)
+    assert body["readings"][1] == {"device": "rain-1", "point": "rainfall",
+                                   "ts": 1_700_000_000_000, "value": None, "unit": "mm",
+                                   "quality": "bad", "reason": "not_a_number"}
+    assert body["readings"][2]["value"] is None
+
+
+def test_requeue_right_after_an_ack_rebuilds_the_message(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    store.commit_cycle([reading(1.0)], [], telemetry_payload, alarm_payload)
+    store.ack_outbox([1])  # acknowledged, delete deferred to the next poll
+    report = store.requeue(1, 1, {"level-1/water_level": "m"}, telemetry_payload,
+                           alarm_payload)
+    assert (report.requeued, report.already_queued, report.missing) == (1, 0, [])
+    store.commit_cycle([reading(2.0)], [], telemetry_payload, alarm_payload)
+    assert [e.seq for e in store.pending("telemetry", 0, 10)] == [1, 2]
+    assert json.loads(store.pending("telemetry", 0, 1)[0].payload)["readings"][0]["unit"] == "m"
