@@ -383,6 +383,7 @@ class Gateway:
             "uplink": {"connected": uplink.connected, "connects": uplink.connects,
                        "disconnects": uplink.disconnects, "published": uplink.published,
                        "acked": uplink.acked, "set_aside": uplink.set_aside,
+                       "refused": uplink.refused,
                        "set_aside_total": await self.store.call(
                            self.store.store.set_aside_count)} if uplink else None,
             "buses": {bus_id: {"connected": p.health.connected, "cycles": p.health.cycles,
@@ -599,7 +600,12 @@ class Gateway:
             for bus_id in list(self.pollers):
                 await self._stop_bus(bus_id)
             await self._queue.put(None)
-            await pipeline_task
+            # Each step of the stop runs even if an earlier one failed: the offline status
+            # and a closed store matter more than the error.
+            try:
+                await pipeline_task
+            except Exception:
+                log.exception("pipeline_failed_at_stop")
             await self._store_held_transitions()
             health_task.cancel()
             maintenance_task.cancel()
@@ -608,7 +614,7 @@ class Gateway:
             await self.uplink.stop()
             if self._uplink_task is not None:
                 self._uplink_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._uplink_task
             with contextlib.suppress(Exception):
                 self._write_status_file({**(await self.health_snapshot()), "stopped": True})

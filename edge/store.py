@@ -504,6 +504,7 @@ class HistoryReader:
 
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout=5000")
 
     def __call__(self, point_ref: str, from_ms: int, to_ms: int) -> list[Reading]:
         device, point = point_ref.split("/", 1)

@@ -42,6 +42,7 @@ log = structlog.get_logger("edge.uplink")
 # aside in the store instead of being re-sent forever ahead of everything else.
 POISON_DISCONNECTS = 3
 UPLINK_RETRY_S = 2.0
+REFUSED_RETRY_S = 60.0
 POISON_WINDOW_S = 5.0
 
 # Telemetry older than this when the link comes up is delivered late: it is sent from the
@@ -58,6 +59,7 @@ class UplinkHealth:
     acked: int = 0
     last_connect_ms: int | None = None
     set_aside: int = 0  # poison messages set aside since start
+    refused: int = 0  # publishes an MQTT 5 broker answered with a failure reason code
 
 
 @dataclass(frozen=True)
@@ -235,9 +237,13 @@ class MqttUplink:
         if seq is None:
             return  # the status message, or a duplicate ack
         if failed:
-            # An MQTT 5 broker refused it: it stays in the outbox and is sent again after
-            # the next restart, rather than being deleted unseen.
+            # An MQTT 5 broker refused it: it stays in the outbox and is offered again
+            # after a pause (the refusal may be a passing quota), never deleted unseen.
+            self.health.refused += 1
             log.error("mqtt_publish_refused", seq=seq)
+            task = asyncio.create_task(self._retry_refused(seq))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         else:
             self._acked.append(seq)
             self._ack_wake.set()
@@ -293,6 +299,11 @@ class MqttUplink:
             with contextlib.suppress(asyncio.CancelledError):
                 await ack_task
             await self._write_acks()
+
+    async def _retry_refused(self, seq: int) -> None:
+        await asyncio.sleep(REFUSED_RETRY_S)
+        await self.store.call(self._rewind, seq - 1, seq)
+        self._wake.set()
 
     async def _step(self) -> None:
         if self._poison is not None:
