@@ -162,7 +162,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
-    return run_demo(Path(args.config), args.seconds)
+    return run_demo(Path(args.config), args.seconds, args.fault)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  / "demo.yaml"))
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--fault", action="append", default=[], metavar="KIND:TARGET:AT_S[:FOR_S]",
+                   help="inject a fault in the simulated reservoir, e.g. silent:piezo-1:20:30 "
+                        "(see edge simulate --help)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -38,7 +38,7 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def run_demo(config_path: Path, seconds: float | None) -> int:
+def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None = None) -> int:
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if mosquitto is None:
@@ -73,7 +73,9 @@ def run_demo(config_path: Path, seconds: float | None) -> int:
         if not _wait_for_port(mqtt_port):
             print(f"mosquitto did not start; see {work / 'mosquitto.log'}", file=sys.stderr)
             return 1
-        spawn([*edge, "simulate", "-c", str(site_file), "--period-s", "60"], "simulator.log")
+        fault_args = [arg for fault in faults or [] for arg in ("--fault", fault)]
+        spawn([*edge, "simulate", "-c", str(site_file), "--period-s", "60", *fault_args],
+              "simulator.log")
         _wait_for_port(modbus_port)
         print(f"broker 127.0.0.1:{mqtt_port}  simulator 127.0.0.1:{modbus_port}  "
               f"subscribed to {root}/#  (Ctrl-C to stop)\n")
