@@ -56,7 +56,6 @@ from drivers.pollbase import (
     DeviceHealth,
     DeviceSchedule,
     PollerControl,
-    failed_result,
     record_poll,
 )
 from edge.config import DeviceConfig, NmeaGnssBus, PointConfig
@@ -138,14 +137,7 @@ class GnssPoller(PollerControl):
                 if time.monotonic() < due:
                     await self._listen(min(due - time.monotonic(), HEARTBEAT_S))
                     continue
-                try:
-                    result = self.poll_device(device)
-                except Exception as exc:  # the bus task must never die
-                    log.exception("poll_unexpected_error", bus=self.bus.id, device=device.id)
-                    result = failed_result(self.bus.id, device, f"internal_error: {exc}")
-                self.schedule.reschedule(device, self.health.devices[device.id])
-                await self.sink(result)
-                self.health.cycles += 1
+                await self._poll_and_hand_over(device)
         finally:
             self.port.close()
 

@@ -44,7 +44,6 @@ from drivers.pollbase import (
     DeviceSchedule,
     LinkBackoff,
     PollerControl,
-    failed_result,
     record_poll,
 )
 from drivers.readplan import ReadBlock, plan_reads
@@ -197,14 +196,7 @@ class BusPoller(PollerControl):
                     with contextlib.suppress(_RequestFailed):
                         await self._ensure_connected()
                     continue
-                try:
-                    result = await self.poll_device(device)
-                except Exception as exc:  # the bus task must never die
-                    log.exception("poll_unexpected_error", bus=self.bus.id, device=device.id)
-                    result = failed_result(self.bus.id, device, f"internal_error: {exc}")
-                self.schedule.reschedule(device, self.health.devices[device.id])
-                await self.sink(result)
-                self.health.cycles += 1
+                await self._poll_and_hand_over(device)
         finally:
             self._client.close()
 

@@ -12,10 +12,13 @@ at the end of its backoff. Only state changes are logged; everything else is cou
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import structlog
 
 from drivers.decode import failed_points
 from edge.config import DeviceConfig
@@ -28,6 +31,9 @@ RECONNECT_MAX_S = 30.0
 # ``BusHealth.last_cycle_monotonic``: the daemon's watchdog reads that stamp, and a device
 # polled every 10 minutes must not look like a hung task.
 HEARTBEAT_S = 5.0
+
+
+_log = structlog.get_logger("drivers.poll")
 
 
 @dataclass
@@ -156,6 +162,24 @@ class PollerControl:
     def __init__(self) -> None:
         self._wake = asyncio.Event()
         self._stopping = False
+
+    async def _poll_and_hand_over(self, device: DeviceConfig) -> None:
+        """Poll one device, give the result to the daemon, schedule its next poll.
+
+        Whatever a driver raises becomes bad readings with the reason: the bus task, and
+        with it every other device of the bus, never dies of one device's data.
+        """
+        bus_id = self.bus.id  # type: ignore[attr-defined]
+        try:
+            result = self.poll_device(device)  # type: ignore[attr-defined]
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            _log.exception("poll_unexpected_error", bus=bus_id, device=device.id)
+            result = failed_result(bus_id, device, f"internal_error: {exc}")
+        self.schedule.reschedule(device, self.health.devices[device.id])  # type: ignore[attr-defined]
+        await self.sink(result)  # type: ignore[attr-defined]
+        self.health.cycles += 1  # type: ignore[attr-defined]
 
     def poll_now(self) -> None:
         """Make every device of the bus due now (the ``inspect`` command)."""

@@ -34,7 +34,6 @@ from drivers.pollbase import (
     DeviceHealth,
     DeviceSchedule,
     PollerControl,
-    failed_result,
     record_poll,
 )
 from edge.config import DeviceConfig, LineFormat, SerialLineBus
@@ -115,14 +114,7 @@ class SerialLinePoller(PollerControl):
                 if time.monotonic() < due:
                     await self._idle(min(due - time.monotonic(), HEARTBEAT_S))
                     continue
-                try:
-                    result = await self.poll_device(device)
-                except Exception as exc:  # the bus task must never die
-                    log.exception("poll_unexpected_error", bus=self.bus.id, device=device.id)
-                    result = failed_result(self.bus.id, device, f"internal_error: {exc}")
-                self.schedule.reschedule(device, self.health.devices[device.id])
-                await self.sink(result)
-                self.health.cycles += 1
+                await self._poll_and_hand_over(device)
         finally:
             self.port.close()
 

@@ -12,7 +12,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from edge.configbase import StrictModel
 
@@ -85,3 +85,26 @@ def unique_severities(limits: list[Limit], side: str) -> list[Limit]:
             raise ValueError(f"two '{limit.severity}' limits in '{side}': one per severity")
         seen.add(limit.severity)
     return limits
+
+
+class LimitsConfig(StrictModel):
+    """High and low limits by severity, with hysteresis and optional delays: the shape
+    threshold and rate rules share."""
+
+    high: list[Limit] = Field(default_factory=list)
+    low: list[Limit] = Field(default_factory=list)
+    hysteresis: float = Field(default=0.0, ge=0)
+    on_delay: Delay | None = None
+    off_delay: Delay | None = None
+
+    @field_validator("high", "low")
+    @classmethod
+    def _one_per_severity(cls, limits: list[Limit], info: ValidationInfo) -> list[Limit]:
+        return unique_severities(limits, info.field_name or "")
+
+    @model_validator(mode="after")
+    def _has_limits(self) -> LimitsConfig:
+        if not self.high and not self.low:
+            kind = getattr(self, "type", "this")
+            raise ValueError(f"a {kind} rule needs at least one 'high' or 'low' limit")
+        return self

@@ -37,9 +37,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field
 
-from edge.configbase import StrictModel
 from edge.model import Reading, Severity
 from rules.base import (
     Context,
@@ -50,7 +49,7 @@ from rules.base import (
     Verdict,
     input_problem,
 )
-from rules.configtypes import Delay, Duration, Ident, Limit, PointRef, unique_severities
+from rules.configtypes import Duration, Ident, LimitsConfig, PointRef
 from rules.threshold import LimitJudge, limit_judge
 
 __all__ = ["RateConfig", "RateRule", "build", "rate_factor"]
@@ -76,31 +75,15 @@ def rate_factor(per: str, point_unit: str) -> float:
     return scale * TIME_S[time_unit]
 
 
-class RateConfig(StrictModel):
+class RateConfig(LimitsConfig):
     id: Ident
     type: Literal["rate"]
     point: PointRef
     method: Literal["endpoint", "least_squares"]
     window: Duration
     per: str = "m/h"
-    high: list[Limit] = Field(default_factory=list)
-    low: list[Limit] = Field(default_factory=list)
-    hysteresis: float = Field(default=0.0, ge=0)
     # Least squares needs this many readings in the window (and half the window covered).
     min_samples: int = Field(default=3, ge=2)
-    on_delay: Delay | None = None
-    off_delay: Delay | None = None
-
-    @field_validator("high", "low")
-    @classmethod
-    def _one_per_severity(cls, limits: list[Limit], info: ValidationInfo) -> list[Limit]:
-        return unique_severities(limits, info.field_name or "")
-
-    @model_validator(mode="after")
-    def _has_limits(self) -> RateConfig:
-        if not self.high and not self.low:
-            raise ValueError("a rate rule needs at least one 'high' or 'low' limit")
-        return self
 
 
 def least_squares_slope(ts_ms: Sequence[int], values: Sequence[float]) -> float:

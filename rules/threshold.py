@@ -25,37 +25,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
-
-from edge.configbase import StrictModel
 from edge.model import Reading, Severity
 from rules.base import Context, Judgement, RuleEnv, Stale, Verdict, input_problem
-from rules.configtypes import Delay, Ident, Limit, PointRef, unique_severities
+from rules.configtypes import Delay, Ident, Limit, LimitsConfig, PointRef
 from rules.limits import Debounce, Level, LimitLadder, debounce
 
 __all__ = ["Level", "ThresholdConfig", "ThresholdRule", "build"]
 
 
-class ThresholdConfig(StrictModel):
+class ThresholdConfig(LimitsConfig):
     id: Ident
     type: Literal["threshold"]
     point: PointRef
-    high: list[Limit] = Field(default_factory=list)
-    low: list[Limit] = Field(default_factory=list)
-    hysteresis: float = Field(default=0.0, ge=0)
-    on_delay: Delay | None = None
-    off_delay: Delay | None = None
-
-    @field_validator("high", "low")
-    @classmethod
-    def _one_per_severity(cls, limits: list[Limit], info: ValidationInfo) -> list[Limit]:
-        return unique_severities(limits, info.field_name or "")
-
-    @model_validator(mode="after")
-    def _has_limits(self) -> ThresholdConfig:
-        if not self.high and not self.low:
-            raise ValueError("a threshold rule needs at least one 'high' or 'low' limit")
-        return self
 
 
 def resolve(levels: Mapping[str, float], value: float | str) -> float:
