@@ -25,7 +25,6 @@ import yaml
 from _common import Broker, Recorder, free_port, machine, median, start_edge, wait_for_port
 
 from edge.model import Reading
-from edge.payloads import alarm_payload, telemetry_payload
 from edge.store import Store
 
 POINTS_PER_MESSAGE = 10
@@ -39,7 +38,7 @@ def fill(db: Path, readings: int) -> int:
         ts = start + i * 1000
         batch = [Reading("logger-1", f"p{j}", ts, 100.0 + j + i * 1e-3, "m", "good", 1.0)
                  for j in range(POINTS_PER_MESSAGE)]
-        store.commit_cycle(batch, [], telemetry_payload, alarm_payload)
+        store.commit_cycle(batch, [])
     last = store.last_seq
     store.close()
     # Make the whole backlog look old enough to be replayed.

@@ -21,7 +21,6 @@ from pathlib import Path
 from _common import machine
 
 from edge.model import Reading
-from edge.payloads import alarm_payload, telemetry_payload
 from edge.store import Store
 
 
@@ -42,7 +41,7 @@ def run(points: int, cycles: int, synchronous: str) -> tuple[float, float]:
         for i in range(cycles):
             batch = [Reading("logger-1", f"p{j}", ts + i * 1000, 100.0 + j * 0.01 + i * 1e-4,
                              "m", "good", 10000.0 + j) for j in range(points)]
-            seqs = store.commit_cycle(batch, [], telemetry_payload, alarm_payload)
+            seqs = store.commit_cycle(batch, [])
             store.ack_outbox(seqs)
         store.close()  # includes the final WAL checkpoint
         elapsed = time.perf_counter() - t0

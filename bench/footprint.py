@@ -79,7 +79,7 @@ def measure(work: Path, broker: Broker, devices: int, points: int, interval: flo
     import sqlite3
 
     conn = sqlite3.connect(db)
-    stored = conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+    stored = conn.execute("SELECT COALESCE(SUM(n), 0) FROM telemetry").fetchone()[0]
     conn.close()
     return (c1 - c0) / (t1 - t0) * 100, rss, stored
 

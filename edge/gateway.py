@@ -43,18 +43,20 @@ from edge.hostinfo import (
     store_size_bytes,
 )
 from edge.model import CLOCK_INVALID, AlarmTransition, PollResult, Reading, now_ms
-from edge.payloads import alarm_payload, telemetry_payload
 from edge.sdnotify import SystemdNotifier, WatchdogGate, watchdog_interval_s
 from edge.store import HistoryReader, Store, StoreWorker
 from edge.uplink import MqttUplink, ResponseRoute
 from rules.alarms import ActiveAlarm
-from rules.engine import RuleEngine
+from rules.engine import Evaluation, RuleEngine
 
 log = structlog.get_logger("edge.gateway")
 
 SHUTDOWN_DRAIN_S = 5.0
 INSPECT_TIMEOUT_S = 30.0
 STATUS_FILE = "status.json"
+# Polls waiting for the store when a commit ends go into the next one together; bounded
+# so one transaction (and the alarms in it) is never held up long.
+COMMIT_BATCH = 32
 # A bus task that has not come round its loop for this long is hung: the watchdog pings
 # stop and systemd restarts the service. Idle buses beat every few seconds (drivers).
 BUS_STALL_S = 120.0
@@ -112,46 +114,74 @@ class Gateway:
             result = await self._queue.get()
             if result is None:
                 return
+            batch = [result]
+            # Polls that finished while the last commit ran are committed together: one
+            # WAL append and fsync for all of them, each still its own message.
+            while len(batch) < COMMIT_BATCH and not self._queue.empty():
+                waiting = self._queue.get_nowait()
+                if waiting is None:
+                    self._queue.put_nowait(None)  # stop after this batch
+                    break
+                batch.append(waiting)
             assert self.engine is not None and self.uplink is not None
-            readings = result.readings
-            if clock_before_release(now_ms()):
-                # A clock before this release's date is wrong (no RTC after a power cut):
-                # keep the readings, but say their timestamps cannot be trusted.
-                readings = tuple(
-                    Reading(r.device, r.point, r.ts_ms, r.value, r.unit,
-                            "bad" if r.quality == "bad" else "suspect", r.raw,
-                            r.reason or CLOCK_INVALID) for r in readings)
             async with self._rules_lock:
-                evaluation = self.engine.evaluate(readings)
-                self.deferred_transitions = evaluation.deferred
-                # Transitions of a poll whose commit failed were already applied to the
-                # alarm book: they are carried to the next commit rather than lost.
-                transitions = [*self._uncommitted, *evaluation.transitions]
-                committed = await self._commit(evaluation.readings, transitions,
-                                               result.device)
-                self._uncommitted = []
-                if not committed and transitions:
-                    # The readings may be what failed: the alarms go on their own.
-                    if await self._commit((), transitions, result.device):
-                        self.uplink.notify()
-                    else:
-                        self._uncommitted = transitions
-            if not committed:
-                continue
-            for reading in evaluation.readings:
-                self.latest[reading.key] = reading
-            self.last_poll[result.device] = now_ms()
-            self._poll_event.set()
-            self.uplink.notify()
+                cycles: list[tuple[PollResult, Evaluation, list[AlarmTransition]]] = []
+                for polled in batch:
+                    evaluation = self.engine.evaluate(self._stamped(polled.readings))
+                    self.deferred_transitions = evaluation.deferred
+                    # Transitions of a poll whose commit failed were already applied to
+                    # the alarm book: they are carried to the next commit, not lost.
+                    cycles.append((polled, evaluation,
+                                   [*self._uncommitted, *evaluation.transitions]))
+                    self._uncommitted = []
+                committed = await self._commit(
+                    [(ev.readings, transitions) for _, ev, transitions in cycles],
+                    batch[0].device)
+                if committed:
+                    done = cycles
+                else:
+                    # One poll may be what failed: the others are tried on their own, and
+                    # a poll's alarms without its readings.
+                    done = []
+                    for cycle in cycles:
+                        polled, evaluation, transitions = cycle
+                        if await self._commit([(evaluation.readings, transitions)],
+                                              polled.device):
+                            done.append(cycle)
+                        elif transitions and await self._commit([((), transitions)],
+                                                                polled.device):
+                            self.uplink.notify()
+                        else:
+                            self._uncommitted += transitions
+            for polled, evaluation, _ in done:
+                for reading in evaluation.readings:
+                    self.latest[reading.key] = reading
+                self.last_poll[polled.device] = now_ms()
+            if done:
+                self._poll_event.set()
+                self.uplink.notify()
 
-    async def _commit(self, readings: Sequence[Reading],
-                      transitions: Sequence[AlarmTransition], device: str) -> bool:
+    @staticmethod
+    def _stamped(readings: tuple[Reading, ...]) -> tuple[Reading, ...]:
+        if not clock_before_release(now_ms()):
+            return readings
+        # A clock before this release's date is wrong (no RTC after a power cut): keep
+        # the readings, but say their timestamps cannot be trusted.
+        return tuple(
+            Reading(r.device, r.point, r.ts_ms, r.value, r.unit,
+                    "bad" if r.quality == "bad" else "suspect", r.raw,
+                    r.reason or CLOCK_INVALID) for r in readings)
+
+    async def _commit(
+        self, cycles: Sequence[tuple[Sequence[Reading], Sequence[AlarmTransition]]],
+        device: str,
+    ) -> bool:
         assert self.store is not None
         store = self.store.store
+        readings = sum(len(r) for r, _ in cycles)
         for attempt in (1, 2):
             try:
-                await self.store.call(store.commit_cycle, readings, transitions,
-                                      telemetry_payload, alarm_payload)
+                await self.store.call(store.commit_cycles, cycles)
                 return True
             except sqlite3.OperationalError as exc:
                 if attempt == 1 and is_disk_full(exc):
@@ -161,10 +191,10 @@ class Gateway:
                     log.error("store_disk_full", device=device, used_bytes=used)
                     await self._maintain_store(int(used * 0.8))
                     continue
-                log.exception("store_commit_failed", device=device, readings=len(readings))
+                log.exception("store_commit_failed", device=device, readings=readings)
                 return False
             except Exception:
-                log.exception("store_commit_failed", device=device, readings=len(readings))
+                log.exception("store_commit_failed", device=device, readings=readings)
                 return False
         return False
 
@@ -276,9 +306,7 @@ class Gateway:
             raise CommandFailed("args.to_seq: must not be below args.from_seq")
         if args.to_seq - args.from_seq + 1 > MAX_RESEND:
             raise CommandFailed(f"at most {MAX_RESEND} seqs per request")
-        units = {f"{d.id}/{p.id}": p.unit for d, p in self.settings.iter_points()}
-        report = await self.store.call(self.store.store.requeue, args.from_seq, args.to_seq,
-                                       units, telemetry_payload, alarm_payload)
+        report = await self.store.call(self.store.store.requeue, args.from_seq, args.to_seq)
         await self.uplink.resend(args.from_seq, args.to_seq)
         return {"requeued": report.requeued, "already_queued": report.already_queued,
                 "missing": report.missing[:1000]}
@@ -293,7 +321,7 @@ class Gateway:
                 raise CommandFailed(f"no unacknowledged active alarm {args.alarm_id!r} "
                                     f"(active: {', '.join(active) or 'none'}; an alarm the "
                                     "storm limiter still holds cannot be acknowledged yet)")
-            if not await self._commit((), [transition], "ack_alarm"):
+            if not await self._commit([((), [transition])], "ack_alarm"):
                 for alarm in self.engine.book.active.values():
                     if alarm.alarm_id == args.alarm_id:
                         alarm.acked = False  # not stored: it may be acknowledged again
@@ -522,7 +550,7 @@ class Gateway:
         held = [*self._uncommitted, *self.engine.drain()]
         self._uncommitted = []
         if held:
-            if await self._commit((), held, "rules"):
+            if await self._commit([((), held)], "rules"):
                 log.info("alarm_transitions_released", count=len(held))
             else:
                 self._uncommitted = held

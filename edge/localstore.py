@@ -11,15 +11,13 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import sqlite_utils
-
 from edge.config import GatewaySettings
 from edge.gateway import STATUS_FILE
+from edge.store import iter_stored_readings, latest_per_point
 
 
 class LocalStoreError(Exception):
@@ -106,55 +104,43 @@ def status_report(settings: GatewaySettings, out: TextIO = sys.stdout) -> int:
         acked = " (acknowledged)" if a["acked"] else ""
         print(f"  [{a['severity']}] {a['message']}{acked}  id {a['alarm_id']}", file=out)
     print("last readings:", file=out)
-    rows = conn.execute(
-        "SELECT r.device, r.point, r.ts_ms, r.value, r.quality, r.reason FROM readings r "
-        "JOIN (SELECT device, point, MAX(ts_ms) AS ts FROM readings GROUP BY device, point) m "
-        "ON r.device = m.device AND r.point = m.point AND r.ts_ms = m.ts "
-        "ORDER BY r.device, r.point").fetchall()
     units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
-    for r in rows:
-        value = "-" if r["value"] is None else f"{r['value']:g}"
-        unit = units.get(f"{r['device']}/{r['point']}", "")
-        note = "" if r["quality"] == "good" else f"  [{r['quality']}: {r['reason']}]"
-        print(f"  {r['device'] + '/' + r['point']:<32} {value:>12} {unit:<5} "
-              f"{_iso(r['ts_ms'])}{note}", file=out)
+    for r in latest_per_point(conn):
+        value = "-" if r.value is None else f"{r.value:g}"
+        unit = units.get(r.key, "") or r.unit
+        note = "" if r.quality == "good" else f"  [{r.quality}: {r.reason}]"
+        print(f"  {r.key:<32} {value:>12} {unit:<5} {_iso(r.ts_ms)}{note}", file=out)
     conn.close()
     return 0
 
 
 def export_readings(settings: GatewaySettings, from_ms: int, to_ms: int, point: str | None,
                     fmt: str, out: TextIO = sys.stdout) -> int:
-    """Stream readings in time order; returns how many were written."""
+    """Stream readings in the order they were stored; returns how many were written."""
     conn = open_readonly(settings.store.path)
-    query = ("SELECT ts_ms, device, point, value, raw, quality, reason FROM readings "
-             "WHERE ts_ms >= ? AND ts_ms <= ?")
-    params: list[Any] = [from_ms, to_ms]
+    device: str | None = None
+    point_id: str | None = None
     if point:
         if "/" not in point:
             raise LocalStoreError(f"--point {point!r}: use device/point, e.g. level-1/water_level")
         device, point_id = point.split("/", 1)
-        query += " AND device = ? AND point = ?"
-        params += [device, point_id]
-    query += " ORDER BY ts_ms, device, point"
     units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
-    # sqlite-utils streams rows as dicts without loading the range into memory.
-    rows: Iterator[dict[str, Any]] = sqlite_utils.Database(conn).query(query, params)
+    rows = (r for r in iter_stored_readings(conn, from_ms, to_ms, device)
+            if point_id is None or r.point == point_id)
     count = 0
     if fmt == "csv":
         writer = csv.writer(out)
         writer.writerow(["time", "ts_ms", "device", "point", "value", "unit", "raw", "quality",
                          "reason"])
         for r in rows:
-            writer.writerow([_iso(r["ts_ms"]), r["ts_ms"], r["device"], r["point"], r["value"],
-                             units.get(f"{r['device']}/{r['point']}", ""), r["raw"],
-                             r["quality"], r["reason"] or ""])
+            writer.writerow([_iso(r.ts_ms), r.ts_ms, r.device, r.point, r.value,
+                             units.get(r.key, "") or r.unit, r.raw, r.quality, r.reason or ""])
             count += 1
     else:
         for r in rows:
-            out.write(json.dumps({"ts": r["ts_ms"], "device": r["device"], "point": r["point"],
-                                  "value": r["value"], "unit": units.get(
-                                      f"{r['device']}/{r['point']}", ""), "raw": r["raw"],
-                                  "quality": r["quality"], "reason": r["reason"]},
+            out.write(json.dumps({"ts": r.ts_ms, "device": r.device, "point": r.point,
+                                  "value": r.value, "unit": units.get(r.key, "") or r.unit,
+                                  "raw": r.raw, "quality": r.quality, "reason": r.reason},
                                  ensure_ascii=False) + "\n")
             count += 1
     conn.close()

@@ -5,6 +5,13 @@ and every alarm transition they caused are committed together, each message with
 ``seq``, before anything is published. A crash or power cut therefore loses either a
 whole cycle that was never acknowledged to anyone, or nothing.
 
+Readings are stored once, as the message that carries them: one ``telemetry`` row per
+message and device, its readings as compressed JSON array items (``readings_fragment``).
+The outbox row of a telemetry message only points at it. A poll of 100 points thus
+appends about one page instead of a hundred rows and a hundred index entries scattered
+over the per-point index, which is what wears an SD card (bench/disk_bytes.py); history
+for the rules and the local tools is read back per device and time range.
+
 The class is synchronous and not thread-safe on purpose: the daemon gives it one
 dedicated thread (see ``StoreWorker``) so SQLite never blocks the event loop.
 """
@@ -14,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -22,20 +30,33 @@ from typing import Any, Literal, TypeVar
 import structlog
 
 from edge.model import AlarmTransition, OutboxEntry, Reading, now_ms
+from edge.payloads import (
+    alarm_payload,
+    readings_fragment,
+    readings_from_fragment,
+    telemetry_message,
+)
 
 log = structlog.get_logger("edge.store")
 
 T = TypeVar("T")
 
+SCHEMA_VERSION = 2
+
+# Only alarms are indexed by kind (a partial index): telemetry, nearly every row, is found
+# along the primary key, and its inserts and deletes touch no index page.
+# telemetry.id is seq * PARTS + part (one part per device in the message): the rowid
+# itself orders and groups a message's parts, which saves an index page per commit.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY, ts_ms INTEGER, device TEXT, point TEXT, value REAL, raw REAL,
-    quality TEXT, reason TEXT, seq INTEGER);
-CREATE INDEX IF NOT EXISTS idx_readings_device_point_ts_ms ON readings (device, point, ts_ms);
+CREATE TABLE IF NOT EXISTS telemetry (
+    id INTEGER PRIMARY KEY, device TEXT, ts_ms INTEGER, last_ts_ms INTEGER, n INTEGER,
+    body BLOB);
+CREATE INDEX IF NOT EXISTS idx_telemetry_device_last_ts ON telemetry (device, last_ts_ms);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT);
-CREATE INDEX IF NOT EXISTS idx_outbox_kind_seq ON outbox (kind, seq);
+DROP INDEX IF EXISTS idx_outbox_kind_seq;
+CREATE INDEX IF NOT EXISTS idx_outbox_alarms ON outbox (seq) WHERE kind = 'alarm';
 CREATE TABLE IF NOT EXISTS outbox_set_aside (
     seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT,
     set_aside_ms INTEGER, reason TEXT);
@@ -48,13 +69,99 @@ CREATE TABLE IF NOT EXISTS alarm_events (
     value REAL, limit_value REAL, message TEXT);
 """
 
+PARTS = 256
+# A message's readings span at most this long (a GNSS averaging interval is minutes):
+# bounds the index range a history query scans.
+MAX_PART_SPAN_MS = 86_400_000
+COMPRESSION_LEVEL = 6
+
+
+def pack_fragment(fragment: str) -> bytes:
+    return zlib.compress(fragment.encode("utf-8"), COMPRESSION_LEVEL)
+
+
+def unpack_fragment(body: bytes) -> str:
+    return zlib.decompress(body).decode("utf-8")
+
+
+def last_stored_seq(conn: sqlite3.Connection) -> int:
+    """The last seq given out: never reused, or the platform would drop new messages.
+
+    meta holds it as of the last maintenance or shutdown; rows committed since carry
+    theirs, so commits need not rewrite a meta page each time.
+    """
+    queries = (
+        ("SELECT value FROM meta WHERE key='seq'", ()),
+        ("SELECT MAX(id) / ? FROM telemetry WHERE id >= 0", (PARTS,)),
+        ("SELECT MAX(seq) FROM outbox", ()),
+        ("SELECT MAX(seq) FROM outbox_set_aside", ()),
+        ("SELECT MAX(seq) FROM alarm_events", ()),
+    )
+    found = [conn.execute(sql, params).fetchone() for sql, params in queries]
+    return max((int(row[0]) for row in found if row is not None and row[0] is not None),
+               default=0)
+
+
+def _upper(to_ms: int) -> int:
+    return min(to_ms + MAX_PART_SPAN_MS, 2**63 - 1)
+
+
+def read_point_history(conn: sqlite3.Connection, device: str, point: str, from_ms: int,
+                       to_ms: int, limit: int) -> list[Reading]:
+    """One point's stored readings between two times, oldest first."""
+    found: list[Reading] = []
+    for (body,) in conn.execute(
+            "SELECT body FROM telemetry WHERE device=? AND last_ts_ms>=? AND last_ts_ms<=?"
+            " AND ts_ms<=? ORDER BY last_ts_ms, id",
+            (device, from_ms, _upper(to_ms), to_ms)):
+        found.extend(r for r in readings_from_fragment(unpack_fragment(body))
+                     if r.point == point and from_ms <= r.ts_ms <= to_ms)
+        if len(found) >= limit * 2:
+            break
+    found.sort(key=lambda r: r.ts_ms)
+    return found[:limit]
+
+
+def iter_stored_readings(conn: sqlite3.Connection, from_ms: int, to_ms: int,
+                         device: str | None = None) -> Iterator[Reading]:
+    """Every stored reading between two times, in the order the messages were stored."""
+    if device is None:
+        rows = conn.execute(
+            "SELECT body FROM telemetry WHERE last_ts_ms>=? AND ts_ms<=? ORDER BY id",
+            (from_ms, to_ms))
+    else:
+        rows = conn.execute(
+            "SELECT body FROM telemetry WHERE device=? AND last_ts_ms>=? AND last_ts_ms<=?"
+            " AND ts_ms<=? ORDER BY id",
+            (device, from_ms, _upper(to_ms), to_ms))
+    for (body,) in rows:
+        for r in readings_from_fragment(unpack_fragment(body)):
+            if from_ms <= r.ts_ms <= to_ms:
+                yield r
+
+
+def latest_per_point(conn: sqlite3.Connection) -> list[Reading]:
+    """The newest stored reading of every point (from each device's newest messages)."""
+    latest: dict[tuple[str, str], Reading] = {}
+    devices = [row[0] for row in conn.execute("SELECT DISTINCT device FROM telemetry")]
+    for device in devices:
+        # A device's points may be split over recent messages (a failed read is still
+        # stored, so one message usually holds them all): look at the last few.
+        for (body,) in conn.execute(
+                "SELECT body FROM telemetry WHERE device=? ORDER BY last_ts_ms DESC LIMIT 20",
+                (device,)):
+            for r in readings_from_fragment(unpack_fragment(body)):
+                known = latest.get((r.device, r.point))
+                if known is None or r.ts_ms > known.ts_ms:
+                    latest[(r.device, r.point)] = r
+    return [latest[k] for k in sorted(latest)]
+
+
 PAGE_SIZE = 1024
 # Acknowledged outbox rows are deleted in the next poll's transaction rather than in one
 # of their own, unless this many are waiting.
 ACK_BATCH = 500
 
-TelemetryBuilder = Callable[[int, Sequence[Reading]], str]
-AlarmBuilder = Callable[[int, AlarmTransition], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +235,7 @@ class Store:
             log.error("store_integrity_failed", path=str(path), detail=check)
         self.integrity = check
         self._create_schema()
-        row = self._conn.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
-        self._seq = int(row[0]) if row else 0
+        self._seq = self._recover_seq()
         self._acked: list[int] = []
         self.counters = QuotaCounters(**{
             row[0][len("quota."):]: int(row[1]) for row in self._conn.execute(
@@ -141,11 +247,63 @@ class Store:
         # Plain DDL: sqlite-utils would cost the daemon 22 MiB of RSS at import (see
         # docs/performance.md); it is used by the offline tools instead.
         self._conn.executescript(SCHEMA)
-        # Stores created before quota thinning existed lack these columns.
-        for table, column in (("outbox", "device"), ("readings", "seq")):
-            columns = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
-            if column not in columns:
-                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(outbox)")}
+        if "device" not in columns:  # stores from before quota thinning
+            self._conn.execute("ALTER TABLE outbox ADD COLUMN device TEXT")
+        legacy = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='readings'").fetchone()
+        if legacy:
+            self._migrate_readings_table()
+
+    def _migrate_readings_table(self) -> None:
+        """Fold a version-1 store's one-row-per-reading table into telemetry rows.
+
+        Runs once, in one transaction: every stored reading is kept (units were not
+        stored then and stay empty), grouped by the message that carried it.
+        """
+        conn = self._conn
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(readings)")}
+        seq_column = "seq" if "seq" in columns else "NULL"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(
+                f"SELECT {seq_column}, device, point, ts_ms, value, raw, quality, reason "
+                "FROM readings ORDER BY id")
+            groups: dict[tuple[int, str], list[Reading]] = {}
+            orphan = 0  # readings stored before messages had seqs: negative ids, oldest
+            for seq, device, point, ts_ms, value, raw, quality, reason in rows:
+                if seq is None:
+                    orphan_key = (-1 - orphan // 100, device)
+                    orphan += 1
+                    key = orphan_key
+                else:
+                    key = (seq, device)
+                groups.setdefault(key, []).append(
+                    Reading(device, point, ts_ms, value, "", quality, raw, reason))
+            parts: dict[int, int] = {}
+            for (seq, device), batch in groups.items():
+                part = parts.get(seq, 0)
+                parts[seq] = part + 1
+                row_id = seq * PARTS + part if seq >= 0 else seq * PARTS - part
+                self._insert_part(row_id, device, batch)
+            conn.execute("DROP TABLE readings")
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
+                         (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.info("store_migrated", path=str(self.path), messages=len(groups),
+                 schema=SCHEMA_VERSION)
+
+    def _recover_seq(self) -> int:
+        return last_stored_seq(self._conn)
+
+    def _save_seq(self) -> None:
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('seq', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(self._seq),))
 
     # --- writing -------------------------------------------------------------------------
 
@@ -153,55 +311,35 @@ class Store:
         self._seq += 1
         return self._seq
 
-    def commit_cycle(
-        self,
-        readings: Sequence[Reading],
-        transitions: Sequence[AlarmTransition],
-        telemetry_payload: TelemetryBuilder,
-        alarm_payload: AlarmBuilder,
-    ) -> list[int]:
+    def _insert_part(self, row_id: int, device: str, readings: Sequence[Reading]) -> None:
+        stamps = [r.ts_ms for r in readings]
+        self._conn.execute(
+            "INSERT INTO telemetry (id, device, ts_ms, last_ts_ms, n, body) VALUES (?,?,?,?,?,?)",
+            (row_id, device, min(stamps), max(stamps), len(readings),
+             pack_fragment(readings_fragment(readings))))
+
+    def commit_cycle(self, readings: Sequence[Reading],
+                     transitions: Sequence[AlarmTransition]) -> list[int]:
         """Store readings and transitions and queue their messages, atomically.
 
         Returns the seqs queued. On any error the transaction is rolled back and the
         in-memory seq counter is restored, so a failed write never leaves a gap.
         """
+        return self.commit_cycles([(readings, transitions)])[0]
+
+    def commit_cycles(
+        self, cycles: Sequence[tuple[Sequence[Reading], Sequence[AlarmTransition]]],
+    ) -> list[list[int]]:
+        """Several polls in one transaction (one WAL append and fsync for all of them),
+        each still its own message with its own seq. All or nothing."""
         seq_before = self._seq
         created = now_ms()
-        queued: list[int] = []
+        queued: list[list[int]] = []
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if readings:
-                seq = self._next_seq()
-                # The message's seq on each reading: it tells exactly which readings the
-                # platform already has (their message left the outbox).
-                conn.executemany(
-                    "INSERT INTO readings (ts_ms, device, point, value, raw, quality, reason,"
-                    " seq) VALUES (?,?,?,?,?,?,?,?)",
-                    [(r.ts_ms, r.device, r.point, r.value, r.raw, r.quality, r.reason, seq)
-                     for r in readings],
-                )
-                conn.execute(
-                    "INSERT INTO outbox (seq, kind, created_ms, payload, device)"
-                    " VALUES (?,?,?,?,?)",
-                    (seq, "telemetry", created, telemetry_payload(seq, readings),
-                     readings[0].device),
-                )
-                queued.append(seq)
-            for transition in transitions:
-                seq = self._next_seq()
-                self._record_transition(seq, transition)
-                conn.execute(
-                    "INSERT INTO outbox (seq, kind, created_ms, payload) VALUES (?,?,?,?)",
-                    (seq, "alarm", created, alarm_payload(seq, transition)),
-                )
-                queued.append(seq)
-            if queued:
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('seq', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (str(self._seq),),
-                )
+            for readings, transitions in cycles:
+                queued.append(self._queue_cycle(readings, transitions, created))
             acked = self._acked
             self._delete_acked(acked)
             conn.execute("COMMIT")
@@ -212,6 +350,29 @@ class Store:
             raise
         if acked is self._acked:
             self._acked = []
+        return queued
+
+    def _queue_cycle(self, readings: Sequence[Reading],
+                     transitions: Sequence[AlarmTransition], created: int) -> list[int]:
+        queued: list[int] = []
+        if readings:
+            seq = self._next_seq()
+            by_device: dict[str, list[Reading]] = {}
+            for r in readings:
+                by_device.setdefault(r.device, []).append(r)
+            for part, (device, batch) in enumerate(by_device.items()):
+                self._insert_part(seq * PARTS + part, device, batch)
+            self._conn.execute(
+                "INSERT INTO outbox (seq, kind, created_ms, payload, device)"
+                " VALUES (?,?,?,NULL,?)", (seq, "telemetry", created, readings[0].device))
+            queued.append(seq)
+        for transition in transitions:
+            seq = self._next_seq()
+            self._record_transition(seq, transition)
+            self._conn.execute(
+                "INSERT INTO outbox (seq, kind, created_ms, payload) VALUES (?,?,?,?)",
+                (seq, "alarm", created, alarm_payload(seq, transition)))
+            queued.append(seq)
         return queued
 
     def _record_transition(self, seq: int, t: AlarmTransition) -> None:
@@ -274,12 +435,15 @@ class Store:
 
     def set_aside(self, seq: int, reason: str) -> None:
         """Move a message the broker will not take out of the outbox, keeping it."""
+        entries = self._entries(self._conn.execute(
+            "SELECT seq, kind, created_ms, payload, device FROM outbox WHERE seq=?", (seq,)))
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO outbox_set_aside (seq, kind, created_ms, payload, "
-                "device, set_aside_ms, reason) SELECT seq, kind, created_ms, payload, device,"
-                " ?, ? FROM outbox WHERE seq=?", (now_ms(), reason, seq))
+            for entry in entries:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO outbox_set_aside (seq, kind, created_ms, payload,"
+                    " device, set_aside_ms, reason) SELECT seq, kind, created_ms, ?, device,"
+                    " ?, ? FROM outbox WHERE seq=?", (entry.payload, now_ms(), reason, seq))
             self._conn.execute("DELETE FROM outbox WHERE seq=?", (seq,))
             self._conn.execute("COMMIT")
         except BaseException:
@@ -298,19 +462,25 @@ class Store:
         size = self._conn.execute("PRAGMA page_size").fetchone()[0]
         return int((pages - free) * size)
 
+    def _delivered_below(self) -> int:
+        """Telemetry rows below this id left the outbox: delivered (or set aside)."""
+        oldest = self._conn.execute(
+            "SELECT MIN(seq) FROM outbox WHERE kind='telemetry'").fetchone()[0]
+        return oldest * PARTS if oldest is not None else (self._seq + 1) * PARTS
+
     def maintain(self, quota_bytes: int, retention_before_ms: int) -> QuotaCounters:
         """Keep the store within its quota without ever dropping an alarm.
 
-        In order, each step only if the previous did not free enough: readings past the
-        retention period; readings already delivered, oldest first; 1-of-N thinning of the
-        older half of undelivered readings and unsent telemetry, per point and per device,
-        N = 2, 4, 8, 16; finally the oldest unsent telemetry itself. Every step is counted.
+        In order, each step only if the previous did not free enough: delivered readings
+        past the retention period; readings already delivered, oldest first; 1-of-N
+        thinning of the older half of unsent telemetry, per device, N = 2, 4, 8, 16;
+        finally the oldest unsent telemetry itself. Every step is counted.
         """
         self.flush_acks()
+        # Pruning may remove the rows that carry the newest seqs: keep the counter.
+        self._save_seq()
         before = QuotaCounters(**vars(self.counters))
-        self.counters.retention_deleted += self._delete_chunks(
-            "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE ts_ms < ? "
-            "LIMIT 5000)", (retention_before_ms,))
+        self.counters.retention_deleted += self._prune_retention(retention_before_ms)
         target = int(quota_bytes * 0.9)  # leave headroom so the next polls fit
         if self.used_bytes() > quota_bytes:
             self._make_room(target)
@@ -320,59 +490,95 @@ class Store:
                         quota_bytes=quota_bytes, **vars(self.counters))
         return self.counters
 
+    def _prune_retention(self, before_ms: int) -> int:
+        # Oldest delivered messages first, in chunks; stops at the first chunk that still
+        # holds readings inside the retention period (rows are in acquisition order), so
+        # maintenance does not scan a large store from end to end.
+        total = 0
+        while True:
+            chunk = self._conn.execute(
+                "SELECT id, last_ts_ms FROM telemetry WHERE id < ? ORDER BY id LIMIT 2000",
+                (self._delivered_below(),)).fetchall()
+            expired = [row_id for row_id, last_ts in chunk if last_ts < before_ms]
+            if expired:
+                total += self._delete_parts(expired)
+            if len(expired) < len(chunk) or not chunk:
+                return total
+
+    def _delete_parts(self, ids: list[int]) -> int:
+        """Delete telemetry rows; returns how many readings they held."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            readings = 0
+            for chunk in range(0, len(ids), 500):
+                marks = ",".join("?" * len(ids[chunk:chunk + 500]))
+                readings += self._conn.execute(
+                    f"SELECT COALESCE(SUM(n), 0) FROM telemetry WHERE id IN ({marks})",
+                    ids[chunk:chunk + 500]).fetchone()[0]
+                self._conn.execute(f"DELETE FROM telemetry WHERE id IN ({marks})",
+                                   ids[chunk:chunk + 500])
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return int(readings)
+
     def _make_room(self, target: int) -> None:
-        oldest_unsent = self._conn.execute(
-            "SELECT MIN(seq) FROM outbox WHERE kind='telemetry'").fetchone()[0]
-        delivered_below = oldest_unsent if oldest_unsent is not None else 2**62
         while self.used_bytes() > target:
-            pruned = self._delete_chunks(
-                "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE seq < ? "
-                "ORDER BY id LIMIT 2000)", (delivered_below,), once=True)
-            if not pruned:
+            ids = [r[0] for r in self._conn.execute(
+                "SELECT id FROM telemetry WHERE id < ? ORDER BY id LIMIT 500",
+                (self._delivered_below(),))]
+            if not ids:
                 break
-            self.counters.history_pruned += pruned
+            self.counters.history_pruned += self._delete_parts(ids)
         for factor in (2, 4, 8, 16):
             if self.used_bytes() <= target:
                 return
-            self.counters.thinned_readings += self._thin(
-                "readings", "id", "ts_ms", "device, point", factor)
-            self.counters.thinned_messages += self._thin(
-                "outbox", "seq", "seq", "device", factor, "kind='telemetry'")
+            self._thin_unsent(factor)
         while self.used_bytes() > target:
-            dropped = self._delete_chunks(
-                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE "
-                "kind='telemetry' ORDER BY seq LIMIT 500)", (), once=True)
-            if not dropped:
+            seqs = [r[0] for r in self._conn.execute(
+                "SELECT seq FROM outbox WHERE kind='telemetry' ORDER BY seq LIMIT 500")]
+            if not seqs:
                 return  # only alarms are left: they are never dropped
-            self.counters.dropped_messages += dropped
+            self.counters.dropped_messages += len(seqs)
+            self._drop_unsent(seqs)
 
-    def _thin(self, table: str, key: str, order: str, group: str, factor: int,
-              where: str = "1") -> int:
-        """Delete all but every ``factor``-th row per group in the older half of a table."""
-        count = self._conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}").fetchone()[0]
+    def _thin_unsent(self, factor: int) -> None:
+        """Drop all but every ``factor``-th unsent message per device in the older half."""
+        count = self._conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE kind='telemetry'").fetchone()[0]
         if count < 2:
-            return 0
+            return
         cutoff = self._conn.execute(
-            f"SELECT {order} FROM {table} WHERE {where} ORDER BY {order} LIMIT 1 OFFSET ?",
+            "SELECT seq FROM outbox WHERE kind='telemetry' ORDER BY seq LIMIT 1 OFFSET ?",
             (count // 2,)).fetchone()[0]
-        return self._delete_chunks(
-            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM (SELECT {key}, "
-            f"ROW_NUMBER() OVER (PARTITION BY {group} ORDER BY {order}) AS n FROM {table} "
-            f"WHERE {where} AND {order} < ?) WHERE n % ? != 0)", (cutoff, factor), once=True)
+        seqs = [r[0] for r in self._conn.execute(
+            "SELECT seq FROM (SELECT seq, ROW_NUMBER() OVER (PARTITION BY device ORDER BY seq)"
+            " AS n FROM outbox WHERE kind='telemetry' AND seq < ?) WHERE n % ? != 0",
+            (cutoff, factor))]
+        self.counters.thinned_messages += len(seqs)
+        self.counters.thinned_readings += self._drop_unsent(seqs)
 
-    def _delete_chunks(self, sql: str, params: tuple[object, ...], once: bool = False) -> int:
-        total = 0
-        while True:
+    def _drop_unsent(self, seqs: list[int]) -> int:
+        """Remove unsent telemetry messages and their readings; returns the readings."""
+        readings = 0
+        for chunk in range(0, len(seqs), 500):
+            batch = seqs[chunk:chunk + 500]
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                deleted = self._conn.execute(sql, params).rowcount
+                for seq in batch:
+                    lo, hi = seq * PARTS, seq * PARTS + PARTS - 1
+                    readings += self._conn.execute(
+                        "SELECT COALESCE(SUM(n), 0) FROM telemetry WHERE id BETWEEN ? AND ?",
+                        (lo, hi)).fetchone()[0]
+                    self._conn.execute("DELETE FROM telemetry WHERE id BETWEEN ? AND ?",
+                                       (lo, hi))
+                    self._conn.execute("DELETE FROM outbox WHERE seq=?", (seq,))
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            total += deleted
-            if once or deleted == 0:
-                return total
+        return int(readings)
 
     def _save_counters(self) -> None:
         self._conn.executemany(
@@ -382,13 +588,32 @@ class Store:
 
     # --- reading -------------------------------------------------------------------------
 
-    def pending(self, kind: str, after_seq: int, limit: int) -> list[OutboxEntry]:
-        rows = self._conn.execute(
-            "SELECT seq, kind, created_ms, payload FROM outbox WHERE kind=? AND seq>? "
-            "ORDER BY seq LIMIT ?",
-            (kind, after_seq, limit),
-        ).fetchall()
-        return [OutboxEntry(r["seq"], r["kind"], r["created_ms"], r["payload"]) for r in rows]
+    def _entries(self, rows: Iterable[sqlite3.Row]) -> list[OutboxEntry]:
+        """Outbox rows as messages, telemetry put together from its stored parts."""
+        rows = list(rows)
+        fragments: dict[int, list[str]] = {}
+        for r in rows:
+            if r["payload"] is None:
+                # One range per message: pending seqs may be far apart after thinning.
+                fragments[r["seq"]] = [unpack_fragment(body) for (body,) in self._conn.execute(
+                    "SELECT body FROM telemetry WHERE id BETWEEN ? AND ? ORDER BY id",
+                    (r["seq"] * PARTS, r["seq"] * PARTS + PARTS - 1))]
+        entries = []
+        for r in rows:
+            payload = r["payload"]
+            if payload is None:
+                payload = telemetry_message(r["seq"], fragments.get(r["seq"], []))
+            entries.append(OutboxEntry(r["seq"], r["kind"], r["created_ms"], payload))
+        return entries
+
+    def pending(self, kind: Literal["telemetry", "alarm"], after_seq: int,
+                limit: int) -> list[OutboxEntry]:
+        # The kind is spelt out in the SQL: only a literal lets SQLite use the partial
+        # index of alarms.
+        where = "kind = 'alarm'" if kind == "alarm" else "kind = 'telemetry'"
+        return self._entries(self._conn.execute(
+            f"SELECT seq, kind, created_ms, payload FROM outbox WHERE {where} AND seq>? "
+            "ORDER BY seq LIMIT ?", (after_seq, limit)))
 
     def last_telemetry_seq_before(self, after_seq: int, created_before_ms: int) -> int:
         """The highest queued telemetry seq above ``after_seq`` created before a time."""
@@ -416,27 +641,22 @@ class Store:
             for r in rows
         ]
 
-    def requeue(self, from_seq: int, to_seq: int, units: dict[str, str],
-                telemetry_payload: TelemetryBuilder, alarm_payload: AlarmBuilder) -> RequeueReport:
-        """Put messages of a seq range back into the outbox, rebuilt from what is stored.
+    def requeue(self, from_seq: int, to_seq: int) -> RequeueReport:
+        """Put messages of a seq range back into the outbox, as they were first sent.
 
-        Telemetry is rebuilt from the readings that carry its seq, alarms from the alarm
-        log, each with its original seq, so the platform can fill a gap it found (a broker
-        may lose messages it acknowledged). Messages still in the outbox stay as they are;
-        seqs whose readings were pruned or thinned are reported missing.
+        Telemetry comes from its stored parts, alarms are rebuilt from the alarm log, each
+        with its original seq, so the platform can fill a gap it found (a broker may lose
+        messages it acknowledged). Messages still in the outbox stay as they are; seqs
+        whose readings were pruned or thinned are reported missing.
         """
         # Acknowledged rows awaiting their delete would otherwise count as still queued
         # and vanish with the next poll: the very case resend exists for.
         self.flush_acks()
-        rows = self._conn.execute(
-            "SELECT seq, ts_ms, device, point, value, raw, quality, reason FROM readings "
-            "WHERE seq BETWEEN ? AND ? ORDER BY seq, id", (from_seq, to_seq)).fetchall()
-        telemetry: dict[int, list[Reading]] = {}
-        for r in rows:
-            telemetry.setdefault(r["seq"], []).append(Reading(
-                r["device"], r["point"], r["ts_ms"], r["value"],
-                units.get(f"{r['device']}/{r['point']}", ""), r["quality"], r["raw"],
-                r["reason"]))
+        stored: dict[int, str] = {}
+        for row_id, device in self._conn.execute(
+                "SELECT id, device FROM telemetry WHERE id BETWEEN ? AND ? ORDER BY id",
+                (max(from_seq, 0) * PARTS, to_seq * PARTS + PARTS - 1)):
+            stored.setdefault(row_id // PARTS, device)
         events = self._conn.execute(
             "SELECT e.seq, e.alarm_id, e.state, e.severity, e.ts_ms, e.value, e.limit_value,"
             " e.message, a.rule, a.device, a.point, a.side FROM alarm_events e JOIN alarms a"
@@ -444,11 +664,9 @@ class Store:
             (from_seq, to_seq)).fetchall()
         queued = {r[0] for r in self._conn.execute(
             "SELECT seq FROM outbox WHERE seq BETWEEN ? AND ?", (from_seq, to_seq))}
-        entries: list[tuple[int, str, str, str | None]] = []
-        for seq, batch in telemetry.items():
-            if seq not in queued:
-                entries.append((seq, "telemetry", telemetry_payload(seq, batch),
-                                batch[0].device))
+        entries: list[tuple[int, str, str | None, str | None]] = [
+            (seq, "telemetry", None, device) for seq, device in stored.items()
+            if seq not in queued]
         for e in events:
             if e["seq"] not in queued:
                 t = AlarmTransition(e["alarm_id"], e["rule"], e["device"], e["point"],
@@ -466,19 +684,13 @@ class Store:
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        found = set(telemetry) | {e["seq"] for e in events} | queued
+        found = set(stored) | {e["seq"] for e in events} | queued
         missing = [s for s in range(from_seq, min(to_seq, self._seq) + 1) if s not in found]
         return RequeueReport(len(entries), len(queued), missing)
 
     def readings(self, device: str, point: str, from_ms: int, to_ms: int,
                  limit: int = 10_000) -> list[Reading]:
-        rows = self._conn.execute(
-            "SELECT ts_ms, value, raw, quality, reason FROM readings WHERE device=? AND point=?"
-            " AND ts_ms>=? AND ts_ms<=? ORDER BY ts_ms LIMIT ?",
-            (device, point, from_ms, to_ms, limit),
-        ).fetchall()
-        return [Reading(device, point, r["ts_ms"], r["value"], "", r["quality"], r["raw"],
-                        r["reason"]) for r in rows]
+        return read_point_history(self._conn, device, point, from_ms, to_ms, limit)
 
     @property
     def last_seq(self) -> int:
@@ -487,6 +699,7 @@ class Store:
     def close(self) -> None:
         try:
             self.flush_acks()
+            self._save_seq()
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("store_checkpoint_failed", error=str(exc))
@@ -508,12 +721,7 @@ class HistoryReader:
 
     def __call__(self, point_ref: str, from_ms: int, to_ms: int) -> list[Reading]:
         device, point = point_ref.split("/", 1)
-        rows = self._conn.execute(
-            "SELECT ts_ms, value, raw, quality, reason FROM readings WHERE device=? AND point=?"
-            " AND ts_ms>=? AND ts_ms<=? ORDER BY ts_ms LIMIT ?",
-            (device, point, from_ms, to_ms, self.MAX_ROWS),
-        ).fetchall()
-        return [Reading(device, point, r[0], r[1], "", r[3], r[2], r[4]) for r in rows]
+        return read_point_history(self._conn, device, point, from_ms, to_ms, self.MAX_ROWS)
 
     def close(self) -> None:
         self._conn.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge.store import iter_stored_readings, last_stored_seq
 from tests.support import (
     Broker,
     EdgeProcess,
@@ -37,9 +38,8 @@ def stored(tmp_path: Path) -> tuple[int, set[tuple[str, str, int]], int]:
     """(last seq, every stored reading, outbox depth) straight from the gateway's store."""
     conn = sqlite3.connect(tmp_path / "edge.db")
     try:
-        seq = int(conn.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0])
-        rows = {(d, p, t) for d, p, t in conn.execute(
-            "SELECT device, point, ts_ms FROM readings")}
+        seq = last_stored_seq(conn)
+        rows = {(r.device, r.point, r.ts_ms) for r in iter_stored_readings(conn, 0, 2**62)}
         depth = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         return seq, rows, depth
     finally:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from edge.model import AlarmTransition, Reading
-from edge.payloads import alarm_payload, telemetry_payload
 from edge.store import Store
 
 T0 = 1_700_000_000_000
@@ -20,17 +19,23 @@ def cycle(store: Store, i: int, device: str, alarm: bool = False) -> list[int]:
                 for j in range(5)]
     transitions = [AlarmTransition(f"r@{i}", "r", device, "p0", "warning", "raised",
                                    float(i), 1.0, T0 + i * 1000, "m", "above")] if alarm else []
-    return store.commit_cycle(readings, transitions, telemetry_payload, alarm_payload)
+    return store.commit_cycle(readings, transitions)
 
 
-def test_retention_deletes_only_old_readings(tmp_path: Path) -> None:
+def test_retention_deletes_only_old_delivered_readings(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     for i in range(100):
-        cycle(store, i, "logger-1")
+        seqs = cycle(store, i, "logger-1")
+        if i >= 10:
+            store.ack_outbox(seqs)
+    # The first ten messages were never delivered: past retention, they stay queued.
+    counters = store.maintain(quota_bytes=10**9, retention_before_ms=T0 + 50_000)
+    assert counters.retention_deleted == 0, "nothing below an unsent message is pruned"
+    assert store.outbox_stats().depth == 10
+    store.ack_outbox(range(1, 11))
     counters = store.maintain(quota_bytes=10**9, retention_before_ms=T0 + 50_000)
     assert counters.retention_deleted == 250
     assert len(store.readings("logger-1", "p0", 0, 2**62)) == 50
-    assert store.outbox_stats().depth == 100, "the outbox is not subject to retention"
 
 
 def test_thinning_keeps_alarms_and_counts_everything(tmp_path: Path) -> None:
@@ -77,8 +82,7 @@ def test_only_alarms_left_are_never_dropped(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     for i in range(200):
         store.commit_cycle([], [AlarmTransition(f"a@{i}", "r", "d", "p", "alarm", "raised",
-                                                1.0, 0.5, T0 + i, "m" * 200, "above")],
-                           telemetry_payload, alarm_payload)
+                                                1.0, 0.5, T0 + i, "m" * 200, "above")])
     store.maintain(quota_bytes=1024, retention_before_ms=0)
     assert store.outbox_stats().alarms == 200
 

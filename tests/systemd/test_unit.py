@@ -325,7 +325,7 @@ a = np.random.default_rng(1).standard_normal((400, 400))
 assert abs(np.linalg.det(np.linalg.inv(a) @ a) - 1) < 1e-6
 np.linalg.svd(a, compute_uv=False); np.fft.rfft(a)
 import yaml; yaml.load("a: [1, 2]", Loader=yaml.CSafeLoader)
-import pydantic, structlog, sqlite_utils, paho.mqtt.client, serial, pymodbus.client
+import pydantic, structlog, paho.mqtt.client, serial, pymodbus.client
 with tempfile.TemporaryDirectory() as d:
     db = sqlite3.connect(os.path.join(d, "s.db")); db.execute("PRAGMA journal_mode=WAL")
     db.execute("create table t(v)"); db.executemany("insert into t values (?)", [(1,)] * 500)
