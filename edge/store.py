@@ -32,6 +32,7 @@ import structlog
 from edge.model import AlarmTransition, OutboxEntry, Reading, now_ms
 from edge.payloads import (
     alarm_payload,
+    point_readings_in_fragment,
     readings_fragment,
     readings_from_fragment,
     telemetry_message,
@@ -114,8 +115,8 @@ def read_point_history(conn: sqlite3.Connection, device: str, point: str, from_m
             "SELECT body FROM telemetry WHERE device=? AND last_ts_ms>=? AND last_ts_ms<=?"
             " AND ts_ms<=? ORDER BY last_ts_ms, id",
             (device, from_ms, _upper(to_ms), to_ms)):
-        found.extend(r for r in readings_from_fragment(unpack_fragment(body))
-                     if r.point == point and from_ms <= r.ts_ms <= to_ms)
+        found.extend(r for r in point_readings_in_fragment(unpack_fragment(body), point)
+                     if from_ms <= r.ts_ms <= to_ms)
         if len(found) >= limit * 2:
             break
     found.sort(key=lambda r: r.ts_ms)
