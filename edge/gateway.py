@@ -617,9 +617,14 @@ class Gateway:
         # Config loaded and store open: systemd may consider the service started.
         self.systemd.ready(f"polling {len(settings.devices)} devices on "
                            f"{len(self.pollers)} buses")
+        integrity_check = asyncio.create_task(asyncio.to_thread(store.check_integrity),
+                                              name="integrity-check")
 
         await self._stop.wait()
         log.info("gateway_stopping")
+        store.interrupt_integrity_check()
+        with contextlib.suppress(Exception):
+            await integrity_check
         self.systemd.stopping()
         if watchdog_task is not None:
             # From STOPPING=1 on, systemd times the stop with TimeoutStopSec instead.

@@ -229,12 +229,11 @@ class Store:
         if mode != "wal":
             raise StoreError(f"store {path}: cannot switch to WAL journal mode (got {mode})")
         self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            # Keep running on a damaged file rather than refusing to poll: readings still
-            # land in the intact pages, and the health topic carries the verdict.
-            log.error("store_integrity_failed", path=str(path), detail=check)
-        self.integrity = check
+        # Checked after start-up (check_integrity): reading a large store end to end
+        # would hold READY for as long as the SD card takes to read it.
+        self.integrity = "unchecked"
+        self._checker: sqlite3.Connection | None = None
+        self._check_cancelled = False
         self._create_schema()
         self._seq = self._recover_seq()
         self._acked: list[int] = []
@@ -692,6 +691,34 @@ class Store:
     def readings(self, device: str, point: str, from_ms: int, to_ms: int,
                  limit: int = 10_000) -> list[Reading]:
         return read_point_history(self._conn, device, point, from_ms, to_ms, limit)
+
+    def check_integrity(self) -> str:
+        """PRAGMA quick_check on a read-only connection of its own, for any thread.
+
+        A damaged file does not stop the gateway: readings still land in the intact
+        pages, and the health topic carries the verdict.
+        """
+        if self._check_cancelled:
+            return self.integrity
+        self._checker = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                        check_same_thread=False)
+        try:
+            check = self._checker.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.OperationalError as exc:  # interrupted by a stop
+            return f"unchecked: {exc}"
+        finally:
+            self._checker.close()
+            self._checker = None
+        if check != "ok":
+            log.error("store_integrity_failed", path=str(self.path), detail=check)
+        self.integrity = check
+        return check
+
+    def interrupt_integrity_check(self) -> None:
+        self._check_cancelled = True
+        checker = self._checker
+        if checker is not None:
+            checker.interrupt()
 
     @property
     def last_seq(self) -> int:

@@ -230,3 +230,11 @@ def test_a_version_1_store_is_migrated_without_losing_a_reading(tmp_path: Path) 
     assert store.requeue(2, 2).requeued == 1
     resent = json.loads(store.pending("telemetry", 1, 1)[0].payload)
     assert {r["device"] for r in resent["readings"]} == {"level-1", "rain-1"}
+
+
+def test_integrity_is_checked_apart_from_opening(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    assert store.integrity == "unchecked"
+    store.commit_cycle([reading(1.0)], [])
+    assert store.check_integrity() == "ok" and store.integrity == "ok"
+    store.interrupt_integrity_check()  # nothing running: harmless
