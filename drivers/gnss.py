@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import statistics
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -85,27 +85,107 @@ class IntervalMean:
     suspect_reason: str | None
 
 
+class _ExactSum:
+    """A running sum that ends as ``math.fsum`` of every value added would.
+
+    Keeps Shewchuk's non-overlapping partials (the ones ``math.fsum`` builds, rarely more
+    than a few), so a day of epochs costs a few floats instead of a list of them all.
+    """
+
+    __slots__ = ("partials",)
+
+    def __init__(self) -> None:
+        self.partials: list[float] = []
+
+    def add(self, x: float) -> None:
+        i = 0
+        for y in self.partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            high = x + y
+            low = y - (high - x)
+            if low:
+                self.partials[i] = low
+                i += 1
+            x = high
+        self.partials[i:] = [x]
+
+    def total(self) -> float:
+        return math.fsum(self.partials)
+
+
+class _EpochGroup:
+    """What an interval's mean needs of one group of epochs, accumulated as they come."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sums = {name: _ExactSum() for name in POSITION_FIELDS}
+        self.missing: set[str] = set()  # fields None in some epoch: no mean
+        self.last: Epoch | None = None
+        self.min_satellites: int | None = None
+        self.max_hdop: float | None = None
+
+    def add(self, epoch: Epoch) -> None:
+        d = epoch.displacement
+        self.count += 1
+        for name, total in self.sums.items():
+            value = getattr(d, name)
+            if value is None:
+                self.missing.add(name)
+            else:
+                total.add(value)
+        self.last = epoch
+        if d.satellites is not None:
+            self.min_satellites = (d.satellites if self.min_satellites is None
+                                   else min(self.min_satellites, d.satellites))
+        if d.hdop is not None:
+            self.max_hdop = d.hdop if self.max_hdop is None else max(self.max_hdop, d.hdop)
+
+
+class EpochAverager:
+    """The epochs of one poll interval, reduced as they arrive to what their mean needs.
+
+    A receiver prints an epoch a second, so a daily interval would otherwise hold 86,400
+    epochs (about 35 MiB) until the poll; this holds a few dozen floats whatever the
+    interval. ``mean()`` is what ``average_epochs`` gives for the same epochs.
+    """
+
+    def __init__(self) -> None:
+        self._good = _EpochGroup()
+        self._other = _EpochGroup()
+
+    def __len__(self) -> int:
+        return self._good.count + self._other.count
+
+    def add(self, epoch: Epoch) -> None:
+        (self._other if epoch.displacement.flags else self._good).add(epoch)
+
+    def mean(self) -> IntervalMean | None:
+        """Mean of the required-quality epochs, or of the others when there are none."""
+        used = self._good if self._good.count else self._other
+        if used.last is None:
+            return None
+        values: dict[str, float | None] = {
+            name: None if name in used.missing else total.total() / used.count
+            for name, total in used.sums.items()}
+        last = used.last.displacement
+        values["fix_quality"] = float(last.fix_quality)
+        values["satellites"] = (float(used.min_satellites) if used.min_satellites is not None
+                                else None)
+        values["hdop"] = used.max_hdop
+        reason = None
+        if not self._good.count:
+            name = FIX_QUALITY_NAMES.get(last.fix_quality, "unknown")
+            reason = f"fix_not_rtk: quality {last.fix_quality} ({name})"
+        return IntervalMean(values, used.count, used.last.ts_ms, reason)
+
+
 def average_epochs(epochs: list[Epoch]) -> IntervalMean | None:
     """Mean of the required-quality epochs, or of the others when there are none."""
-    good = [e for e in epochs if not e.displacement.flags]
-    used = good or epochs
-    if not used:
-        return None
-    values: dict[str, float | None] = {}
-    for name in POSITION_FIELDS:
-        samples = [getattr(e.displacement, name) for e in used]
-        values[name] = None if None in samples else statistics.fmean(samples)
-    last = used[-1].displacement
-    values["fix_quality"] = float(last.fix_quality)
-    satellites = [e.displacement.satellites for e in used if e.displacement.satellites is not None]
-    hdops = [e.displacement.hdop for e in used if e.displacement.hdop is not None]
-    values["satellites"] = float(min(satellites)) if satellites else None
-    values["hdop"] = max(hdops) if hdops else None
-    reason = None
-    if not good:
-        name = FIX_QUALITY_NAMES.get(last.fix_quality, "unknown")
-        reason = f"fix_not_rtk: quality {last.fix_quality} ({name})"
-    return IntervalMean(values, len(used), used[-1].ts_ms, reason)
+    averager = EpochAverager()
+    for epoch in epochs:
+        averager.add(epoch)
+    return averager.mean()
 
 
 class GnssPoller(PollerControl):
@@ -120,7 +200,7 @@ class GnssPoller(PollerControl):
         self.schedule = DeviceSchedule(devices)
         self.conversions = DeviceConversions(self.device)
         self.port = LinePort(bus, self.health, log)
-        self._epochs: list[Epoch] = []
+        self._epochs = EpochAverager()
         self._sentences = 0
         self._without_position: GgaFix | None = None
         self._rtk = True
@@ -180,13 +260,13 @@ class GnssPoller(PollerControl):
         except NmeaError:
             self._without_position = sentence
             return
-        self._epochs.append(Epoch(displacement, line.ts_ms))
+        self._epochs.add(Epoch(displacement, line.ts_ms))
 
     def poll_device(self, device: DeviceConfig) -> PollResult:
-        epochs, self._epochs = self._epochs, []
+        epochs, self._epochs = self._epochs, EpochAverager()
         sentences, self._sentences = self._sentences, 0
         without, self._without_position = self._without_position, None
-        mean = average_epochs(epochs)
+        mean = epochs.mean()
         failure: str | None = None
         if mean is None:
             if not self.port.is_open:
