@@ -7,7 +7,6 @@ the people who write site files and with the platform; keys may be added, never 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -507,6 +506,8 @@ def _message(error: dict[str, Any], allowed: list[str]) -> str:
     ctx = error.get("ctx") or {}
     value = error.get("input")
     if kind == "extra_forbidden":
+        import difflib  # only for messages: the daemon need not load it
+
         key = error["loc"][-1]
         hint = difflib.get_close_matches(str(key), allowed, n=1)
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""

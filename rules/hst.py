@@ -38,10 +38,9 @@ import datetime as dt
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import structlog
 from pydantic import Field, model_validator
 
@@ -58,10 +57,19 @@ from rules.base import (
 )
 from rules.configtypes import Duration, Ident, PointRef
 from rules.limits import Debounce, DelaySpec
-from rules.statistics import HstFit, fit_hst, hst_residual_verdict, hst_term_names
+from rules.smallstats import HstFit, hst_residual_verdict, hst_term_names
 from rules.threshold import resolve
 
-__all__ = ["HstConfig", "HstRule", "build", "fit_from_history"]
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy (through rules.statistics) costs the daemon about 12 MiB of RSS and is needed
+# only for the least-squares fit, so it is imported inside the fitting functions: a model
+# configured from coefficients judges readings in pure Python (rules.smallstats), and a
+# rule that fits from history loads numpy when it is built, at start, not at a refit
+# hours or weeks later.
+
+__all__ = ["HstConfig", "HstRule", "build", "fit_from_bins", "fit_from_history"]
 
 log = structlog.get_logger("rules.hst")
 
@@ -121,8 +129,7 @@ def configured_model(config: HstConfig, timezone: str) -> HstFit | None:
         return None
     midnight = dt.datetime.combine(model.base_date, dt.time(0), ZoneInfo(timezone))
     names = hst_term_names(config.degree, config.seasonal)
-    coefficients = np.array([model.coefficients[name] for name in names], dtype=np.float64)
-    coefficients.setflags(write=False)
+    coefficients = tuple(float(model.coefficients[name]) for name in names)
     # n is unknown for a model fitted elsewhere; p and rank are its number of terms.
     return HstFit(coefficients, config.degree, config.seasonal,
                   midnight.timestamp() / 86400.0, model.head_centre, 0, len(names),
@@ -140,6 +147,8 @@ def _bin_means(readings: Sequence[Reading], bin_ms: int) -> dict[int, float]:
 
 
 def _rms(fit: HstFit, t: np.ndarray, head: np.ndarray, y: np.ndarray) -> float:
+    import numpy as np
+
     residual = y - fit.predict(t, head)
     return float(np.sqrt(np.mean(residual * residual)))
 
@@ -152,8 +161,21 @@ def fit_from_history(ys: Sequence[Reading], levels: Sequence[Reading], *, bin_ms
                      now_ms: int, holdout_ms: int, excluded_bins: set[int],
                      old: HstFit | None) -> tuple[HstFit | None, FitOutcome]:
     """A new model from stored readings, or None and why not (too few, not better)."""
-    y_bins = _bin_means(ys, bin_ms)
-    level_bins = _bin_means(levels, bin_ms)
+    return fit_from_bins(_bin_means(ys, bin_ms), _bin_means(levels, bin_ms), bin_ms=bin_ms,
+                         head_reference=head_reference, degree=degree, seasonal=seasonal,
+                         min_samples=min_samples, now_ms=now_ms, holdout_ms=holdout_ms,
+                         excluded_bins=excluded_bins, old=old)
+
+
+def fit_from_bins(y_bins: dict[int, float], level_bins: dict[int, float], *, bin_ms: int,
+                  head_reference: float, degree: int, seasonal: bool, min_samples: int,
+                  now_ms: int, holdout_ms: int, excluded_bins: set[int],
+                  old: HstFit | None) -> tuple[HstFit | None, FitOutcome]:
+    """``fit_from_history`` on the bin means of both series (bin number → mean)."""
+    import numpy as np
+
+    from rules.statistics import fit_hst
+
     bins = sorted(b for b in y_bins if b in level_bins and b not in excluded_bins)
     p = len(hst_term_names(degree, seasonal))
     if len(bins) < max(min_samples, p + 1):
@@ -179,6 +201,8 @@ def fit_from_history(ys: Sequence[Reading], levels: Sequence[Reading], *, bin_ms
 
 class HstRule:
     def __init__(self, config: HstConfig, env: RuleEnv) -> None:
+        if config.fit is not None:
+            import rules.statistics  # noqa: F401  numpy, for the fits (see the imports)
         self.id = config.id
         self.point = config.point
         self.level = config.level
@@ -207,8 +231,12 @@ class HstRule:
             return
         bin_ms = int(fit.bin * 1000)
         start = now_ms - int(fit.history * 1000)
-        new, outcome = fit_from_history(
-            self.history(self.point, start, now_ms), self.history(self.level, start, now_ms),
+        # One series' readings at a time, each dropped once binned: a refit holds up to
+        # 200,000 readings per series (HistoryReader.MAX_ROWS), tens of MiB as objects.
+        y_bins = _bin_means(self.history(self.point, start, now_ms), bin_ms)
+        level_bins = _bin_means(self.history(self.level, start, now_ms), bin_ms)
+        new, outcome = fit_from_bins(
+            y_bins, level_bins,
             bin_ms=bin_ms, head_reference=self.head_reference, degree=self.degree,
             seasonal=self.seasonal, min_samples=fit.min_samples, now_ms=now_ms,
             holdout_ms=int(fit.holdout * 1000),

@@ -47,7 +47,7 @@ from rules.base import (
     input_problem,
 )
 from rules.configtypes import Delay, Duration, Ident, Limit, PointRef, unique_severities
-from rules.statistics import lag_correlation
+from rules.smallstats import pearson_r
 from rules.threshold import LimitJudge, limit_judge
 
 __all__ = ["LagCorrelationConfig", "LagCorrelationRule", "build"]
@@ -143,7 +143,9 @@ class LagCorrelationRule:
                           f"samples, need {self.min_pairs}")
         xs = [total / count for total, count in (p[0] for p in pairs)]
         ys = [total / count for total, count in (p[1] for p in pairs)]
-        r = lag_correlation(xs, ys, 0).r
+        # r at lag 0 of the already-lagged pairs: tens of values once a bin, pure Python,
+        # so a site with this rule does not load numpy (rules.smallstats).
+        r = pearson_r(xs, ys)
         if math.isnan(r):
             return None, "undefined: level or piezometer constant over the window"
         return r, None

@@ -48,7 +48,7 @@ from edge.model import CLOCK_INVALID, Quality, Reading, Severity
 from rules.base import Judgement, RuleEnv, Verdict
 from rules.configtypes import Delay, Duration, Ident, PointRef, SeverityName
 from rules.limits import Debounce, debounce
-from rules.statistics import PAUTA_MIN_SAMPLES, OnlineGrossErrorScreen
+from rules.smallstats import PAUTA_MIN_SAMPLES, OnlineGrossErrorScreen
 
 __all__ = ["QualityConfig", "QualityRule", "build"]
 

@@ -5,8 +5,9 @@ Reference sections (``/work/shared/domain/reservoir.md``):
 * §3.3 gross-error (粗差) screening. :func:`pauta_outliers` is the batch 3σ (Pauta,
   拉依达) criterion; :func:`mad_scores` and :func:`robust_outliers` are the robust
   median/MAD alternative used where Pauta fails (short, step-like or oscillating
-  series); :class:`OnlineGrossErrorScreen` screens each new reading against the previous
-  good readings, as a gateway must, and marks gross errors ``suspect``.
+  series); :class:`OnlineGrossErrorScreen` (from :mod:`rules.smallstats`, re-exported
+  here) screens each new reading against the previous good readings, as a gateway must,
+  and marks gross errors ``suspect``.
 * §3.1 HST (hydrostatic–season–time) regression, the standard model for displacement
   and, with variants, for piezometers and seepage flow. :func:`fit_hst` fits it by least
   squares with an orthogonal-decomposition solver and :func:`hst_residual_verdict`
@@ -15,20 +16,38 @@ Reference sections (``/work/shared/domain/reservoir.md``):
 * §3.2 lag correlation between reservoir level and a piezometer: :func:`lag_correlation`
   finds the seepage lag that maximises Pearson r.
 
-Everything here is pure numpy on float64 arrays; inputs must be finite (gaps are the
-caller's business, because how to bridge them depends on the quantity).
+Everything here is numpy on float64 arrays; inputs must be finite (gaps are the caller's
+business, because how to bridge them depends on the quantity). Importing this module
+loads numpy (about 12 MiB of the daemon's RSS), so the daemon imports it only for an HST
+rule that fits its model from history; what runs per reading (the gross-error screen, an
+HST model's verdict, Pearson r) is in the numpy-free :mod:`rules.smallstats`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+
+# The per-reading pieces are numpy-free, so that the daemon needs numpy only to fit an
+# HST model from history; they are re-exported here.
+from rules.smallstats import (
+    DAYS_PER_YEAR,
+    MAD_CONSISTENCY,
+    MEAN_AD_CONSISTENCY,
+    PAUTA_MIN_SAMPLES,
+    THETA_DAYS,
+    GrossErrorVerdict,
+    HstFit,
+    HstVerdict,
+    OnlineGrossErrorScreen,
+    check_hst_degree,
+    hst_residual_verdict,
+    hst_term_names,
+)
 
 __all__ = [
     "MAD_CONSISTENCY",
@@ -50,25 +69,6 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-
-PAUTA_MIN_SAMPLES = 11
-"""Smallest sample on which the batch 3σ test can flag anything.
-
-For any sample, max|xᵢ − x̄|/s ≤ (n − 1)/√n (Samuelson's inequality), which is 2.846 at
-n = 10 and 3.015 at n = 11 (§3.3). Practice asks for n ≥ 20.
-"""
-
-MAD_CONSISTENCY = 0.6745
-"""Iglewicz–Hoaglin factor: 0.6745·(x − median)/MAD is a z-score for normal data."""
-
-# When MAD is 0 (more than half the values equal the median, typical of a sensor sitting
-# on one resolution step) the scale falls back to the mean absolute deviation; 1.253314 =
-# √(π/2) makes it a consistent σ estimate for normal data, as in common practice
-# (e.g. IBM SPSS's modified z-score).
-_MEAN_AD_CONSISTENCY = math.sqrt(math.pi / 2.0)
-
-# Too few good readings for even a median/MAD estimate: take them on trust.
-_ROBUST_MIN_SAMPLES = 3
 
 
 def _series(x: Sequence[float] | npt.ArrayLike, name: str = "x") -> FloatArray:
@@ -119,7 +119,7 @@ def _robust_centre_scale(values: FloatArray) -> tuple[float, float]:
     mad = float(np.median(absolute))
     if mad > 0.0:
         return median, mad / MAD_CONSISTENCY
-    return median, _MEAN_AD_CONSISTENCY * float(absolute.mean())
+    return median, MEAN_AD_CONSISTENCY * float(absolute.mean())
 
 
 def mad_scores(x: Sequence[float] | npt.ArrayLike) -> FloatArray:
@@ -152,137 +152,7 @@ def robust_outliers(
     return (np.abs(scores) > limit) & (np.abs(values - np.median(values)) > floor)
 
 
-class GrossErrorVerdict(NamedTuple):
-    """Outcome of screening one reading.
-
-    ``score`` is the deviation from the window's centre divided by the window's scale,
-    where the scale is raised to at least floor/threshold so that ``score > threshold``
-    exactly when ``suspect``. The threshold is ``sigma`` for ``"pauta"`` and
-    ``robust_limit`` for ``"mad"``; ``"warmup"`` readings are accepted with score 0.
-    """
-
-    suspect: bool
-    score: float
-    method: Literal["pauta", "mad", "warmup"]
-
-
-class OnlineGrossErrorScreen:
-    """Screen a sensor's readings one at a time for gross errors (§3.3, online form).
-
-    Each reading is compared with the previous ``window`` *good* readings, itself
-    excluded:
-
-    * with at least ``min_samples`` good readings, by the 3σ rule: suspect if
-      |x − mean| > max(``sigma``·s, ``floor``), s with the n − 1 denominator;
-    * with fewer, by the robust score: suspect if |x − median| > max(``robust_limit`` ·
-      MAD/0.6745, ``floor``) (mean-AD fallback when MAD = 0), because a standard
-      deviation from a handful of values is too uncertain to set a 3σ limit on;
-    * with fewer than 3, the reading is accepted unchecked (``"warmup"``); a sensor
-      that starts with a gross error is for the physical-range check to catch.
-
-    ``floor`` (δ, > 0) is the absolute deviation that is never suspect; set it to a
-    few resolution steps (e.g. 0.02–0.03 m for a level read to 0.01 m) so that a flat
-    sensor, whose s is nearly 0, does not flag its own quantisation.
-
-    Suspect readings are kept out of the window so that a gross error does not widen
-    the limits for the next one. A genuine step, though (a flood rise faster than the
-    window expected, a re-zeroed sensor), would then be suspect for ever and, since a
-    suspect reading raises no threshold alarm on its own, silence the sensor. So after
-    ``reseed_after`` consecutive suspect readings the screen accepts that the process
-    has moved: it restarts the window from those readings (the verdicts already given
-    stand). ``reseed_after=None`` disables this.
-    """
-
-    def __init__(
-        self,
-        window: int,
-        *,
-        floor: float,
-        sigma: float = 3.0,
-        min_samples: int = PAUTA_MIN_SAMPLES,
-        robust_limit: float = 3.5,
-        reseed_after: int | None = 5,
-    ) -> None:
-        if min_samples < _ROBUST_MIN_SAMPLES:
-            raise ValueError(f"min_samples must be at least {_ROBUST_MIN_SAMPLES}")
-        if window < min_samples:
-            raise ValueError(f"window ({window}) must hold at least min_samples ({min_samples})")
-        if not (math.isfinite(floor) and floor > 0.0):
-            raise ValueError(f"floor must be a positive absolute deviation, got {floor}")
-        if not (sigma > 0.0 and robust_limit > 0.0):
-            raise ValueError("sigma and robust_limit must be positive")
-        if reseed_after is not None and reseed_after < 1:
-            raise ValueError("reseed_after must be at least 1, or None")
-        self.window = window
-        self.floor = floor
-        self.sigma = sigma
-        self.min_samples = min_samples
-        self.robust_limit = robust_limit
-        self.reseed_after = reseed_after
-        self._good: deque[float] = deque(maxlen=window)
-        self._suspect_run: list[float] = []
-
-    @property
-    def good_values(self) -> tuple[float, ...]:
-        """The window of good readings, oldest first."""
-        return tuple(self._good)
-
-    def check(self, value: float) -> GrossErrorVerdict:
-        """Judge ``value`` against the window, then update the window."""
-        if not math.isfinite(value):
-            raise ValueError(f"cannot screen a non-finite reading: {value}")
-        verdict = self._judge(float(value))
-        if verdict.suspect:
-            self._suspect_run.append(float(value))
-            if self.reseed_after is not None and len(self._suspect_run) >= self.reseed_after:
-                self._good.clear()
-                self._good.extend(self._suspect_run)
-                self._suspect_run.clear()
-        else:
-            self._good.append(float(value))
-            self._suspect_run.clear()
-        return verdict
-
-    def _judge(self, value: float) -> GrossErrorVerdict:
-        count = len(self._good)
-        if count < _ROBUST_MIN_SAMPLES:
-            return GrossErrorVerdict(False, 0.0, "warmup")
-        history = np.fromiter(self._good, dtype=np.float64, count=count)
-        if count < self.min_samples:
-            centre, scale = _robust_centre_scale(history)
-            threshold, method = self.robust_limit, "mad"
-        else:
-            centre, scale = float(history.mean()), float(history.std(ddof=1))
-            threshold, method = self.sigma, "pauta"
-        score = abs(value - centre) / max(scale, self.floor / threshold)
-        return GrossErrorVerdict(score > threshold, score, method)
-
-    def reset(self) -> None:
-        """Forget every reading, e.g. after the sensor was replaced or recalibrated."""
-        self._good.clear()
-        self._suspect_run.clear()
-
-
 # --- §3.1 HST model ------------------------------------------------------------------
-
-_DAYS_PER_YEAR = 365.0
-_THETA_DAYS = 100.0
-
-
-def hst_term_names(degree: int = 3, seasonal: bool = True) -> tuple[str, ...]:
-    """Names of the design-matrix columns, in order, for reports and diagnostics."""
-    _check_degree(degree)
-    names = ["a0", *(f"a{i}" for i in range(1, degree + 1))]
-    if seasonal:
-        names += ["b11", "b21", "b12", "b22"]
-    names += ["c1", "c2"]
-    return tuple(names)
-
-
-def _check_degree(degree: int) -> None:
-    if degree not in (3, 4):
-        raise ValueError(f"HST hydrostatic degree must be 3 or 4, got {degree}")
-
 
 def hst_design_matrix(
     t_days: Sequence[float] | npt.ArrayLike,
@@ -306,57 +176,22 @@ def hst_design_matrix(
     epoch, fractional allowed); t = ``t_days`` − ``base_day``, and t must exceed −100
     so that ln(1 + θ) is defined.
     """
-    _check_degree(degree)
+    check_hst_degree(degree)
     t_abs = _series(t_days, "t_days")
     h = _series(head, "head") - head_centre
     if t_abs.shape != h.shape:
         raise ValueError(f"t_days and head differ in length: {t_abs.size} != {h.size}")
     t = t_abs - base_day
-    theta = t / _THETA_DAYS
+    theta = t / THETA_DAYS
     if np.any(theta <= -1.0):
         raise ValueError("readings 100 days or more before base_day make ln(1 + θ) undefined")
     columns = [h**i for i in range(degree + 1)]
     if seasonal:
         for j in (1, 2):
-            angle = 2.0 * np.pi * j * t / _DAYS_PER_YEAR
+            angle = 2.0 * np.pi * j * t / DAYS_PER_YEAR
             columns += [np.sin(angle), np.cos(angle)]
     columns += [theta, np.log1p(theta)]
     return np.column_stack(columns)
-
-
-@dataclass(frozen=True, eq=False)
-class HstFit:
-    """A fitted HST model.
-
-    ``coefficients`` follow :func:`hst_term_names` and apply to the centred head. With a
-    narrow range of head the hydrostatic coefficients are individually unstable while
-    the fitted values are not, so judge a fit by ``s`` and predictions, not by them.
-    ``s`` = sqrt(RSS/(n − p)); when the design is rank-deficient (e.g. a level that never
-    moved), the degrees of freedom use the numerical ``rank`` instead of p.
-    """
-
-    coefficients: FloatArray
-    degree: int
-    seasonal: bool
-    base_day: float
-    head_centre: float
-    n: int
-    p: int
-    rank: int
-    s: float
-
-    def predict(
-        self, t_days: Sequence[float] | npt.ArrayLike, head: Sequence[float] | npt.ArrayLike
-    ) -> FloatArray:
-        """Model values ŷ at the given days and heads."""
-        design = hst_design_matrix(
-            t_days, head, self.base_day, self.degree, self.seasonal, self.head_centre
-        )
-        return design @ self.coefficients
-
-    @property
-    def term_names(self) -> tuple[str, ...]:
-        return hst_term_names(self.degree, self.seasonal)
 
 
 def fit_hst(
@@ -388,12 +223,11 @@ def fit_hst(
     if n <= p:
         raise ValueError(f"HST fit needs more readings than its {p} coefficients, got {n}")
     coefficients, _, rank, _ = np.linalg.lstsq(design, obs, rcond=None)
-    coefficients.setflags(write=False)
     residuals = obs - design @ coefficients
     rss = float(residuals @ residuals)
     s = math.sqrt(rss / (n - int(rank)))
     return HstFit(
-        coefficients=coefficients,
+        coefficients=tuple(float(c) for c in coefficients),
         degree=degree,
         seasonal=seasonal,
         base_day=base,
@@ -403,32 +237,6 @@ def fit_hst(
         rank=int(rank),
         s=s,
     )
-
-
-class HstVerdict(NamedTuple):
-    """A new reading judged against an HST fit: level, y − ŷ, and the fit's S."""
-
-    level: Literal["normal", "warning", "alarm"]
-    residual: float
-    s: float
-
-
-def hst_residual_verdict(fit: HstFit, t_day: float, head: float, y: float) -> HstVerdict:
-    """Classify one reading by its residual: > 3S alarm, > 2S warning, else normal.
-
-    This judges a single reading; requiring several consecutive exceedances (≥ 3 in
-    §4) before alarming is the rule engine's choice.
-    """
-    predicted = float(fit.predict([t_day], [head])[0])
-    residual = float(y) - predicted
-    size = abs(residual)
-    if size > 3.0 * fit.s:
-        level: Literal["normal", "warning", "alarm"] = "alarm"
-    elif size > 2.0 * fit.s:
-        level = "warning"
-    else:
-        level = "normal"
-    return HstVerdict(level, residual, fit.s)
 
 
 # --- §3.2 lag correlation ------------------------------------------------------------

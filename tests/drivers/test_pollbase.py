@@ -17,4 +17,5 @@ def test_backoff_of_a_device_offline_for_days_stays_bounded() -> None:
         state.consecutive_failures = failures
         before = schedule.due["dead"]
         schedule.reschedule(device, state)
-        assert schedule.due["dead"] - before <= MAX_BACKOFF_S
+        # Monotonic times near 4,000 s lose the last bits of 300.0 in the subtraction.
+        assert schedule.due["dead"] - before <= MAX_BACKOFF_S + 1e-6

@@ -1,0 +1,98 @@
+"""What the daemon imports: numpy only for an HST fit, never the offline or simulator code.
+
+numpy alone is about 12 MiB of the gateway's RSS (docs/performance.md), so it must stay
+out of a site whose rules do not fit an HST model from history. Each case runs in a fresh
+interpreter, where ``sys.modules`` shows what was loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Every rule type; the HST rule judges with coefficients from an offline analysis.
+RULES_WITHOUT_A_FIT = [
+    {"id": "level-high", "type": "threshold", "point": "level-1/water_level",
+     "high": [{"severity": "warning", "value": "flood_limit"}]},
+    {"id": "level-rate", "type": "rate", "point": "level-1/water_level", "window": "1h",
+     "method": "least_squares", "per": "m/h",
+     "high": [{"severity": "warning", "value": 0.5}]},
+    {"id": "rain", "type": "accumulation", "point": "level-1/rain"},
+    {"id": "head-quality", "type": "quality", "point": "piezo-1/head", "range": [0, 200],
+     "gross_error": {"window": 30, "floor": 0.02}, "stuck": {"samples": 10}},
+    {"id": "head-lag", "type": "lag_correlation", "point": "piezo-1/head",
+     "level": "level-1/water_level", "lag": "10d", "low": [{"severity": "warning",
+                                                            "value": 0.5}]},
+    {"id": "head-hst", "type": "hst", "point": "piezo-1/head2",
+     "level": "level-1/water_level", "head_reference": "dead",
+     "model": {"base_date": "2023-01-01", "s": 0.01, "coefficients": {
+         name: 0.01 for name in ("a0", "a1", "a2", "a3", "b11", "b21", "b12", "b22", "c1",
+                                 "c2")}}},
+]
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    program = textwrap.dedent(code) + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def engine_for(rules: list[dict[str, object]]) -> str:
+    return f"""
+        import edge.cli, edge.gateway
+        from drivers.registry import make_poller
+        from rules.engine import RuleEngine
+        from tests.rules.sample_site import settings
+        RuleEngine(settings({json.dumps(rules)}))
+    """
+
+
+def test_the_daemon_loads_no_numpy_without_an_hst_fit() -> None:
+    modules = loaded_after(engine_for(RULES_WITHOUT_A_FIT))
+    assert "numpy" not in modules
+    assert "rules.statistics" not in modules
+
+
+def test_an_hst_rule_fitting_from_history_loads_numpy_when_built() -> None:
+    hst = {"id": "head-hst", "type": "hst", "point": "piezo-1/head2",
+           "level": "level-1/water_level", "fit": {"history": "730d"}}
+    assert "numpy" in loaded_after(engine_for([hst]))
+
+
+def test_the_daemon_loads_no_offline_or_simulator_code() -> None:
+    modules = loaded_after("import edge.cli, edge.gateway, drivers.registry")
+    for unwanted in ("sqlite_utils", "drivers.simulator", "drivers.faultplan",
+                     "pymodbus.server", "numpy"):
+        assert unwanted not in modules
+
+
+def test_a_driver_is_loaded_with_the_first_bus_of_its_type() -> None:
+    modules = loaded_after("import drivers.registry")
+    assert not {"pymodbus", "serial", "drivers.modbus", "drivers.gnss",
+                "drivers.serial_line"} & modules
+    modules = loaded_after("""
+        import asyncio
+        from drivers.registry import make_poller
+        from tests.rules.sample_site import settings
+        s = settings([])
+
+        async def sink(result):
+            pass
+
+        async def build():  # pymodbus' clients need a running loop
+            make_poller(s.buses[0], list(s.devices), sink)
+
+        asyncio.run(build())
+    """)
+    assert {"pymodbus", "drivers.modbus"} <= modules
+    assert not {"drivers.gnss", "drivers.serial_line"} & modules
