@@ -363,10 +363,19 @@ class BusPoller(PollerControl):
         if response.isError():
             code = getattr(response, "exception_code", None)
             raise _RequestFailed(f"exception_response: code {code}", device_dead=False)
-        values = response.bits if block.table in ("coil", "discrete") else response.registers
-        if len(values) < block.count:
-            raise _RequestFailed(f"short_response: {len(values)} of {block.count}",
-                                 device_dead=False)
+        if response.function_code != pending.function_code:
+            # A gateway or converter that mixes up answers: right transaction, another
+            # request's data. Never stored as the registers that were asked for.
+            raise _RequestFailed(f"wrong_function: answer to function {response.function_code}"
+                                 f" for a request of function {pending.function_code}",
+                                 device_dead=False, retryable=True)
+        bits = block.table in ("coil", "discrete")
+        values = response.bits if bits else response.registers
+        # Bits come padded to whole bytes; registers must be exactly the count asked for
+        # (the byte count is fixed at 2 x N), or this is not the answer to this request.
+        if len(values) < block.count or (not bits and len(values) != block.count):
+            kind = "short_response" if len(values) < block.count else "wrong_length"
+            raise _RequestFailed(f"{kind}: {len(values)} of {block.count}", device_dead=False)
         return list(values)
 
     @staticmethod

@@ -76,8 +76,14 @@ class Reply:
 
 def _reply(topic: str, request_id: Any, ok: bool, body: Any) -> Reply:
     message = {"id": request_id, "ok": ok, ("result" if ok else "error"): body}
-    return Reply(topic, json.dumps(message, separators=(",", ":"), ensure_ascii=False,
-                                   default=str))
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate from the request ("\\ud83d" is legal JSON) cannot travel as
+        # UTF-8: escaped, the requester still gets its reply.
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=True, default=str)
+    return Reply(topic, text)
 
 
 def _args_error(exc: ValidationError) -> str:
@@ -113,6 +119,9 @@ class CommandRouter:
             request = json.loads(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             return _reply(reply_topic, None, False, f"request is not valid JSON: {exc}")
+        except RecursionError:
+            return _reply(reply_topic, None, False, "request is not valid JSON: nested too "
+                          "deeply")
         if not isinstance(request, dict):
             return _reply(reply_topic, None, False, "request must be a JSON object "
                           '{"id": ..., "args": {...}}')
