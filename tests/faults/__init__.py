@@ -1,0 +1,1 @@
+"""Fault injection suite (issue #7): uplink, process, device and input faults."""
