@@ -187,6 +187,17 @@ def stop_all(processes: Sequence[EdgeProcess | None]) -> None:
                 p.kill()
 
 
+def tear_down(gateway: EdgeProcess | None, simulators: Sequence[EdgeProcess],
+              subscriber: Subscriber | None, broker: Broker | None = None) -> None:
+    """Stop what an end-to-end bench started, the gateway first (its last messages)."""
+    stop_all([gateway])
+    stop_all(simulators)
+    if subscriber is not None:
+        subscriber.close()
+    if broker is not None:
+        broker.stop()
+
+
 def start_broker(work: Path) -> Broker:
     """A private Mosquitto on a free loopback port (never the system broker on 1883)."""
     if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):

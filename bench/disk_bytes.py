@@ -31,7 +31,7 @@ from _common import (
     start_broker,
     start_edge,
     start_simulators,
-    stop_all,
+    tear_down,
 )
 
 from edge.model import Reading
@@ -79,11 +79,7 @@ def run_daemon(seconds: float, synchronous: str, points: int = 1000) -> tuple[fl
             time.sleep(seconds)
             written, r1, t1 = proc_write_bytes(pid) - before, sub.readings, time.monotonic()
         finally:
-            stop_all([gateway])
-            stop_all(sims)
-            if sub is not None:
-                sub.close()
-            broker.stop()
+            tear_down(gateway, sims, sub, broker)
     return written / max(1, r1 - r0), (r1 - r0) / (t1 - t0)
 
 

@@ -38,7 +38,7 @@ from _common import (
     start_broker,
     start_edge,
     start_simulators,
-    stop_all,
+    tear_down,
 )
 
 if TYPE_CHECKING:
@@ -124,11 +124,7 @@ def main() -> None:
                 time.sleep(max(0.0, next_at - time.monotonic()))
             cpu_pct = (proc_cpu_seconds(pid) - cpu0) / (time.monotonic() - start) * 100
         finally:
-            stop_all([gateway])
-            stop_all(sims)
-            if sub is not None:
-                sub.close()
-            broker.stop()
+            tear_down(gateway, sims, sub, broker)
     span = samples[-1].t_s - samples[0].t_s
     rate = (samples[-1].readings - samples[0].readings) / span if span else float("nan")
     print(f"machine: {machine()}")

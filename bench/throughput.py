@@ -45,7 +45,7 @@ from _common import (
     start_broker,
     start_edge,
     start_simulators,
-    stop_all,
+    tear_down,
 )
 
 if TYPE_CHECKING:
@@ -121,10 +121,7 @@ def measure(work: Path, broker: Broker, points: int, args: argparse.Namespace) -
                                f"see {size_dir / 'gw.log'}")
         health = last_health(sub)
     finally:
-        stop_all([gateway])
-        stop_all(sims)
-        if sub is not None:
-            sub.close()
+        tear_down(gateway, sims, sub)
     span = t1 - t0
     assert sub is not None
     with sub.cond:
