@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
@@ -138,11 +138,36 @@ def configured_model(config: HstConfig, timezone: str) -> HstFit | None:
 
 def _bin_means(readings: Sequence[Reading], bin_ms: int) -> dict[int, float]:
     sums: dict[int, list[float]] = {}
+    _add_to_bins(sums, readings, bin_ms)
+    return {b: total / count for b, (total, count) in sums.items()}
+
+
+def _add_to_bins(sums: dict[int, list[float]], readings: Iterable[Reading],
+                 bin_ms: int) -> None:
     for r in readings:
         if r.quality == "good" and r.value is not None and math.isfinite(r.value):
             acc = sums.setdefault(r.ts_ms // bin_ms, [0.0, 0.0])
             acc[0] += r.value
             acc[1] += 1
+
+
+def history_bin_means(history: HistoryProvider, point: str, from_ms: int, to_ms: int,
+                      bin_ms: int) -> dict[int, float]:
+    """Bin means of a point's whole stored history between two times, page by page.
+
+    A history provider returns at most a bounded number of the oldest readings of a
+    range (HistoryReader.MAX_ROWS): two years of one-minute polls are a million
+    readings, and one call would fit the model on its oldest 139 days only. Each page
+    is binned and dropped before the next is read.
+    """
+    sums: dict[int, list[float]] = {}
+    cursor = from_ms
+    while cursor <= to_ms:
+        page = history(point, cursor, to_ms)
+        if not page:
+            break
+        _add_to_bins(sums, page, bin_ms)
+        cursor = max(r.ts_ms for r in page) + 1
     return {b: total / count for b, (total, count) in sums.items()}
 
 
@@ -231,10 +256,10 @@ class HstRule:
             return
         bin_ms = int(fit.bin * 1000)
         start = now_ms - int(fit.history * 1000)
-        # One series' readings at a time, each dropped once binned: a refit holds up to
-        # 200,000 readings per series (HistoryReader.MAX_ROWS), tens of MiB as objects.
-        y_bins = _bin_means(self.history(self.point, start, now_ms), bin_ms)
-        level_bins = _bin_means(self.history(self.level, start, now_ms), bin_ms)
+        # One page of one series at a time, each dropped once binned: a refit never holds
+        # more than a page (HistoryReader.MAX_ROWS readings) as objects.
+        y_bins = history_bin_means(self.history, self.point, start, now_ms, bin_ms)
+        level_bins = history_bin_means(self.history, self.level, start, now_ms, bin_ms)
         new, outcome = fit_from_bins(
             y_bins, level_bins,
             bin_ms=bin_ms, head_reference=self.head_reference, degree=self.degree,

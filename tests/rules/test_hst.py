@@ -216,3 +216,23 @@ def test_config_needs_a_model_or_a_fit_and_the_right_terms() -> None:
     with pytest.raises(ValueError, match="must name exactly a0, a1, a2, a3, b11"):
         HstConfig.model_validate({**base, "model": {
             "base_date": "2022-01-01", "s": 0.1, "coefficients": {"a0": 1.0}}})
+
+
+def test_refit_history_is_read_page_by_page_over_the_whole_window() -> None:
+    # A provider that, like HistoryReader, returns only the oldest readings of a range:
+    # two years of hourly readings in pages of 1,000 must all reach the bins.
+    from rules.hst import history_bin_means
+
+    hour = 3_600_000
+    stored = [Reading("piezo-1", "head", i * hour, float(i % 7), "m", "good")
+              for i in range(17_520)]
+    calls: list[int] = []
+
+    def provider(point: str, from_ms: int, to_ms: int) -> list[Reading]:
+        calls.append(from_ms)
+        return [r for r in stored if from_ms <= r.ts_ms <= to_ms][:1000]
+
+    bins = history_bin_means(provider, "piezo-1/head", 0, 17_520 * hour, 24 * hour)
+    assert len(bins) == 730
+    assert bins[729] == sum(float(i % 7) for i in range(729 * 24, 730 * 24)) / 24
+    assert len(calls) == 19  # 18 pages and the empty one that ends the walk
