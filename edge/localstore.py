@@ -105,7 +105,8 @@ def status_report(settings: GatewaySettings, out: TextIO = sys.stdout) -> int:
         print(f"  [{a['severity']}] {a['message']}{acked}  id {a['alarm_id']}", file=out)
     print("last readings:", file=out)
     units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
-    for r in latest_per_point(conn):
+    devices = [d.id for d in settings.devices] + sorted({x.device for x in settings.derived})
+    for r in latest_per_point(conn, devices):
         value = "-" if r.value is None else f"{r.value:g}"
         unit = units.get(r.key, "") or r.unit
         note = "" if r.quality == "good" else f"  [{r.quality}: {r.reason}]"

@@ -141,10 +141,13 @@ def iter_stored_readings(conn: sqlite3.Connection, from_ms: int, to_ms: int,
                 yield r
 
 
-def latest_per_point(conn: sqlite3.Connection) -> list[Reading]:
-    """The newest stored reading of every point (from each device's newest messages)."""
+def latest_per_point(conn: sqlite3.Connection, devices: Iterable[str]) -> list[Reading]:
+    """The newest stored reading of every point of the devices (from their newest messages).
+
+    The devices come from the configuration: listing them from the store would walk its
+    whole index.
+    """
     latest: dict[tuple[str, str], Reading] = {}
-    devices = [row[0] for row in conn.execute("SELECT DISTINCT device FROM telemetry")]
     for device in devices:
         # A device's points may be split over recent messages (a failed read is still
         # stored, so one message usually holds them all): look at the last few.
