@@ -134,32 +134,46 @@ class Gateway:
                     cycles.append((polled, evaluation,
                                    [*self._uncommitted, *evaluation.transitions]))
                     self._uncommitted = []
-                committed = await self._commit(
-                    [(ev.readings, transitions) for _, ev, transitions in cycles],
-                    batch[0].device)
-                if committed:
-                    done = cycles
-                else:
-                    # One poll may be what failed: the others are tried on their own, and
-                    # a poll's alarms without its readings.
-                    done = []
-                    for cycle in cycles:
-                        polled, evaluation, transitions = cycle
-                        if await self._commit([(evaluation.readings, transitions)],
-                                              polled.device):
-                            done.append(cycle)
-                        elif transitions and await self._commit([((), transitions)],
-                                                                polled.device):
-                            self.uplink.notify()
-                        else:
-                            self._uncommitted += transitions
-            for polled, evaluation, _ in done:
+                stored, anything = await self._commit_polls(
+                    [(polled.device, ev.readings, transitions)
+                     for polled, ev, transitions in cycles])
+            for (polled, evaluation, _), readings_stored in zip(cycles, stored, strict=True):
+                if not readings_stored:
+                    continue
                 for reading in evaluation.readings:
                     self.latest[reading.key] = reading
                 self.last_poll[polled.device] = now_ms()
-            if done:
+            if any(stored):
                 self._poll_event.set()
+            if anything:
                 self.uplink.notify()
+
+    async def _commit_polls(
+        self, polls: Sequence[tuple[str, Sequence[Reading], list[AlarmTransition]]],
+    ) -> tuple[list[bool], bool]:
+        """Commit (device, readings, transitions) of several polls in one transaction.
+
+        If that fails, one poll may be what failed: the others are committed on their own,
+        and a failing poll's alarms without its readings; alarms that cannot be stored at
+        all are carried to the next commit. Returns, per poll, whether its readings were
+        stored, and whether anything was.
+        """
+        if await self._commit([(readings, transitions) for _, readings, transitions in polls],
+                              polls[0][0]):
+            return [True] * len(polls), True
+        stored: list[bool] = []
+        anything = False
+        for device, readings, transitions in polls:
+            if await self._commit([(readings, transitions)], device):
+                stored.append(True)
+                anything = True
+                continue
+            stored.append(False)
+            if transitions and await self._commit([((), transitions)], device):
+                anything = True
+            else:
+                self._uncommitted += transitions
+        return stored, anything
 
     @staticmethod
     def _stamped(readings: tuple[Reading, ...]) -> tuple[Reading, ...]:

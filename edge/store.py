@@ -241,7 +241,7 @@ class Store:
         self._checker: sqlite3.Connection | None = None
         self._check_cancelled = False
         self._create_schema()
-        self._seq = self._recover_seq()
+        self._seq = last_stored_seq(self._conn)
         self._acked: list[int] = []
         self.counters = QuotaCounters(**{
             row[0][len("quota."):]: int(row[1]) for row in self._conn.execute(
@@ -276,15 +276,11 @@ class Store:
                 f"SELECT {seq_column}, device, point, ts_ms, value, raw, quality, reason "
                 "FROM readings ORDER BY id")
             groups: dict[tuple[int, str], list[Reading]] = {}
-            orphan = 0  # readings stored before messages had seqs: negative ids, oldest
+            orphans = 0  # readings stored before messages had seqs: negative ids, oldest
             for seq, device, point, ts_ms, value, raw, quality, reason in rows:
                 if seq is None:
-                    orphan_key = (-1 - orphan // 100, device)
-                    orphan += 1
-                    key = orphan_key
-                else:
-                    key = (seq, device)
-                groups.setdefault(key, []).append(
+                    seq, orphans = -1 - orphans // 100, orphans + 1
+                groups.setdefault((seq, device), []).append(
                     Reading(device, point, ts_ms, value, "", quality, raw, reason))
             parts: dict[int, int] = {}
             for (seq, device), batch in groups.items():
@@ -302,9 +298,6 @@ class Store:
             raise
         log.info("store_migrated", path=str(self.path), messages=len(groups),
                  schema=SCHEMA_VERSION)
-
-    def _recover_seq(self) -> int:
-        return last_stored_seq(self._conn)
 
     def _save_seq(self) -> None:
         self._conn.execute(
