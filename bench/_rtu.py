@@ -24,7 +24,7 @@ from _common import start_edge
 from drivers.modbus import RTU_CHAR_BITS, rtu_silence_s
 from drivers.registry import make_poller
 from edge.config import load_config
-from edge.model import PollResult
+from vocab.model import PollResult
 
 DEVICES = 7
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import yaml
 from _common import Broker, Recorder, free_port, machine, median, start_edge, wait_for_port
 
-from edge.model import Reading
 from edge.store import Store
+from vocab.model import Reading
 
 POINTS_PER_MESSAGE = 10
 

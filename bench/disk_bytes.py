@@ -34,8 +34,8 @@ from _common import (
     tear_down,
 )
 
-from edge.model import Reading
 from edge.store import Store
+from vocab.model import Reading
 
 
 def write_bytes() -> int:

@@ -28,10 +28,10 @@ import numpy as np
 from _common import machine
 
 from edge.config import GatewaySettings
-from edge.model import Reading
 from rules.engine import RuleEngine
 from rules.hst import fit_from_history
 from rules.statistics import fit_hst, hst_term_names
+from vocab.model import Reading
 
 DEVICES = 20
 POINTS_PER_DEVICE = 10

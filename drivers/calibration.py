@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, FiniteFloat, model_validator
 
-from edge.configbase import StrictModel
+from vocab.configbase import StrictModel
 
 PositiveFiniteFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 

@@ -19,7 +19,7 @@ from drivers.registers import (
 )
 from drivers.tipping_bucket import RainCounterTracker
 from edge.config import DeviceConfig, PointConfig
-from edge.model import Reading
+from vocab.model import Reading
 
 
 def decode_point(device: str, point: PointConfig, block: ReadBlock,

@@ -32,8 +32,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pymodbus.constants import ExcCodes
 
 from edge.config import GatewaySettings
-from edge.configbase import StrictModel
 from edge.yamlsource import ConfigSourceError, format_key_path, load_yaml_file
+from vocab.configbase import StrictModel
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 PointRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]{1,64}$")]

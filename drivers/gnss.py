@@ -59,7 +59,7 @@ from drivers.pollbase import (
     record_poll,
 )
 from edge.config import DeviceConfig, NmeaGnssBus, PointConfig
-from edge.model import PollResult, Reading, now_ms
+from vocab.model import PollResult, Reading, now_ms
 
 log = structlog.get_logger("drivers.gnss")
 

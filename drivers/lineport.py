@@ -25,7 +25,7 @@ import serial
 
 from drivers.pollbase import BusHealth, LinkBackoff
 from edge.config import NmeaGnssBus, SerialLineBus
-from edge.model import now_ms
+from vocab.model import now_ms
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 

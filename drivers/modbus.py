@@ -48,7 +48,7 @@ from drivers.pollbase import (
 )
 from drivers.readplan import ReadBlock, plan_reads
 from edge.config import DeviceConfig, ModbusRtuBus, ModbusTcpBus
-from edge.model import PollResult, Reading, now_ms
+from vocab.model import PollResult, Reading, now_ms
 
 __all__ = ["MAX_BACKOFF_S", "BusHealth", "BusPoller", "DeviceHealth", "make_client"]
 

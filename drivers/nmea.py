@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, time
 from pydantic import Field, field_validator
 
 from drivers.geodesy import dam_components, enu_offset
-from edge.configbase import StrictModel
+from vocab.configbase import StrictModel
 
 ACCEPTED_TALKERS = frozenset({"GP", "BD", "GB", "GN"})
 """GPS, BeiDou (two spellings in use) and multi-constellation talkers (§1.3)."""

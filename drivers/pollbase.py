@@ -22,7 +22,7 @@ import structlog
 
 from drivers.decode import failed_points
 from edge.config import DeviceConfig
-from edge.model import PollResult, Reading, now_ms
+from vocab.model import PollResult, Reading, now_ms
 
 MAX_BACKOFF_S = 300.0
 RECONNECT_MIN_S = 0.5

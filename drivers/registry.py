@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
-from edge.model import PollResult
+from vocab.model import PollResult
 
 if TYPE_CHECKING:
     from drivers.pollbase import BusHealth

@@ -37,7 +37,7 @@ from drivers.pollbase import (
     record_poll,
 )
 from edge.config import DeviceConfig, LineFormat, SerialLineBus
-from edge.model import PollResult, Reading, now_ms
+from vocab.model import PollResult, Reading, now_ms
 
 log = structlog.get_logger("drivers.serial_line")
 

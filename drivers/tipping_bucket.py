@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from edge.configbase import StrictModel
+from vocab.configbase import StrictModel
 
 BUCKET_SIZES_MM = (0.1, 0.2, 0.5)
 """Rain per tip of the standard bucket sizes (§1)."""

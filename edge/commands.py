@@ -16,7 +16,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import Field, ValidationError
 
-from edge.configbase import StrictModel
+from vocab.configbase import StrictModel
 
 log = structlog.get_logger("edge.commands")
 

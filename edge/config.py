@@ -24,7 +24,6 @@ from drivers.calibration import Calibration
 from drivers.nmea import GnssBaseline
 from drivers.registers import REGISTER_TYPES, RegisterType, register_count
 from drivers.tipping_bucket import TippingBucketCounter
-from edge.configbase import StrictModel
 from edge.yamlsource import (
     ConfigProblem,
     ConfigSourceError,
@@ -41,11 +40,8 @@ from rules.lag_correlation import LagCorrelationConfig
 from rules.quality import QualityConfig
 from rules.rate import RateConfig
 from rules.threshold import ThresholdConfig
-
-# Ids become MQTT topic levels and store keys. Some brokers close the connection on a
-# topic level containing '.', ' ' or wildcards (see lessons.md), so ids stay in this set.
-Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-PointRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]{1,64}$")]
+from vocab.configbase import StrictModel
+from vocab.ids import Ident
 
 Quantity = Literal[
     "water_level",

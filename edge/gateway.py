@@ -33,7 +33,6 @@ from edge.commands import (
     ResendArgs,
 )
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
-from edge.configbase import StrictModel
 from edge.hostinfo import (
     CpuMeter,
     clock_before_release,
@@ -42,12 +41,13 @@ from edge.hostinfo import (
     rss_bytes,
     store_size_bytes,
 )
-from edge.model import CLOCK_INVALID, AlarmTransition, PollResult, Reading, now_ms
 from edge.sdnotify import SystemdNotifier, WatchdogGate, watchdog_interval_s
 from edge.store import HistoryReader, Store, StoreWorker
 from edge.uplink import MqttUplink, ResponseRoute
 from rules.alarms import ActiveAlarm
 from rules.engine import Evaluation, RuleEngine
+from vocab.configbase import StrictModel
+from vocab.model import CLOCK_INVALID, AlarmTransition, PollResult, Reading, now_ms
 
 log = structlog.get_logger("edge.gateway")
 

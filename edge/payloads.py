@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from edge import __version__
-from edge.model import AlarmTransition, Reading, now_ms
+from vocab.model import AlarmTransition, Reading, now_ms
 
 
 def _dumps(obj: dict[str, Any]) -> str:

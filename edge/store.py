@@ -29,7 +29,6 @@ from typing import Any, Literal, TypeVar
 
 import structlog
 
-from edge.model import AlarmTransition, OutboxEntry, Reading, now_ms
 from edge.payloads import (
     alarm_payload,
     point_readings_in_fragment,
@@ -37,6 +36,7 @@ from edge.payloads import (
     readings_from_fragment,
     telemetry_message,
 )
+from vocab.model import AlarmTransition, Reading, now_ms
 
 log = structlog.get_logger("edge.store")
 
@@ -159,6 +159,16 @@ def latest_per_point(conn: sqlite3.Connection, devices: Iterable[str]) -> list[R
                 if known is None or r.ts_ms > known.ts_ms:
                     latest[(r.device, r.point)] = r
     return [latest[k] for k in sorted(latest)]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A message waiting in the outbox for its broker acknowledgement."""
+
+    seq: int
+    kind: Literal["telemetry", "alarm"]
+    created_ms: int
+    payload: str
 
 
 PAGE_SIZE = 1024

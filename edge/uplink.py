@@ -30,9 +30,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.config import GatewaySettings
-from edge.model import OutboxEntry, now_ms
 from edge.payloads import mark_replay, status_payload
-from edge.store import Store, StoreWorker
+from edge.store import OutboxEntry, Store, StoreWorker
+from vocab.model import now_ms
 
 log = structlog.get_logger("edge.uplink")
 

@@ -43,12 +43,14 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edge.configbase import StrictModel
-from edge.model import SEVERITY_RANK, Quality, Reading, Severity
 from rules.base import Context, HistoryProvider, Judgement, RuleEnv, Stale, Verdict
-from rules.configtypes import Duration, Ident, Limit, PointRef, format_duration, unique_severities
+from rules.configtypes import Limit, unique_severities
 from rules.rainfall import DEFAULT_WINDOWS_S, RainfallDay, RainfallEvents, RainfallWindows
 from rules.threshold import LimitJudge, limit_judge
+from vocab.configbase import StrictModel
+from vocab.durations import Duration, format_duration
+from vocab.ids import Ident, PointRef
+from vocab.model import SEVERITY_RANK, Quality, Reading, Severity
 
 __all__ = ["AccumulationConfig", "AccumulationRule", "build"]
 

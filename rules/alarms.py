@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.model import SEVERITY_RANK, AlarmState, AlarmTransition, Severity
 from rules.base import Verdict
+from vocab.model import SEVERITY_RANK, AlarmState, AlarmTransition, Severity
 
 _SEVERITY_WORDS = {
     "en": {"warning": "warning", "alarm": "alarm", "critical": "critical"},

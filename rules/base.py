@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge.model import Reading, Severity
+from vocab.model import Reading, Severity
 
 HistoryProvider = Callable[[str, int, int], Sequence[Reading]]
 """``history(point_ref, from_ms, to_ms)``: stored readings of a point, oldest first.

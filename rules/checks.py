@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rules.accumulation import AccumulationConfig
-from rules.configtypes import Limit, format_duration
+from rules.configtypes import Limit
 from rules.expression import Expression, ExpressionError, find_cycle
 from rules.hst import HstConfig
 from rules.lag_correlation import LagCorrelationConfig
 from rules.rate import RateConfig, rate_factor
+from vocab.durations import format_duration
 
 if TYPE_CHECKING:
     from edge.config import GatewaySettings

@@ -31,11 +31,12 @@ from collections.abc import Mapping
 
 from pydantic import Field, field_validator
 
-from edge.configbase import StrictModel
-from edge.model import Quality, Reading
 from rules.base import Context, RuleEnv
-from rules.configtypes import Duration, Ident
 from rules.expression import Expression, ExpressionError
+from vocab.configbase import StrictModel
+from vocab.durations import Duration
+from vocab.ids import Ident
+from vocab.model import Quality, Reading
 
 __all__ = ["DerivedPoint", "DerivedPointConfig", "build"]
 

@@ -30,7 +30,6 @@ from typing import Any
 import structlog
 
 from edge.config import GatewaySettings
-from edge.model import AlarmTransition, Reading
 from rules import accumulation, hst, lag_correlation, quality, rate, threshold
 from rules.accumulation import AccumulationRule
 from rules.alarms import ActiveAlarm, AlarmBook
@@ -40,6 +39,7 @@ from rules.derived import build as build_derived
 from rules.expression import Expression
 from rules.quality import QualityRule
 from rules.storm import StormLimiter
+from vocab.model import AlarmTransition, Reading
 
 log = structlog.get_logger("rules.engine")
 

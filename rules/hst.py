@@ -44,8 +44,6 @@ from zoneinfo import ZoneInfo
 import structlog
 from pydantic import Field, model_validator
 
-from edge.configbase import StrictModel
-from edge.model import Reading, Severity
 from rules.base import (
     Context,
     HistoryProvider,
@@ -55,10 +53,13 @@ from rules.base import (
     Verdict,
     input_problem,
 )
-from rules.configtypes import Duration, Ident, PointRef
 from rules.limits import Debounce, DelaySpec
 from rules.smallstats import HstFit, hst_residual_verdict, hst_term_names
 from rules.threshold import resolve
+from vocab.configbase import StrictModel
+from vocab.durations import Duration
+from vocab.ids import Ident, PointRef
+from vocab.model import Reading, Severity
 
 if TYPE_CHECKING:
     import numpy as np

@@ -35,8 +35,6 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edge.configbase import StrictModel
-from edge.model import Reading, Severity
 from rules.base import (
     Context,
     HistoryProvider,
@@ -46,9 +44,13 @@ from rules.base import (
     Verdict,
     input_problem,
 )
-from rules.configtypes import Delay, Duration, Ident, Limit, PointRef, unique_severities
+from rules.configtypes import Delay, Limit, unique_severities
 from rules.smallstats import pearson_r
 from rules.threshold import LimitJudge, limit_judge
+from vocab.configbase import StrictModel
+from vocab.durations import Duration
+from vocab.ids import Ident, PointRef
+from vocab.model import Reading, Severity
 
 __all__ = ["LagCorrelationConfig", "LagCorrelationRule", "build"]
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge.model import SEVERITY_RANK, Severity
 from rules.configtypes import Delay
+from vocab.model import SEVERITY_RANK, Severity
 
 SEVERITY_BY_RANK: dict[int, Severity] = {1: "warning", 2: "alarm", 3: "critical"}
 

@@ -43,12 +43,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edge.configbase import StrictModel
-from edge.model import CLOCK_INVALID, Quality, Reading, Severity
 from rules.base import Judgement, RuleEnv, Verdict
-from rules.configtypes import Delay, Duration, Ident, PointRef, SeverityName
+from rules.configtypes import Delay
 from rules.limits import Debounce, debounce
 from rules.smallstats import PAUTA_MIN_SAMPLES, OnlineGrossErrorScreen
+from vocab.configbase import StrictModel
+from vocab.durations import Duration
+from vocab.ids import Ident, PointRef, SeverityName
+from vocab.model import CLOCK_INVALID, Quality, Reading, Severity
 
 __all__ = ["QualityConfig", "QualityRule", "build"]
 

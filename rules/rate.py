@@ -39,7 +39,6 @@ from typing import Literal
 
 from pydantic import Field
 
-from edge.model import Reading, Severity
 from rules.base import (
     Context,
     HistoryProvider,
@@ -49,8 +48,11 @@ from rules.base import (
     Verdict,
     input_problem,
 )
-from rules.configtypes import Duration, Ident, LimitsConfig, PointRef
+from rules.configtypes import LimitsConfig
 from rules.threshold import LimitJudge, limit_judge
+from vocab.durations import Duration
+from vocab.ids import Ident, PointRef
+from vocab.model import Reading, Severity
 
 __all__ = ["RateConfig", "RateRule", "build", "rate_factor"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edge.model import SEVERITY_RANK, AlarmTransition
+from vocab.model import SEVERITY_RANK, AlarmTransition
 
 # Raising and escalating tell the keeper to act; stepping down and clearing can wait.
 _STATE_URGENCY = {"raised": 2, "escalated": 2, "de-escalated": 1, "cleared": 0,

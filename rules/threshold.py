@@ -25,10 +25,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from edge.model import Reading, Severity
 from rules.base import Context, Judgement, RuleEnv, Stale, Verdict, input_problem
-from rules.configtypes import Delay, Ident, Limit, LimitsConfig, PointRef
+from rules.configtypes import Delay, Limit, LimitsConfig
 from rules.limits import Debounce, Level, LimitLadder, debounce
+from vocab.ids import Ident, PointRef
+from vocab.model import Reading, Severity
 
 __all__ = ["Level", "ThresholdConfig", "ThresholdRule", "build"]
 

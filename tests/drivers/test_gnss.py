@@ -18,8 +18,8 @@ from drivers.nmea import GnssBaseline, nmea_checksum
 from drivers.serialwire import SerialWire
 from drivers.simulator import damaged, enu_to_position, gga_sentence, rmc_sentence
 from edge.config import DeviceConfig, NmeaGnssBus
-from edge.model import PollResult
 from tests.drivers.instruments import TextInstrument
+from vocab.model import PollResult
 
 BASELINE = {
     "lat_deg": 28.9712345,

@@ -12,8 +12,8 @@ from pymodbus.constants import ExcCodes
 
 from drivers.modbus import BusPoller
 from edge.config import DeviceConfig, ModbusTcpBus
-from edge.model import PollResult
 from tests.drivers.modbus_server import FieldDevice, TcpFieldBus
+from vocab.model import PollResult
 
 
 def words(fmt: str, value: float, word_order: str = "big", byte_order: str = "big") -> list[int]:

@@ -10,8 +10,8 @@ from typing import Any
 from drivers.serial_line import SerialLinePoller
 from drivers.serialwire import SerialWire
 from edge.config import DeviceConfig, SerialLineBus
-from edge.model import PollResult
 from tests.drivers.instruments import TextInstrument, print_lines
+from vocab.model import PollResult
 
 
 def line_bus(port: Path, timeout_s: float = 0.3) -> SerialLineBus:

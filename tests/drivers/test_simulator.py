@@ -15,8 +15,8 @@ from drivers.faultplan import FaultPlan, FaultPlanError, build_plan, parse_fault
 from drivers.registry import make_poller
 from drivers.simulator import ReservoirModel, serve
 from edge.config import GatewaySettings, load_config
-from edge.model import PollResult
 from tests.support import run_edge, start_edge
+from vocab.model import PollResult
 
 
 def site(tmp_path: Path, interval: float = 0.2) -> Path:

@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge.model import AlarmTransition, Reading
 from edge.payloads import alarm_payload, mark_replay, status_payload, telemetry_payload
+from vocab.model import AlarmTransition, Reading
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from edge.commands import MAX_REQUEST_BYTES, CommandFailed, CommandRouter
-from edge.configbase import StrictModel
+from vocab.configbase import StrictModel
 
 ROOT = "reservoir/site/gw"
 

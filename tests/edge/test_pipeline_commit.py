@@ -8,9 +8,9 @@ from pathlib import Path
 
 from edge.config import load_config
 from edge.gateway import Gateway
-from edge.model import AlarmTransition, Reading
 from edge.store import Store, StoreWorker
 from tests.support import site_config
+from vocab.model import AlarmTransition, Reading
 
 T0 = 1_700_000_000_000
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.model import AlarmTransition, Reading
 from edge.store import Store
+from vocab.model import AlarmTransition, Reading
 
 
 def reading(value: float, ts: int = 1_700_000_000_000) -> Reading:

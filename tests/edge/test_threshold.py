@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from edge.model import AlarmTransition, Reading
 from rules.alarms import AlarmBook
 from rules.threshold import Level, ThresholdRule
+from vocab.model import AlarmTransition, Reading
 
 
 def run(values: list[float], rule: ThresholdRule | None = None,

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from drivers.modbus import BusPoller
 from edge.config import DeviceConfig, ModbusTcpBus
-from edge.model import PollResult
+from vocab.model import PollResult
 
 UNIT = 1
 TIMEOUT_S = 0.25

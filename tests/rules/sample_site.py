@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge.config import GatewaySettings
-from edge.model import Quality, Reading
+from vocab.model import Quality, Reading
 
 S = 1000
 MIN = 60 * S

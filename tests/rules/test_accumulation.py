@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from edge.model import AlarmTransition, Reading
 from rules.accumulation import AccumulationConfig, AccumulationRule
 from rules.alarms import AlarmBook
 from rules.base import Context, HistoryProvider, RuleEnv, Stale, Verdict
 from tests.rules.sample_site import HOUR, MIN, T0, reading
+from vocab.model import AlarmTransition, Reading
 
 GAUGE = "level-1/rain"
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from edge.model import Reading
 from rules.base import Context, RuleEnv
 from rules.derived import DerivedPoint, DerivedPointConfig, build
 from rules.engine import RuleEngine
 from tests.rules.sample_site import HOUR, MIN, T0, reading, settings
+from vocab.model import Reading
 
 LEVEL = "level-1/water_level"
 H1, H2 = "piezo-1/head", "piezo-1/head2"

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from edge.model import AlarmTransition, Reading
 from rules.alarms import ActiveAlarm
 from rules.engine import RuleEngine, RuleNote
 from tests.rules.sample_site import MIN, T0, S, reading, settings
+from vocab.model import AlarmTransition, Reading
 
 LEVEL, PIEZO = "level-1/water_level", "piezo-1/head"
 

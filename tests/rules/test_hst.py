@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from edge.model import AlarmTransition, Reading
 from rules.alarms import AlarmBook
 from rules.base import Context, HistoryProvider, RuleEnv, Stale, Verdict
 from rules.hst import HstConfig, HstRule
 from rules.statistics import hst_term_names
 from tests.rules.sample_site import DAY, HOUR, reading
+from vocab.model import AlarmTransition, Reading
 
 FLOW, LEVEL = "piezo-1/flow", "level-1/water_level"
 # 2022-01-01 00:00 Beijing time.

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from edge.model import AlarmTransition, Reading
 from rules.alarms import AlarmBook
 from rules.base import Context, HistoryProvider, RuleEnv, Stale, Verdict
 from rules.lag_correlation import LagCorrelationConfig, LagCorrelationRule
 from tests.rules.sample_site import DAY, HOUR, T0, reading
+from vocab.model import AlarmTransition, Reading
 
 PIEZO, LEVEL = "piezo-1/head", "level-1/water_level"
 # T0 is 08:00 Beijing time; bins are local days, so start the series at local midnight.

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.model import AlarmTransition, Reading
 from rules.alarms import AlarmBook
 from rules.base import Verdict
 from rules.engine import RuleEngine
 from rules.quality import QualityConfig, QualityRule
 from tests.rules.sample_site import MIN, T0, reading, settings
+from vocab.model import AlarmTransition, Reading
 
 PIEZO = "piezo-1/head"
 STEP = 5 * MIN
@@ -146,8 +146,8 @@ def test_off_delay_keeps_a_flapping_connection_from_flapping_the_alarm() -> None
 
 
 def test_clock_invalid_readings_are_judged_and_never_look_offline() -> None:
-    from edge.model import CLOCK_INVALID, Reading
     from rules.quality import QualityConfig, QualityRule
+    from vocab.model import CLOCK_INVALID, Reading
 
     config = QualityConfig.model_validate({
         "id": "q", "type": "quality", "point": "d/p", "range": [0, 10],

@@ -5,12 +5,12 @@ The basic ladder, hysteresis and restore are covered in tests/edge/test_threshol
 
 from __future__ import annotations
 
-from edge.model import Reading
 from rules.alarms import AlarmBook
 from rules.base import Context, Stale
 from rules.configtypes import Delay
 from rules.threshold import Level, ThresholdRule
 from tests.rules.sample_site import MIN, T0, reading
+from vocab.model import Reading
 
 LEVEL = "level-1/water_level"
 

@@ -78,13 +78,3 @@ class AlarmTransition:
     message: str
     side: str = ""  # 'above' / 'below': which side of the limit, kept to resume after restart
     extra: dict[str, float | str | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """A message waiting in the outbox for its broker acknowledgement."""
-
-    seq: int
-    kind: Literal["telemetry", "alarm"]
-    created_ms: int
-    payload: str
