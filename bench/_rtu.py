@@ -1,7 +1,7 @@
 """A 100-point RS-485 site for the RTU benches, and a cycle meter for the gateway's poller.
 
 The field side runs as ``edge simulate`` in its own process: a simulated RS-485 line over
-pseudo-terminals (drivers/serialwire.py) that holds every byte for its wire time at the
+pseudo-terminals (simulator/serialwire.py) that holds every byte for its wire time at the
 bus's baud rate, with slaves answering after the 3.5-character silence. A pty alone would
 deliver instantly; the pacing is what makes gateway cycle times comparable with wire time.
 The gateway side is the daemon's own BusPoller, in this process.

@@ -53,8 +53,8 @@ ALONE = [
 UNWANTED = {
     "numpy": "numpy (needed only to fit an HST model from history)",
     "sqlite_utils": "sqlite_utils (edge export only)",
-    "drivers.simulator": "the simulator (edge simulate only)",
-    "drivers.faultplan": "fault plans (edge simulate only)",
+    "simulator.reservoir": "the simulator (edge simulate only)",
+    "simulator.faultplan": "fault plans (edge simulate only)",
     "pymodbus.server": "pymodbus' server (edge simulate only)",
 }
 

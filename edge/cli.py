@@ -72,8 +72,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     loaded = _load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
-    from drivers.faultplan import FaultPlanError, build_plan
-    from drivers.simulator import ReservoirModel, load_value_script, serve
+    from simulator.faultplan import FaultPlanError, build_plan
+    from simulator.reservoir import ReservoirModel, load_value_script, serve
 
     try:
         plan = build_plan([Path(f) for f in args.faults], args.fault, loaded.settings)

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable
 
-from drivers.serialwire import SerialWire
+from simulator.serialwire import SerialWire
 
 Answer = Callable[[str], str | None]
 

@@ -16,7 +16,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.serialwire import SerialWire
+from simulator.serialwire import SerialWire
 from tests.support import free_port
 
 

@@ -15,9 +15,9 @@ import pytest
 from drivers.geodesy import enu_offset
 from drivers.gnss import GnssPoller
 from drivers.nmea import GnssBaseline, nmea_checksum
-from drivers.serialwire import SerialWire
-from drivers.simulator import damaged, enu_to_position, gga_sentence, rmc_sentence
 from edge.config import DeviceConfig, NmeaGnssBus
+from simulator.reservoir import damaged, enu_to_position, gga_sentence, rmc_sentence
+from simulator.serialwire import SerialWire
 from tests.drivers.instruments import TextInstrument
 from vocab.model import PollResult
 

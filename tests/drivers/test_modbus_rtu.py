@@ -20,8 +20,8 @@ import pytest
 from pymodbus.constants import ExcCodes
 
 from drivers.modbus import BusPoller, check_rtu_reply, crc16_modbus, rtu_silence_s
-from drivers.serialwire import SerialWire
 from edge.config import DeviceConfig, ModbusRtuBus
+from simulator.serialwire import SerialWire
 from tests.drivers.modbus_server import FieldDevice, RtuFieldBus
 from tests.drivers.test_modbus_tcp import TYPES, spread_points, words
 from vocab.model import PollResult

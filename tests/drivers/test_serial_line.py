@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.serial_line import SerialLinePoller
-from drivers.serialwire import SerialWire
 from edge.config import DeviceConfig, SerialLineBus
+from simulator.serialwire import SerialWire
 from tests.drivers.instruments import TextInstrument, print_lines
 from vocab.model import PollResult
 

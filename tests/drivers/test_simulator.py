@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from drivers.faultplan import FaultPlan, FaultPlanError, build_plan, parse_fault_flag
 from drivers.registry import make_poller
-from drivers.simulator import ReservoirModel, serve
 from edge.config import GatewaySettings, load_config
+from simulator.faultplan import FaultPlan, FaultPlanError, build_plan, parse_fault_flag
+from simulator.reservoir import ReservoirModel, serve
 from tests.support import run_edge, start_edge
 from vocab.model import PollResult
 

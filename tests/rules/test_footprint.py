@@ -71,7 +71,7 @@ def test_an_hst_rule_fitting_from_history_loads_numpy_when_built() -> None:
 
 def test_the_daemon_loads_no_offline_or_simulator_code() -> None:
     modules = loaded_after("import edge.cli, edge.gateway, drivers.registry")
-    for unwanted in ("sqlite_utils", "drivers.simulator", "drivers.faultplan",
+    for unwanted in ("sqlite_utils", "simulator.reservoir", "simulator.faultplan",
                      "pymodbus.server", "numpy"):
         assert unwanted not in modules
 

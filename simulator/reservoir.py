@@ -4,7 +4,7 @@
 
 * every **Modbus TCP** device on the host and port its bus names;
 * every **Modbus RTU** bus over pseudo-terminals: a symlink at the bus's ``port`` leads to
-  a simulated RS-485 line (drivers/serialwire.py, paced at the bus's baud rate, slaves
+  a simulated RS-485 line (simulator/serialwire.py, paced at the bus's baud rate, slaves
   answering after the 3.5-character silence) with a pymodbus serial server answering for
   every device's unit;
 * every **NMEA GNSS** receiver over a pseudo-terminal as well, printing GGA and RMC once a
@@ -20,7 +20,7 @@ what they print is specific to each model.
 Points can be pinned to a script of values (``--values FILE``: a mapping of
 ``device/point`` to ``[[t_s, value], ...]``, each value held from its time on), which is
 how the end-to-end tests drive a known series through the whole gateway. A fault plan
-(``--faults FILE``/``--fault``, drivers/faultplan.py) makes devices fail on schedule.
+(``--faults FILE``/``--fault``, simulator/faultplan.py) makes devices fail on schedule.
 """
 
 from __future__ import annotations
@@ -43,11 +43,9 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.faultplan import FaultPlan
 from drivers.geodesy import WGS84_A_M, WGS84_E2
 from drivers.nmea import GnssBaseline, nmea_checksum
 from drivers.registers import encode_value
-from drivers.serialwire import SerialWire
 from edge.config import (
     DeviceConfig,
     GatewaySettings,
@@ -56,8 +54,10 @@ from edge.config import (
     NmeaGnssBus,
     PointConfig,
 )
+from simulator.faultplan import FaultPlan
+from simulator.serialwire import SerialWire
 
-log = structlog.get_logger("drivers.simulator")
+log = structlog.get_logger("simulator.reservoir")
 
 _TABLE_BY_FC = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 _TABLE_INDEX = {"coil": 0, "discrete": 1, "holding": 2, "input": 3}
