@@ -4,7 +4,7 @@ The field side runs as ``edge simulate`` in its own process: a simulated RS-485 
 pseudo-terminals (simulator/serialwire.py) that holds every byte for its wire time at the
 bus's baud rate, with slaves answering after the 3.5-character silence. A pty alone would
 deliver instantly; the pacing is what makes gateway cycle times comparable with wire time.
-The gateway side is the daemon's own BusPoller, in this process.
+The gateway side is the daemon's own BusTask, in this process.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The site is seven RS-485 slaves such as a small reservoir has (a level logger with status
 bits, four 16-channel vibrating-wire readers with thermistors, a weir logger, a power
 monitor: 100 points), served by ``edge simulate`` over a simulated 9600-baud line and
-polled by the gateway's BusPoller with the bus saturated. One request per point is what
+polled by the gateway's BusTask with the bus saturated. One request per point is what
 gateways that poll register by register send (lessons.md: 100 requests where 2 would do).
 
 Usage: python bench/coalescing.py [--cycles 3] [--baudrate 9600]

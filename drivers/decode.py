@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 
 from drivers.calibration import CalibrationError
+from drivers.devices import DeviceConfig, PointConfig
 from drivers.readplan import ReadBlock
 from drivers.registers import (
     RegisterDecodeError,
@@ -18,7 +19,6 @@ from drivers.registers import (
     shortest_float32,
 )
 from drivers.tipping_bucket import RainCounterTracker
-from edge.config import DeviceConfig, PointConfig
 from vocab.model import Reading
 
 

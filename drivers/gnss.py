@@ -2,7 +2,7 @@
 
 Models a dam-crest GPS/BeiDou monitoring receiver working as an RTK rover against a
 reference station, printing GGA and RMC once a second (free-running; nothing is sent to
-it). Configuration (edge/config.py): an ``nmea_gnss`` bus (``NmeaGnssBus``: port,
+it). Configuration: an ``nmea_gnss`` bus (``NmeaGnssBus``: port,
 baudrate, parity, stopbits) with exactly one device, whose ``baseline`` is the station's
 ``GnssBaseline`` (drivers/nmea.py); each point names a ``GnssDisplacement`` value with
 ``field``: east_mm, north_mm, up_mm, downstream_mm, axis_mm, settlement_mm, fix_quality,
@@ -31,15 +31,24 @@ or the port's error when it is gone (re-opened with bounded backoff).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import structlog
 
+from drivers.bus import (
+    BusHealth,
+    BusType,
+    SerialPortSettings,
+    check_alone_on_port,
+    check_field_points,
+    wait_until,
+)
 from drivers.decode import DeviceConversions, failed_points, scaled_reading
+from drivers.devices import DeviceConfig, PointConfig
 from drivers.lineport import Line, LinePort, PortUnavailable
 from drivers.nmea import (
     FIX_QUALITY_NAMES,
@@ -50,20 +59,24 @@ from drivers.nmea import (
     gga_displacement,
     parse_sentence,
 )
-from drivers.pollbase import (
-    HEARTBEAT_S,
-    BusHealth,
-    DeviceHealth,
-    DeviceSchedule,
-    PollerControl,
-    record_poll,
-)
-from edge.config import DeviceConfig, NmeaGnssBus, PointConfig
+from vocab.checking import PathKey, Report
+from vocab.ids import Ident
 from vocab.model import PollResult, Reading, now_ms
 
 log = structlog.get_logger("drivers.gnss")
 
-PollSink = Callable[[PollResult], Awaitable[None]]
+
+class NmeaGnssBus(SerialPortSettings):
+    """A serial port with a GNSS receiver streaming NMEA 0183: see drivers/gnss."""
+
+    id: Ident
+    type: Literal["nmea_gnss"]
+
+
+# The values a GNSS point may name with 'field': the components of drivers.nmea's
+# GnssDisplacement (its 'flags' become the reading's quality instead).
+GNSS_FIELDS: tuple[str, ...] = ("east_mm", "north_mm", "up_mm", "downstream_mm", "axis_mm",
+                                "settlement_mm", "fix_quality", "satellites", "hdop")
 
 POSITION_FIELDS = ("east_mm", "north_mm", "up_mm", "downstream_mm", "axis_mm", "settlement_mm")
 PARSED_SENTENCES = ("GGA", "RMC")
@@ -188,52 +201,44 @@ def average_epochs(epochs: list[Epoch]) -> IntervalMean | None:
     return averager.mean()
 
 
-class GnssPoller(PollerControl):
-    def __init__(self, bus: NmeaGnssBus, devices: list[DeviceConfig], sink: PollSink) -> None:
+class GnssDriver:
+    """The GNSS receiver of one serial port (a ``FieldDriver``): always listened to."""
+
+    def __init__(self, bus: NmeaGnssBus, devices: list[DeviceConfig],
+                 health: BusHealth) -> None:
         if len(devices) != 1 or devices[0].baseline is None:
             raise ValueError(f"nmea_gnss bus {bus.id} needs exactly one device with a baseline")
         self.bus = bus
         self.device = devices[0]
         self.baseline: GnssBaseline = devices[0].baseline
-        self.sink = sink
-        self.health = BusHealth(devices={self.device.id: DeviceHealth()})
-        self.schedule = DeviceSchedule(devices)
+        self.health = health
         self.conversions = DeviceConversions(self.device)
-        self.port = LinePort(bus, self.health, log)
+        self.port = LinePort(bus.id, bus, health, log)
         self._epochs = EpochAverager()
         self._sentences = 0
         self._without_position: GgaFix | None = None
         self._rtk = True
-        PollerControl.__init__(self)
 
-    async def run(self) -> None:
-        self.schedule.start(listening=[self.device.id])
-        try:
-            while not self._stopping:
-                self.health.last_cycle_monotonic = time.monotonic()
-                upcoming = self.schedule.next()
-                assert upcoming is not None
-                device, due = upcoming
-                if time.monotonic() < due:
-                    await self._listen(min(due - time.monotonic(), HEARTBEAT_S))
-                    continue
-                await self._poll_and_hand_over(device)
-        finally:
-            self.port.close()
+    @property
+    def listening(self) -> Sequence[str]:
+        return (self.device.id,)
 
-    async def _listen(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        self._wake.clear()
-        while not self._wake.is_set() and time.monotonic() < deadline:
+    # The port is opened while listening: nothing to re-open on a timer.
+    reopen_at: float | None = None
+
+    async def reopen(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.port.close()
+
+    async def listen(self, until: float, wake: asyncio.Event) -> None:
+        while not wake.is_set() and time.monotonic() < until:
             try:
                 await self.port.ensure_open()
-                line = await self.port.read_line(min(deadline - time.monotonic(), 1.0))
+                line = await self.port.read_line(min(until - time.monotonic(), 1.0))
             except PortUnavailable:
-                retry = self.port.retry_at or deadline
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), max(0.0, min(deadline, retry) - time.monotonic())
-                    )
+                await wait_until(min(until, self.port.retry_at or until), wake)
                 continue
             if line is not None:
                 self.take(line)
@@ -262,7 +267,7 @@ class GnssPoller(PollerControl):
             return
         self._epochs.add(Epoch(displacement, line.ts_ms))
 
-    def poll_device(self, device: DeviceConfig) -> PollResult:
+    async def poll(self, device: DeviceConfig) -> PollResult:
         epochs, self._epochs = self._epochs, EpochAverager()
         sentences, self._sentences = self._sentences, 0
         without, self._without_position = self._without_position, None
@@ -284,11 +289,7 @@ class GnssPoller(PollerControl):
             self._note_fix(mean)
             readings = [self._reading(device.id, point, mean) for point in device.points]
         readings = self.conversions.apply(readings)
-        ok = failure is None
-        record_poll(
-            log, self.bus.id, device, self.health.devices[device.id], ok, failure, 0, readings
-        )
-        return PollResult(self.bus.id, device.id, tuple(readings), 0, ok, failure)
+        return PollResult(self.bus.id, device.id, tuple(readings), 0, failure is None, failure)
 
     @staticmethod
     def _reading(device_id: str, point: PointConfig, mean: IntervalMean) -> Reading:
@@ -324,3 +325,28 @@ class GnssPoller(PollerControl):
                     device=self.device.id,
                     reason=mean.suspect_reason,
                 )
+
+
+def check_device(bus: NmeaGnssBus, device: DeviceConfig, here: PathKey,
+                 earlier: Sequence[DeviceConfig], report: Report) -> None:
+    """A receiver needs its surveyed baseline, and each point a GNSS value."""
+    if device.baseline is None:
+        report(here, f"device {device.id!r} on nmea_gnss bus {bus.id!r} needs 'baseline' "
+                     "(lat_deg, lon_deg, height_m of the station)")
+    check_alone_on_port(bus, device, here, earlier, lambda d: True, report)
+    for where, name in check_field_points(bus, device, here, GNSS_FIELDS, report):
+        if name not in GNSS_FIELDS:
+            report(where, f"field {name!r} is not a GNSS value (one of: "
+                          f"{', '.join(GNSS_FIELDS)})")
+        elif name in ("downstream_mm", "axis_mm") and device.baseline is not None \
+                and device.baseline.downstream_azimuth_deg is None:
+            report(where, f"{name} needs baseline.downstream_azimuth_deg (the dam's "
+                          "downstream direction)")
+
+
+def make_driver(bus: Any, devices: list[DeviceConfig], health: BusHealth) -> GnssDriver:
+    return GnssDriver(bus, devices, health)
+
+
+BUS_TYPE = BusType(NmeaGnssBus, check_device, make_driver,
+                   device_keys={"baseline": "an nmea_gnss bus"})

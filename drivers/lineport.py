@@ -19,13 +19,16 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import serial
-
-from drivers.pollbase import BusHealth, LinkBackoff
-from edge.config import NmeaGnssBus, SerialLineBus
+from drivers.bus import BusHealth, SerialPortSettings
+from drivers.bustask import LinkBackoff
 from vocab.model import now_ms
+
+if TYPE_CHECKING:
+    # pyserial is imported when a port is first opened: the configuration loads the
+    # serial drivers' models on every site.
+    import serial
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -49,13 +52,15 @@ class LinePort:
 
     def __init__(
         self,
-        bus: SerialLineBus | NmeaGnssBus,
+        bus_id: str,
+        bus: SerialPortSettings,
         health: BusHealth,
         log: Any,
         encoding: str = "ascii",
         max_lines: int = 64,
         max_line_bytes: int = 512,
     ) -> None:
+        self.bus_id = bus_id
         self.bus = bus
         self.health = health
         self.log = log
@@ -91,6 +96,8 @@ class LinePort:
         if not os.path.exists(port):
             reason = f"connect_failed: {port} not found"
         else:
+            import serial
+
             try:
                 handle = serial.serial_for_url(
                     port,
@@ -106,7 +113,7 @@ class LinePort:
                 reason = f"connect_failed: {exc}"
         if reason is not None:
             if not self._link.failing or self.health.connected:
-                self.log.warning("bus_unavailable", bus=self.bus.id, reason=reason)
+                self.log.warning("bus_unavailable", bus=self.bus_id, reason=reason)
             self._link.failed(reason)
             self.health.connected = False
             raise PortUnavailable(reason)
@@ -117,7 +124,7 @@ class LinePort:
             self.health.reconnects += 1
         self._link.succeeded()
         self.health.connected = True
-        self.log.info("bus_connected", bus=self.bus.id, reconnects=self.health.reconnects)
+        self.log.info("bus_connected", bus=self.bus_id, reconnects=self.health.reconnects)
 
     def close(self) -> None:
         handle, self._serial = self._serial, None
@@ -134,7 +141,7 @@ class LinePort:
         self._link.lost(reason)
         if self.health.connected:
             self.health.connected = False
-            self.log.warning("bus_disconnected", bus=self.bus.id, reason=reason)
+            self.log.warning("bus_disconnected", bus=self.bus_id, reason=reason)
 
     def discard_input(self) -> None:
         """Forget what arrived so far (a late answer to an earlier command)."""
@@ -149,7 +156,7 @@ class LinePort:
                 raise PortUnavailable(self.reason)
             try:
                 written = handle.write(data) or 0
-            except (serial.SerialException, OSError) as exc:
+            except OSError as exc:  # serial.SerialException is an OSError
                 reason = f"io_error: {exc}"
                 self._lost(reason)
                 raise PortUnavailable(reason) from None
@@ -180,7 +187,7 @@ class LinePort:
             return
         try:
             data = handle.read(4096)
-        except (serial.SerialException, OSError) as exc:
+        except OSError as exc:  # serial.SerialException is an OSError
             self._lost(f"io_error: {exc}")
             return
         self.health.bytes_received += len(data)

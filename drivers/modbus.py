@@ -26,31 +26,29 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException, ModbusIOException
-from pymodbus.framer import FramerRTU, FramerType
-from pymodbus.pdu import ModbusPDU
+from pydantic import Field
 
+from drivers.bus import BusHealth, BusType, SerialPortSettings, check_register_points, wait_until
+from drivers.bustask import LinkBackoff
 from drivers.decode import DeviceConversions, decode_point, failed_points
-from drivers.pollbase import (
-    HEARTBEAT_S,
-    MAX_BACKOFF_S,
-    BusHealth,
-    DeviceHealth,
-    DeviceSchedule,
-    LinkBackoff,
-    PollerControl,
-    record_poll,
-)
+from drivers.devices import DeviceConfig
 from drivers.readplan import ReadBlock, plan_reads
-from edge.config import DeviceConfig, ModbusRtuBus, ModbusTcpBus
+from vocab.checking import PathKey, Report
+from vocab.configbase import StrictModel
+from vocab.ids import Ident
 from vocab.model import PollResult, Reading, now_ms
 
-__all__ = ["MAX_BACKOFF_S", "BusHealth", "BusPoller", "DeviceHealth", "make_client"]
+if TYPE_CHECKING:
+    # pymodbus is imported when the first Modbus bus is built, not with this module:
+    # the configuration needs this module's models on every site, pymodbus costs about
+    # 13 MiB and 50 ms, and a site of serial instruments and GNSS never uses it.
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+    from pymodbus.pdu import ModbusPDU
 
 log = structlog.get_logger("drivers.modbus")
 
@@ -59,7 +57,24 @@ log = structlog.get_logger("drivers.modbus")
 # library's lines would only repeat them once per poll while a device is down.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
-PollSink = Callable[[PollResult], Awaitable[None]]
+
+class ModbusTcpBus(StrictModel):
+    id: Ident
+    type: Literal["modbus_tcp"]
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=0, ge=0, le=5)
+
+
+class ModbusRtuBus(SerialPortSettings):
+    id: Ident
+    type: Literal["modbus_rtu"]
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=0, ge=0, le=5)
+    inter_request_delay_s: float = Field(default=0.0, ge=0, le=10)
+
+
 
 RTU_CHAR_BITS = 11  # start + 8 data + parity or second stop + stop, as the spec counts
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
@@ -78,6 +93,8 @@ def rtu_silence_s(baudrate: int) -> float:
 
 def crc16_modbus(data: bytes) -> bytes:
     """CRC-16/MODBUS of a frame body, in wire order (low byte first)."""
+    from pymodbus.framer import FramerRTU
+
     return FramerRTU.compute_CRC(data).to_bytes(2, "big")
 
 
@@ -131,6 +148,9 @@ Tracer = Callable[[bool, bytes], bytes]
 def make_client(bus: ModbusTcpBus | ModbusRtuBus, trace_packet: Tracer | None = None,
                 trace_connect: Callable[[bool], None] | None = None,
                 ) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+    from pymodbus.framer import FramerType
+
     # reconnect_delay=0: the poller owns reconnection and its backoff, so a dead link is
     # retried on the bus schedule instead of by a hidden background loop. retries=0: the
     # poller retries itself, so a CRC error can be retried at once instead of after a
@@ -147,16 +167,17 @@ def make_client(bus: ModbusTcpBus | ModbusRtuBus, trace_packet: Tracer | None = 
     )
 
 
-class BusPoller(PollerControl):
+class ModbusDriver:
+    """The Modbus master of one bus (a ``FieldDriver``): requests strictly one at a time."""
+
+    listening: Sequence[str] = ()
+
     def __init__(self, bus: ModbusTcpBus | ModbusRtuBus, devices: list[DeviceConfig],
-                 sink: PollSink) -> None:
+                 health: BusHealth) -> None:
         self.bus = bus
-        self.devices = {d.id: d for d in devices}
         self.plans = {d.id: plan_reads(d.points, d.coalesce, d.max_gap) for d in devices}
         self.conversions = {d.id: DeviceConversions(d) for d in devices}
-        self.sink = sink
-        self.health = BusHealth(devices={d.id: DeviceHealth() for d in devices})
-        self.schedule = DeviceSchedule(devices)
+        self.health = health
         self._rtu = isinstance(bus, ModbusRtuBus)
         self._char_s = rtu_char_time(bus.baudrate) if isinstance(bus, ModbusRtuBus) else 0.0
         self._silence_s = rtu_silence_s(bus.baudrate) if isinstance(bus, ModbusRtuBus) else 0.0
@@ -168,42 +189,24 @@ class BusPoller(PollerControl):
         self._pending: _Pending | None = None
         self._link = LinkBackoff()
         self._client = make_client(bus, self._on_packet, self._on_connect)
-        PollerControl.__init__(self)
 
-    # -- the task -----------------------------------------------------------------------
+    # -- the bus task's hooks ----------------------------------------------------------
 
-    async def run(self) -> None:
-        self.schedule.start()
-        try:
-            while not self._stopping:
-                self.health.last_cycle_monotonic = time.monotonic()
-                upcoming = self.schedule.next()
-                if upcoming is None:
-                    await self._sleep(HEARTBEAT_S)
-                    continue
-                device, due = upcoming
-                wake = due
-                reconnecting = self._link.failing and not self._client.connected
-                if reconnecting:
-                    wake = min(wake, self._link.retry_at)
-                delay = wake - time.monotonic()
-                if delay > 0:
-                    await self._sleep(min(delay, HEARTBEAT_S))
-                    continue
-                if time.monotonic() < due:
-                    # Woken to re-open the link, not to poll: a device in a long offline
-                    # backoff must not hold back the reconnect.
-                    with contextlib.suppress(_RequestFailed):
-                        await self._ensure_connected()
-                    continue
-                await self._poll_and_hand_over(device)
-        finally:
-            self._client.close()
+    @property
+    def reopen_at(self) -> float | None:
+        return self._link.retry_at if self._link.failing and not self._client.connected \
+            else None
 
-    async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+    async def reopen(self) -> None:
+        with contextlib.suppress(_RequestFailed):
+            await self._ensure_connected()
+
+    async def listen(self, until: float, wake: asyncio.Event) -> None:
+        # Modbus devices are asked, never listened to: the wait is all there is.
+        await wait_until(until, wake)
+
+    def close(self) -> None:
+        self._client.close()
 
     # -- the link -----------------------------------------------------------------------
 
@@ -228,12 +231,8 @@ class BusPoller(PollerControl):
             self._set_bus_connected(False)
             raise _RequestFailed(reason, device_dead=True)
         if self._link.failing:
+            # The bus task polls the devices the outage took down at once.
             self.health.reconnects += 1
-            # Devices the outage took down are polled now, not at the end of the backoff
-            # they accumulated while the port was gone.
-            self.schedule.all_now(d for d, s in self.health.devices.items()
-                                  if s.consecutive_failures)
-            self._wake.set()
         self._link.succeeded()
         self._set_bus_connected(True)
 
@@ -346,6 +345,8 @@ class BusPoller(PollerControl):
             raise _RequestFailed(reason, device_dead=False, retryable=True)
         if not task.done() or task.cancelled():
             raise _RequestFailed(self._no_answer(pending), device_dead=True, retryable=True)
+        from pymodbus.exceptions import ModbusException, ModbusIOException
+
         try:
             response = task.result()
         except ModbusIOException:
@@ -384,7 +385,7 @@ class BusPoller(PollerControl):
             return f"garbled_response: {pending.rx_bytes} bytes without a valid frame"
         return "timeout"
 
-    async def poll_device(self, device: DeviceConfig) -> PollResult:
+    async def poll(self, device: DeviceConfig) -> PollResult:
         readings: list[Reading] = []
         frames_before = self._frames_sent
         failure: str | None = None
@@ -409,6 +410,19 @@ class BusPoller(PollerControl):
         readings = self.conversions[device.id].apply(readings)
         ok = failure is None
         requests = self._frames_sent - frames_before
-        record_poll(log, self.bus.id, device, self.health.devices[device.id], ok, failure,
-                    requests, readings)
         return PollResult(self.bus.id, device.id, tuple(readings), requests, ok, failure)
+
+
+def check_device(bus: ModbusTcpBus | ModbusRtuBus, device: DeviceConfig, here: PathKey,
+                 earlier: Sequence[DeviceConfig], report: Report) -> None:
+    """Every point of a Modbus device is located by its register."""
+    check_register_points(bus, device, here, report)
+
+
+def make_driver(bus: Any, devices: list[DeviceConfig], health: BusHealth) -> ModbusDriver:
+    return ModbusDriver(bus, devices, health)
+
+
+TCP = BusType(ModbusTcpBus, check_device, make_driver)
+RTU = BusType(ModbusRtuBus, check_device, make_driver)
+

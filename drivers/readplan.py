@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge.config import PointConfig
+from drivers.devices import PointConfig
 
 MAX_REGISTERS_PER_READ = 125
 MAX_BITS_PER_READ = 2000

@@ -3,7 +3,7 @@
 Models the many field instruments that speak plain ASCII instead of Modbus: a radar level
 gauge answering ``READ\\r\\n`` with ``LEVEL=123.456 m``, a weir-head logger or a
 water-quality probe that prints a line every few seconds, addressable RS-485 ASCII
-loggers (``#01\\r``). Configuration (edge/config.py): a ``serial_line`` bus
+loggers (``#01\\r``). Configuration: a ``serial_line`` bus
 (``SerialLineBus``: port, baudrate, parity, stopbits, timeout_s) and, per device, ``line``
 (``LineFormat``: ``command`` sent each poll, or none for a free-running instrument, and a
 ``pattern`` with named groups); each point names its group with ``field``.
@@ -19,29 +19,40 @@ Values then go through the same scale/offset/range and calibration as Modbus poi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import structlog
+from pydantic import Field
 
-from drivers.decode import DeviceConversions, failed_points, scaled_reading
-from drivers.lineport import Line, LinePort, PortUnavailable
-from drivers.pollbase import (
-    HEARTBEAT_S,
+from drivers.bus import (
     BusHealth,
-    DeviceHealth,
-    DeviceSchedule,
-    PollerControl,
-    record_poll,
+    BusType,
+    SerialPortSettings,
+    check_alone_on_port,
+    check_field_points,
+    wait_until,
 )
-from edge.config import DeviceConfig, LineFormat, SerialLineBus
+from drivers.decode import DeviceConversions, failed_points, scaled_reading
+from drivers.devices import DeviceConfig, LineFormat
+from drivers.lineport import Line, LinePort, PortUnavailable
+from vocab.checking import PathKey, Report
+from vocab.ids import Ident
 from vocab.model import PollResult, Reading, now_ms
 
 log = structlog.get_logger("drivers.serial_line")
 
-PollSink = Callable[[PollResult], Awaitable[None]]
+
+class SerialLineBus(SerialPortSettings):
+    """A serial port with a text instrument (RS-232/RS-485 ASCII): see drivers/serial_line."""
+
+    id: Ident
+    type: Literal["serial_line"]
+    # How long a request/response instrument may take to answer its command.
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    encoding: Literal["ascii", "latin-1", "utf-8"] = "ascii"
 
 
 def _line_format(device: DeviceConfig) -> LineFormat:
@@ -85,60 +96,49 @@ def parse_line(device: DeviceConfig, pattern: re.Pattern[str], line: Line) -> li
     return readings
 
 
-class SerialLinePoller(PollerControl):
-    def __init__(self, bus: SerialLineBus, devices: list[DeviceConfig], sink: PollSink) -> None:
+class SerialLineDriver:
+    """The text instruments of one serial port (a ``FieldDriver``)."""
+
+    def __init__(self, bus: SerialLineBus, devices: list[DeviceConfig],
+                 health: BusHealth) -> None:
         self.bus = bus
-        self.devices = {d.id: d for d in devices}
-        self.sink = sink
-        self.health = BusHealth(devices={d.id: DeviceHealth() for d in devices})
-        self.schedule = DeviceSchedule(devices)
+        self.health = health
         self.conversions = {d.id: DeviceConversions(d) for d in devices}
         self.patterns = {d.id: re.compile(_line_format(d).pattern) for d in devices}
-        self.port = LinePort(bus, self.health, log, encoding=bus.encoding)
+        self.port = LinePort(bus.id, bus, health, log, encoding=bus.encoding)
         # A free-running instrument is alone on its port (the config check enforces it).
         self._free_running = next((d for d in devices if _line_format(d).command is None), None)
         self._latest: list[Reading] | None = None
         self._unmatched: Line | None = None
-        PollerControl.__init__(self)
 
-    async def run(self) -> None:
-        self.schedule.start(listening=[self._free_running.id] if self._free_running else [])
-        try:
-            while not self._stopping:
-                self.health.last_cycle_monotonic = time.monotonic()
-                upcoming = self.schedule.next()
-                if upcoming is None:
-                    await self._idle(HEARTBEAT_S)
-                    continue
-                device, due = upcoming
-                if time.monotonic() < due:
-                    await self._idle(min(due - time.monotonic(), HEARTBEAT_S))
-                    continue
-                await self._poll_and_hand_over(device)
-        finally:
-            self.port.close()
+    @property
+    def listening(self) -> Sequence[str]:
+        return (self._free_running.id,) if self._free_running else ()
 
-    async def _idle(self, seconds: float) -> None:
-        """Wait for the next due time; a free-running instrument is listened to meanwhile."""
-        deadline = time.monotonic() + seconds
-        self._wake.clear()
-        while not self._wake.is_set() and time.monotonic() < deadline:
-            if self._free_running is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), deadline - time.monotonic())
-                return
+    # The port is opened by each poll (and by listening): nothing to re-open on a timer.
+    reopen_at: float | None = None
+
+    async def reopen(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.port.close()
+
+    async def listen(self, until: float, wake: asyncio.Event) -> None:
+        """Hear the free-running instrument until the next due time."""
+        device = self._free_running
+        if device is None:
+            await wait_until(until, wake)
+            return
+        while not wake.is_set() and time.monotonic() < until:
             try:
                 await self.port.ensure_open()
-                line = await self.port.read_line(min(deadline - time.monotonic(), 1.0))
+                line = await self.port.read_line(min(until - time.monotonic(), 1.0))
             except PortUnavailable:
-                retry = self.port.retry_at or deadline
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), max(0.0, min(deadline, retry) - time.monotonic())
-                    )
+                await wait_until(min(until, self.port.retry_at or until), wake)
                 continue
             if line is not None:
-                self._take(self._free_running, line)
+                self._take(device, line)
 
     def _take(self, device: DeviceConfig, line: Line) -> list[Reading] | None:
         readings = parse_line(device, self.patterns[device.id], line)
@@ -149,7 +149,7 @@ class SerialLinePoller(PollerControl):
         self._latest = readings
         return readings
 
-    async def poll_device(self, device: DeviceConfig) -> PollResult:
+    async def poll(self, device: DeviceConfig) -> PollResult:
         command = _line_format(device).command
         if command is None:
             # The last line that matched during the interval, stamped when it arrived.
@@ -163,18 +163,8 @@ class SerialLinePoller(PollerControl):
             requests = 1
             readings, failure = await self._ask(device, command)
         readings = self.conversions[device.id].apply(readings)
-        ok = failure is None
-        record_poll(
-            log,
-            self.bus.id,
-            device,
-            self.health.devices[device.id],
-            ok,
-            failure,
-            requests,
-            readings,
-        )
-        return PollResult(self.bus.id, device.id, tuple(readings), requests, ok, failure)
+        return PollResult(self.bus.id, device.id, tuple(readings), requests, failure is None,
+                          failure)
 
     def _no_line_reason(self) -> str:
         if not self.port.is_open:
@@ -207,3 +197,26 @@ class SerialLinePoller(PollerControl):
             reason = exc.reason
         self._unmatched = None
         return failed_points(device.id, device.points, now_ms(), reason), reason
+
+
+def check_device(bus: SerialLineBus, device: DeviceConfig, here: PathKey,
+                 earlier: Sequence[DeviceConfig], report: Report) -> None:
+    """A text instrument needs its line format, and each point a group of its pattern."""
+    if device.line is None:
+        report(here, f"device {device.id!r} on serial_line bus {bus.id!r} needs 'line' "
+                     "(a pattern with named groups, and a command unless it is free-running)")
+    check_alone_on_port(bus, device, here, earlier,
+                        lambda d: d.line is not None and d.line.command is None, report)
+    groups = device.line.groups if device.line is not None else []
+    for where, name in check_field_points(bus, device, here, groups, report):
+        if device.line is not None and name not in groups:
+            report(where, f"field {name!r} is not a named group of the line pattern "
+                          f"(groups: {', '.join(groups)})")
+
+
+def make_driver(bus: Any, devices: list[DeviceConfig], health: BusHealth) -> SerialLineDriver:
+    return SerialLineDriver(bus, devices, health)
+
+
+BUS_TYPE = BusType(SerialLineBus, check_device, make_driver,
+                   device_keys={"line": "a serial_line bus"})

@@ -11,19 +11,16 @@ import hashlib
 import json
 import os
 import re
-import warnings
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from drivers.calibration import Calibration
-from drivers.nmea import GnssBaseline
-from drivers.registers import REGISTER_TYPES, RegisterType, register_count
-from drivers.tipping_bucket import TippingBucketCounter
+from drivers.devices import DeviceConfig, PointConfig
+from drivers.registry import bus_models, check_devices
 from edge.yamlsource import (
     ConfigProblem,
     ConfigSourceError,
@@ -42,23 +39,6 @@ from rules.rate import RateConfig
 from rules.threshold import ThresholdConfig
 from vocab.configbase import StrictModel
 from vocab.ids import Ident
-
-Quantity = Literal[
-    "water_level",
-    "rainfall_counter",
-    "rainfall",
-    "seepage_pressure",
-    "piezometric_level",
-    "seepage_flow",
-    "weir_head",
-    "displacement",
-    "settlement",
-    "temperature",
-    "vw_frequency",
-    "battery_voltage",
-    "status",
-    "other",
-]
 
 
 class SiteConfig(StrictModel):
@@ -168,172 +148,6 @@ class StoreConfig(StrictModel):
     maintenance_interval_s: float = Field(default=30.0, ge=1, le=3600)
 
 
-class ModbusTcpBus(StrictModel):
-    id: Ident
-    type: Literal["modbus_tcp"]
-    host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    timeout_s: float = Field(default=1.0, gt=0, le=60)
-    retries: int = Field(default=0, ge=0, le=5)
-
-
-class SerialPortSettings(StrictModel):
-    """The serial line settings every serial bus type shares."""
-
-    port: str
-    baudrate: int = Field(default=9600, ge=300, le=921600)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-
-
-class ModbusRtuBus(SerialPortSettings):
-    id: Ident
-    type: Literal["modbus_rtu"]
-    timeout_s: float = Field(default=1.0, gt=0, le=60)
-    retries: int = Field(default=0, ge=0, le=5)
-    inter_request_delay_s: float = Field(default=0.0, ge=0, le=10)
-
-
-class SerialLineBus(SerialPortSettings):
-    """A serial port with a text instrument (RS-232/RS-485 ASCII): see drivers/serial_line."""
-
-    id: Ident
-    type: Literal["serial_line"]
-    # How long a request/response instrument may take to answer its command.
-    timeout_s: float = Field(default=1.0, gt=0, le=60)
-    encoding: Literal["ascii", "latin-1", "utf-8"] = "ascii"
-
-
-class NmeaGnssBus(SerialPortSettings):
-    """A serial port with a GNSS receiver streaming NMEA 0183: see drivers/gnss."""
-
-    id: Ident
-    type: Literal["nmea_gnss"]
-
-
-SerialBus = ModbusRtuBus | SerialLineBus | NmeaGnssBus
-
-BusConfig = Annotated[ModbusTcpBus | ModbusRtuBus | SerialLineBus | NmeaGnssBus,
-                      Field(discriminator="type")]
-
-# The values a GNSS point may name with 'field': the components of drivers.nmea's
-# GnssDisplacement (its 'flags' become the reading's quality instead).
-GNSS_FIELDS: tuple[str, ...] = ("east_mm", "north_mm", "up_mm", "downstream_mm", "axis_mm",
-                                "settlement_mm", "fix_quality", "satellites", "hdop")
-
-# pydantic warns that a field named "register" shadows ABCMeta.register; the key name is
-# part of the config contract and the classmethod is never used on models.
-warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
-
-RegisterTable = Literal["coil", "discrete", "holding", "input"]
-
-
-class RegisterConfig(StrictModel):
-    table: RegisterTable
-    address: int = Field(ge=0, le=65535)
-    type: Literal[RegisterType, "bool"] | None = None
-    word_order: Literal["big", "little"] = "big"
-    byte_order: Literal["big", "little"] = "big"
-    # A single bit of a status register (0 = least significant).
-    bit: int | None = Field(default=None, ge=0, le=15)
-
-    @model_validator(mode="after")
-    def _type_fits_table(self) -> RegisterConfig:
-        is_bit_table = self.table in ("coil", "discrete")
-        if is_bit_table and self.type not in (None, "bool"):
-            raise ValueError(f"a {self.table} is one bit: type must be bool, not {self.type}")
-        if not is_bit_table and self.type == "bool" and self.bit is None:
-            raise ValueError("type bool on a register table needs 'bit' (which bit to read)")
-        if self.bit is not None and self.type not in (None, "bool", "uint16", "int16"):
-            raise ValueError("'bit' reads one bit of a 16-bit register: use type uint16")
-        return self
-
-    @property
-    def value_type(self) -> str:
-        if self.table in ("coil", "discrete") or self.bit is not None:
-            return "bool"
-        return self.type or "uint16"
-
-    @property
-    def width(self) -> int:
-        """Registers (or bits, for coil/discrete tables) this point occupies."""
-        vt = self.value_type
-        return 1 if vt == "bool" else register_count(vt)
-
-
-class PointConfig(StrictModel):
-    """One value of a device: where it sits in the register map and what it measures."""
-
-    id: Ident
-    quantity: Quantity = "other"
-    unit: str = ""
-    # Modbus devices locate a point by its register; serial-line devices by a named group
-    # of their line pattern, GNSS receivers by a GNSS_FIELDS name. Which one a point needs
-    # depends on its device's bus, so the cross-check enforces it.
-    register: RegisterConfig | None = None
-    field: str | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    # Applied after scale/offset: linear, polynomial, vibrating_wire, v_notch_weir.
-    calibration: Calibration | None = None
-    # The register is a tipping-bucket pulse counter: the reading becomes the rain (mm)
-    # since the previous poll, with wrap-around and device resets handled.
-    tipping_bucket: TippingBucketCounter | None = None
-    # Physical range of the sensor; a value outside it is stored as bad, not alarmed on.
-    range: tuple[float, float] | None = None
-
-    @model_validator(mode="after")
-    def _one_conversion(self) -> PointConfig:
-        if self.calibration is not None and self.tipping_bucket is not None:
-            raise ValueError("a point is either a calibrated sensor or a tipping-bucket "
-                             "counter, not both")
-        return self
-
-
-class LineFormat(StrictModel):
-    """What a serial-line instrument prints and, for request/response ones, what it is sent."""
-
-    # Sent at each poll, e.g. "READ\r\n" (YAML double quotes give real CR/LF). Without a
-    # command the instrument is free-running: the last matching line of each interval wins.
-    command: str | None = Field(default=None, min_length=1)
-    # Searched in each received line (CR, LF or CRLF ended); each point names a group.
-    pattern: str
-
-    @field_validator("pattern")
-    @classmethod
-    def _named_groups(cls, value: str) -> str:
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
-        if not compiled.groupindex:
-            raise ValueError("pattern needs named groups, e.g. (?P<level>[-+0-9.]+), "
-                             "which points name with 'field'")
-        return value
-
-    @property
-    def groups(self) -> list[str]:
-        return list(re.compile(self.pattern).groupindex)
-
-
-class DeviceConfig(StrictModel):
-    id: Ident
-    bus: Ident
-    unit: int = Field(default=1, ge=0, le=247)
-    poll_interval_s: float = Field(gt=0, le=86400)
-    # Merge reads of nearby registers into one request; turn off for devices that reject
-    # reads spanning unmapped registers.
-    coalesce: bool = True
-    max_gap: int = Field(default=10, ge=0, le=120)
-    offline_after: int = Field(default=3, ge=1, le=100)
-    # serial_line devices: the command and the line pattern.
-    line: LineFormat | None = None
-    # nmea_gnss devices: the station's surveyed position and the fix quality required.
-    baseline: GnssBaseline | None = None
-    points: list[PointConfig] = Field(min_length=1)
-
-
 # Each rule type's model lives beside the rule in rules/; the old name stays importable.
 ThresholdRule = ThresholdConfig
 
@@ -362,6 +176,11 @@ class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+# The bus types' models, from the table in drivers/registry.py.
+BusConfig = Annotated[Union[bus_models()],  # noqa: UP007  (a tuple of types, not a literal union)
+                      Field(discriminator="type")]
+
+
 class GatewaySettings(StrictModel):
     """The whole configuration of one gateway."""
 
@@ -378,7 +197,7 @@ class GatewaySettings(StrictModel):
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
-    def bus(self, bus_id: str) -> ModbusTcpBus | SerialBus:
+    def bus(self, bus_id: str) -> Any:
         return next(b for b in self.buses if b.id == bus_id)
 
     def point(self, ref: str) -> tuple[DeviceConfig, PointConfig]:
@@ -584,7 +403,7 @@ def _cross_check(settings: GatewaySettings, doc: LocatedDocument) -> list[Config
             if point.range and point.range[0] >= point.range[1]:
                 problem(("devices", d_index, "points", p_index, "range"),
                         f"range {list(point.range)} must be [min, max] with min < max")
-    _check_devices_fit_buses(settings, problem)
+    check_devices(settings.buses, settings.devices, problem)
     check_rules(settings, problem, doc.locate)
     tls = settings.mqtt.tls
     if tls is not None:
@@ -597,72 +416,6 @@ def _cross_check(settings: GatewaySettings, doc: LocatedDocument) -> list[Config
     return problems
 
 
-def _check_devices_fit_buses(settings: GatewaySettings,
-                             problem: Callable[[PathKey, str], None]) -> None:
-    """Each bus type dictates how a device addresses its points and what else it needs."""
-    buses = {b.id: b for b in settings.buses}
-    seen_on_bus: dict[str, str] = {}
-    for d_index, device in enumerate(settings.devices):
-        bus = buses.get(device.bus)
-        if bus is None:
-            continue
-        here: PathKey = ("devices", d_index)
-        modbus = bus.type in ("modbus_tcp", "modbus_rtu")
-        if device.line is not None and bus.type != "serial_line":
-            problem((*here, "line"), f"'line' is for devices on a serial_line bus; bus "
-                    f"{bus.id!r} is {bus.type}")
-        if device.baseline is not None and bus.type != "nmea_gnss":
-            problem((*here, "baseline"), f"'baseline' is for devices on an nmea_gnss bus; "
-                    f"bus {bus.id!r} is {bus.type}")
-        if bus.type == "serial_line" and device.line is None:
-            problem(here, f"device {device.id!r} on serial_line bus {bus.id!r} needs 'line' "
-                    "(a pattern with named groups, and a command unless it is free-running)")
-        if bus.type == "nmea_gnss" and device.baseline is None:
-            problem(here, f"device {device.id!r} on nmea_gnss bus {bus.id!r} needs "
-                    "'baseline' (lat_deg, lon_deg, height_m of the station)")
-        # One receiver per port, and a free-running instrument owns its line: nothing
-        # tells whose line is whose.
-        exclusive = bus.type == "nmea_gnss" or (
-            bus.type == "serial_line" and device.line is not None
-            and device.line.command is None)
-        first = seen_on_bus.get(bus.id)
-        if first is not None and (exclusive or first.startswith("!")):
-            problem((*here, "bus"), f"device {device.id!r} shares {bus.type} bus {bus.id!r} "
-                    f"with {first.lstrip('!')!r}; a free-running instrument or GNSS "
-                    "receiver must be alone on its port")
-        seen_on_bus.setdefault(bus.id, ("!" if exclusive else "") + device.id)
-        groups = device.line.groups if device.line is not None else []
-        for p_index, point in enumerate(device.points):
-            where: PathKey = (*here, "points", p_index)
-            name = f"{device.id}/{point.id}"
-            if modbus:
-                if point.register is None:
-                    problem(where, f"point {name} on {bus.type} bus {bus.id!r} needs "
-                            "'register' (table, address, type)")
-                if point.field is not None:
-                    problem((*where, "field"), f"'field' is for serial_line and nmea_gnss "
-                            f"points; on {bus.type} use 'register'")
-                continue
-            if point.register is not None:
-                problem((*where, "register"), f"'register' is for Modbus points; on "
-                        f"{bus.type} name the value with 'field'")
-            if point.field is None:
-                known = groups if bus.type == "serial_line" else list(GNSS_FIELDS)
-                problem(where, f"point {name} on {bus.type} bus {bus.id!r} needs 'field' "
-                        f"(one of: {', '.join(known) or 'none'})")
-            elif bus.type == "serial_line" and device.line is not None \
-                    and point.field not in groups:
-                problem((*where, "field"), f"field {point.field!r} is not a named group of "
-                        f"the line pattern (groups: {', '.join(groups)})")
-            elif bus.type == "nmea_gnss" and point.field not in GNSS_FIELDS:
-                problem((*where, "field"), f"field {point.field!r} is not a GNSS value "
-                        f"(one of: {', '.join(GNSS_FIELDS)})")
-            elif point.field in ("downstream_mm", "axis_mm") and device.baseline is not None \
-                    and device.baseline.downstream_azimuth_deg is None:
-                problem((*where, "field"), f"{point.field} needs "
-                        "baseline.downstream_azimuth_deg (the dam's downstream direction)")
-
-
 # USB serial adapters are numbered in the order the kernel finds them, so a replug or a
 # second adapter can swap /dev/ttyUSB0 and /dev/ttyUSB1; by-id names follow the adapter.
 _ENUMERATED_PORT = re.compile(r"^/dev/tty(USB|ACM)\d+$")
@@ -671,11 +424,12 @@ _ENUMERATED_PORT = re.compile(r"^/dev/tty(USB|ACM)\d+$")
 def _config_warnings(settings: GatewaySettings, doc: LocatedDocument) -> tuple[str, ...]:
     warnings_found: list[str] = []
     for b_index, bus in enumerate(settings.buses):
-        if bus.type != "modbus_tcp" and _ENUMERATED_PORT.match(bus.port):
+        port = getattr(bus, "port", None)
+        if isinstance(port, str) and _ENUMERATED_PORT.match(port):
             path: PathKey = ("buses", b_index, "port")
             warnings_found.append(str(ConfigProblem(
                 doc.locate(path), format_key_path(path),
-                f"{bus.port} may point to another adapter after a replug or reboot; use "
+                f"{port} may point to another adapter after a replug or reboot; use "
                 "its /dev/serial/by-id/... name")))
     return tuple(warnings_found)
 
@@ -705,21 +459,12 @@ def load_config(path: str | Path) -> LoadedConfig:
 
 
 __all__ = [
-    "GNSS_FIELDS",
-    "REGISTER_TYPES",
     "BusConfig",
     "ConfigError",
     "DeviceConfig",
     "GatewaySettings",
-    "LineFormat",
     "LoadedConfig",
-    "ModbusRtuBus",
-    "ModbusTcpBus",
-    "NmeaGnssBus",
     "PointConfig",
-    "RegisterConfig",
-    "SerialBus",
-    "SerialLineBus",
     "ThresholdRule",
     "load_config",
     "resolve_level",

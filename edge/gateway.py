@@ -21,7 +21,8 @@ from typing import Any
 
 import structlog
 
-from drivers.registry import Poller, make_poller
+from drivers.bustask import BusTask
+from drivers.registry import make_poller
 from edge import __version__
 from edge.commands import (
     MAX_RESEND,
@@ -78,7 +79,7 @@ class Gateway:
         self.uplink: MqttUplink | None = None
         self._uplink_task: asyncio.Task[None] | None = None
         self.engine: RuleEngine | None = None
-        self.pollers: dict[str, Poller] = {}
+        self.pollers: dict[str, BusTask] = {}
         self._bus_tasks: dict[str, asyncio.Task[None]] = {}
         self.latest: dict[str, Reading] = {}
         self.last_poll: dict[str, int] = {}  # device -> epoch ms of its last poll result

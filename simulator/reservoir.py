@@ -43,17 +43,13 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from drivers.devices import DeviceConfig, PointConfig
 from drivers.geodesy import WGS84_A_M, WGS84_E2
+from drivers.gnss import NmeaGnssBus
+from drivers.modbus import ModbusRtuBus, ModbusTcpBus
 from drivers.nmea import GnssBaseline, nmea_checksum
 from drivers.registers import encode_value
-from edge.config import (
-    DeviceConfig,
-    GatewaySettings,
-    ModbusRtuBus,
-    ModbusTcpBus,
-    NmeaGnssBus,
-    PointConfig,
-)
+from edge.config import GatewaySettings
 from simulator.faultplan import FaultPlan
 from simulator.serialwire import SerialWire
 

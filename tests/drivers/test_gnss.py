@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from drivers.devices import DeviceConfig
 from drivers.geodesy import enu_offset
-from drivers.gnss import GnssPoller
+from drivers.gnss import NmeaGnssBus
 from drivers.nmea import GnssBaseline, nmea_checksum
-from edge.config import DeviceConfig, NmeaGnssBus
+from drivers.registry import make_poller
 from simulator.reservoir import damaged, enu_to_position, gga_sentence, rmc_sentence
 from simulator.serialwire import SerialWire
 from tests.drivers.instruments import TextInstrument
@@ -123,7 +124,7 @@ def test_epochs_are_averaged_and_resolved_along_the_dam(tmp_path: Path) -> None:
 
     async def scenario() -> dict[str, int]:
         with SerialWire(tmp_path / "gnss") as wire, TextInstrument(wire) as antenna:
-            poller = GnssPoller(gnss_bus(wire.link_path), [receiver()], collect)
+            poller = make_poller(gnss_bus(wire.link_path), [receiver()], collect)
             task = asyncio.create_task(poller.run())
             await stream(antenna, noisy, 2.3)
             poller.stop()
@@ -167,7 +168,7 @@ def test_bad_checksums_are_counted_and_never_averaged(tmp_path: Path) -> None:
 
     async def scenario() -> dict[str, int]:
         with SerialWire(tmp_path / "gnss") as wire, TextInstrument(wire) as antenna:
-            poller = GnssPoller(gnss_bus(wire.link_path), [receiver()], collect)
+            poller = make_poller(gnss_bus(wire.link_path), [receiver()], collect)
             task = asyncio.create_task(poller.run())
             await stream(antenna, with_noise, 1.3)
             poller.stop()
@@ -199,7 +200,8 @@ def test_fix_quality_faults_and_an_unplugged_receiver(tmp_path: Path) -> None:
     async def scenario() -> list[tuple[str, list[PollResult]]]:
         phases: list[tuple[str, list[PollResult]]] = []
         with SerialWire(tmp_path / "gnss") as wire, TextInstrument(wire) as antenna:
-            poller = GnssPoller(gnss_bus(wire.link_path), [receiver(0.3, offline_after=2)], collect)
+            poller = make_poller(gnss_bus(wire.link_path), [receiver(0.3, offline_after=2)],
+                                 collect)
             task = asyncio.create_task(poller.run())
             for phase, seconds in (
                 ("float", 0.75),

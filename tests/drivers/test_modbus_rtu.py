@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from pymodbus.constants import ExcCodes
 
-from drivers.modbus import BusPoller, check_rtu_reply, crc16_modbus, rtu_silence_s
-from edge.config import DeviceConfig, ModbusRtuBus
+from drivers.devices import DeviceConfig
+from drivers.modbus import ModbusRtuBus, check_rtu_reply, crc16_modbus, rtu_silence_s
+from drivers.registry import make_poller
 from simulator.serialwire import SerialWire
 from tests.drivers.modbus_server import FieldDevice, RtuFieldBus
 from tests.drivers.test_modbus_tcp import TYPES, spread_points, words
@@ -109,9 +110,9 @@ def test_every_type_and_order_over_rtu(tmp_path: Path) -> None:
             # A Linux pty refuses parity and 7-bit characters, so the line runs 8N2 here;
             # parity is checked where it is handed to the serial client below.
             bus = rtu_bus(link, baudrate=19200, stopbits=2)
-            poller = BusPoller(bus, [device(17, points)], _noop)
+            poller = make_poller(bus, [device(17, points)], _noop)
             result = await poller.poll_device(poller.devices["dev-17"])
-            poller._client.close()
+            poller.driver.close()
             return result
 
     result = asyncio.run(scenario())
@@ -130,8 +131,8 @@ def test_line_settings_reach_the_serial_client(tmp_path: Path) -> None:
         bus = rtu_bus(
             tmp_path / "tty", baudrate=19200, parity="E", stopbits=2, bytesize=7, timeout_s=0.7
         )
-        poller = BusPoller(bus, [device(1, spread_points(2, 4))], _noop)
-        return poller._client.comm_params
+        poller = make_poller(bus, [device(1, spread_points(2, 4))], _noop)
+        return poller.driver._client.comm_params
 
     params = asyncio.run(scenario())
     assert (
@@ -155,9 +156,9 @@ def test_coalescing_counts_frames_on_the_line(
     async def scenario() -> tuple[PollResult, int, int]:
         async with RtuFieldBus([field], tmp_path / "tty") as line:
             dev = device(3, spread_points(20, 60), coalesce=coalesce)
-            poller = BusPoller(rtu_bus(tmp_path / "tty"), [dev], _noop)
+            poller = make_poller(rtu_bus(tmp_path / "tty"), [dev], _noop)
             result = await poller.poll_device(dev)
-            poller._client.close()
+            poller.driver.close()
             await asyncio.sleep(0.05)
             return result, len(line.pdus), len(line.wire.frames_to("to_device"))
 
@@ -178,7 +179,7 @@ def test_one_request_at_a_time_in_fair_order_with_the_silence(tmp_path: Path) ->
             devices = [
                 device(u, spread_points(4, 80), interval=0.01, max_gap=10) for u in (1, 2, 3)
             ]
-            poller = BusPoller(rtu_bus(tmp_path / "tty"), devices, _noop)
+            poller = make_poller(rtu_bus(tmp_path / "tty"), devices, _noop)
             task = asyncio.create_task(poller.run())
             await asyncio.sleep(1.5)
             poller.stop()
@@ -208,7 +209,7 @@ def test_inter_request_delay_is_kept(tmp_path: Path) -> None:
     async def scenario() -> SerialWire:
         async with RtuFieldBus(fields, tmp_path / "tty") as line:
             devices = [device(u, spread_points(2, 40), interval=0.01) for u in (1, 2)]
-            poller = BusPoller(
+            poller = make_poller(
                 rtu_bus(tmp_path / "tty", inter_request_delay_s=0.05), devices, _noop
             )
             task = asyncio.create_task(poller.run())
@@ -240,7 +241,7 @@ def test_dead_slave_among_three_live_ones(tmp_path: Path) -> None:
                 device(u, spread_points(2, 40), interval=interval, offline_after=2)
                 for u in (1, 2, 3, 4)
             ]
-            poller = BusPoller(rtu_bus(tmp_path / "tty", timeout_s=timeout), devices, sink)
+            poller = make_poller(rtu_bus(tmp_path / "tty", timeout_s=timeout), devices, sink)
             task = asyncio.create_task(poller.run())
             await asyncio.sleep(1.5)
             went_offline = not poller.health.devices["dev-4"].online
@@ -272,12 +273,12 @@ def test_crc_error_is_seen_at_once_retried_and_isolated(tmp_path: Path) -> None:
         async with RtuFieldBus([noisy, fine], tmp_path / "tty") as line:
             bus = rtu_bus(tmp_path / "tty", timeout_s=1.0, retries=2)
             devices = [device(1, spread_points(2, 4)), device(2, spread_points(2, 4))]
-            poller = BusPoller(bus, devices, _noop)
+            poller = make_poller(bus, devices, _noop)
             started = time.monotonic()
             bad = await poller.poll_device(devices[0])
             elapsed = time.monotonic() - started
             good = await poller.poll_device(devices[1])
-            poller._client.close()
+            poller.driver.close()
             return bad, good, elapsed, line.pdus.count(1)
 
     bad, good, elapsed, served = asyncio.run(scenario())
@@ -296,9 +297,9 @@ def test_garbage_instead_of_a_reply(tmp_path: Path) -> None:
                 1,
                 [*spread_points(2, 4), {"id": "in", "register": {"table": "input", "address": 0}}],
             )
-            poller = BusPoller(rtu_bus(tmp_path / "tty", timeout_s=0.2), [dev], _noop)
+            poller = make_poller(rtu_bus(tmp_path / "tty", timeout_s=0.2), [dev], _noop)
             result = await poller.poll_device(dev)
-            poller._client.close()
+            poller.driver.close()
             return result
 
     result = asyncio.run(scenario())
@@ -322,9 +323,9 @@ def test_exception_response_marks_only_its_block(tmp_path: Path) -> None:
                     {"id": "i", "register": {"table": "input", "address": 0}},
                 ],
             )
-            poller = BusPoller(rtu_bus(tmp_path / "tty"), [dev], _noop)
+            poller = make_poller(rtu_bus(tmp_path / "tty"), [dev], _noop)
             result = await poller.poll_device(dev)
-            poller._client.close()
+            poller.driver.close()
             return result
 
     result = asyncio.run(scenario())
@@ -349,7 +350,7 @@ def test_unplugged_adapter_comes_back_without_a_restart(tmp_path: Path) -> None:
             # Offline at the first failure: by the end of the outage the device's own
             # backoff (0.3 s doubling) would put its next poll seconds away.
             dev = device(1, spread_points(2, 4), interval=0.3, offline_after=1)
-            poller = BusPoller(rtu_bus(link, timeout_s=0.2), [dev], sink)
+            poller = make_poller(rtu_bus(link, timeout_s=0.2), [dev], sink)
             task = asyncio.create_task(poller.run())
             await asyncio.sleep(0.5)
             line.wire.unplug()  # the pty closes under the open port, the link vanishes
@@ -389,7 +390,7 @@ def test_missing_port_at_start_is_retried(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         dev = device(1, spread_points(2, 4), interval=0.2)
-        poller = BusPoller(rtu_bus(link), [dev], sink)
+        poller = make_poller(rtu_bus(link), [dev], sink)
         task = asyncio.create_task(poller.run())
         await asyncio.sleep(0.5)
         async with RtuFieldBus([field], link):

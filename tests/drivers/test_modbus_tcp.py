@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from pymodbus.constants import ExcCodes
 
-from drivers.modbus import BusPoller
-from edge.config import DeviceConfig, ModbusTcpBus
+from drivers.devices import DeviceConfig
+from drivers.modbus import ModbusTcpBus
+from drivers.registry import make_poller
 from tests.drivers.modbus_server import FieldDevice, TcpFieldBus
 from vocab.model import PollResult
 
@@ -71,9 +72,9 @@ def test_every_type_and_order_over_tcp() -> None:
 
     async def scenario() -> PollResult:
         async with TcpFieldBus([field]) as server:
-            poller = BusPoller(bus(server.port), [device(1, points)], _noop)
+            poller = make_poller(bus(server.port), [device(1, points)], _noop)
             result = await poller.poll_device(poller.devices["dev-1"])
-            poller._client.close()
+            poller.driver.close()
             return result
 
     result = asyncio.run(scenario())
@@ -107,9 +108,9 @@ def test_coalescing_counts_requests_at_the_server(coalesce: bool,
     async def scenario() -> tuple[PollResult, int]:
         async with TcpFieldBus([field]) as server:
             dev = device(1, spread_points(20, 60), coalesce=coalesce)
-            poller = BusPoller(bus(server.port), [dev], _noop)
+            poller = make_poller(bus(server.port), [dev], _noop)
             result = await poller.poll_device(dev)
-            poller._client.close()
+            poller.driver.close()
             return result, len(server.pdus)
 
     result, served = asyncio.run(scenario())
@@ -124,9 +125,9 @@ def test_reads_never_exceed_125_registers() -> None:
     async def scenario() -> int:
         async with TcpFieldBus([field]) as server:
             dev = device(1, spread_points(100, 300), max_gap=10)
-            poller = BusPoller(bus(server.port), [dev], _noop)
+            poller = make_poller(bus(server.port), [dev], _noop)
             result = await poller.poll_device(dev)
-            poller._client.close()
+            poller.driver.close()
             assert all(r.value == 7.0 for r in result.readings)
             return result.requests
 
@@ -139,9 +140,9 @@ def test_exception_response_marks_only_its_points_bad() -> None:
     async def scenario() -> PollResult:
         async with TcpFieldBus([field]) as server:
             dev = device(1, spread_points(2, 4))
-            poller = BusPoller(bus(server.port), [dev], _noop)
+            poller = make_poller(bus(server.port), [dev], _noop)
             result = await poller.poll_device(dev)
-            poller._client.close()
+            poller.driver.close()
             return result
 
     result = asyncio.run(scenario())
@@ -165,7 +166,7 @@ def test_dead_device_does_not_stall_the_live_ones_and_recovers() -> None:
         async with TcpFieldBus([*live, dead]) as server:
             devices = [device(u, spread_points(2, 4), interval=interval, offline_after=2)
                        for u in (1, 2, 3, 4)]
-            poller = BusPoller(bus(server.port, timeout), devices, sink)
+            poller = make_poller(bus(server.port, timeout), devices, sink)
             task = asyncio.create_task(poller.run())
             await asyncio.sleep(4.0)
             went_offline = not poller.health.devices["dev-4"].online
@@ -191,7 +192,7 @@ def test_unreachable_bus_gives_bad_readings_not_a_crash() -> None:
 
     async def scenario() -> PollResult:
         dev = device(1, spread_points(2, 4))
-        poller = BusPoller(bus(free_port()), [dev], _noop)
+        poller = make_poller(bus(free_port()), [dev], _noop)
         return await poller.poll_device(dev)
 
     result = asyncio.run(scenario())
@@ -228,12 +229,12 @@ def test_vibrating_wire_piezometer_and_rain_counter_through_the_bus() -> None:
     async def scenario() -> list[PollResult]:
         async with TcpFieldBus([field]) as server:
             dev = device(1, points)
-            poller = BusPoller(bus(server.port), [dev], _noop)
+            poller = make_poller(bus(server.port), [dev], _noop)
             first = await poller.poll_device(dev)
             field.holding[0] = 0  # wrapped: 65535 -> 0 is one tip
             await asyncio.sleep(0.3)
             second = await poller.poll_device(dev)
-            poller._client.close()
+            poller.driver.close()
             return [first, second]
 
     first, second = asyncio.run(scenario())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from drivers.pollbase import MAX_BACKOFF_S, DeviceHealth, DeviceSchedule
-from edge.config import DeviceConfig
+from drivers.bus import DeviceHealth
+from drivers.bustask import MAX_BACKOFF_S, DeviceSchedule
+from drivers.devices import DeviceConfig
 
 
 def test_backoff_of_a_device_offline_for_days_stays_bounded() -> None:

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drivers.serial_line import SerialLinePoller
-from edge.config import DeviceConfig, SerialLineBus
+from drivers.devices import DeviceConfig
+from drivers.registry import make_poller
+from drivers.serial_line import SerialLineBus
 from simulator.serialwire import SerialWire
 from tests.drivers.instruments import TextInstrument, print_lines
 from vocab.model import PollResult
@@ -65,10 +66,10 @@ def test_request_response_parses_named_groups(tmp_path: Path) -> None:
     async def scenario() -> tuple[PollResult, PollResult, dict[str, int], list[str]]:
         with SerialWire(tmp_path / "tty") as wire, TextInstrument(wire, radar) as radar_unit:
             dev = instrument("radar-1", RADAR, RADAR_POINTS)
-            poller = SerialLinePoller(line_bus(tmp_path / "tty"), [dev], Collect())
+            poller = make_poller(line_bus(tmp_path / "tty"), [dev], Collect())
             first = await poller.poll_device(dev)
             second = await poller.poll_device(dev)
-            poller.port.close()
+            poller.driver.close()
             return first, second, poller.health.counters, [c for _, c in radar_unit.commands]
 
     first, second, counters, commands = asyncio.run(scenario())
@@ -104,7 +105,7 @@ def test_two_addressed_instruments_share_the_line_one_at_a_time(tmp_path: Path) 
                 )
                 for a in values
             ]
-            poller = SerialLinePoller(line_bus(tmp_path / "tty"), devices, collect)
+            poller = make_poller(line_bus(tmp_path / "tty"), devices, collect)
             task = asyncio.create_task(poller.run())
             await asyncio.sleep(1.0)
             poller.stop()
@@ -137,7 +138,7 @@ def test_wrong_answers_and_silence(tmp_path: Path) -> None:
     async def scenario() -> tuple[PollResult, PollResult, bool]:
         with SerialWire(tmp_path / "tty") as wire, TextInstrument(wire, lambda c: answers.get(c)):
             dev = instrument("radar-1", RADAR, RADAR_POINTS, offline_after=2)
-            poller = SerialLinePoller(line_bus(tmp_path / "tty"), [dev], collect)
+            poller = make_poller(line_bus(tmp_path / "tty"), [dev], collect)
             tick = asyncio.create_task(ticker())
             wrong = await poller.poll_device(dev)
             answers["READ"] = "LEVEL=12.0 TEMP=abc\r\n"
@@ -146,7 +147,7 @@ def test_wrong_answers_and_silence(tmp_path: Path) -> None:
             await poller.poll_device(dev)
             await poller.poll_device(dev)
             tick.cancel()
-            poller.port.close()
+            poller.driver.close()
             return wrong, not_number, poller.health.devices["radar-1"].online
 
     wrong, not_number, online = asyncio.run(scenario())
@@ -177,7 +178,7 @@ def test_free_running_reports_the_last_line_of_each_interval(tmp_path: Path) -> 
                 [{"id": "head", "unit": "m", "field": "head"}],
                 interval=0.3,
             )
-            poller = SerialLinePoller(line_bus(tmp_path / "tty"), [dev], collect)
+            poller = make_poller(line_bus(tmp_path / "tty"), [dev], collect)
             task = asyncio.create_task(poller.run())
             await print_lines(weir, line, 0.05, 45)
             poller.stop()
@@ -212,7 +213,7 @@ def test_free_running_survives_an_unplugged_adapter(tmp_path: Path) -> None:
                 [{"id": "head", "unit": "m", "field": "head"}],
                 interval=0.2,
             )
-            poller = SerialLinePoller(line_bus(wire.link_path), [dev], collect)
+            poller = make_poller(line_bus(wire.link_path), [dev], collect)
             task = asyncio.create_task(poller.run())
             printer = asyncio.create_task(
                 print_lines(weir, lambda i: f"H={i / 100:.2f}\r\n", 0.05, 60)

@@ -77,9 +77,9 @@ def test_the_daemon_loads_no_offline_or_simulator_code() -> None:
 
 
 def test_a_driver_is_loaded_with_the_first_bus_of_its_type() -> None:
-    modules = loaded_after("import drivers.registry")
-    assert not {"pymodbus", "serial", "drivers.modbus", "drivers.gnss",
-                "drivers.serial_line"} & modules
+    # The table (and with it every bus type's config model) loads no driver library.
+    modules = loaded_after("import drivers.registry, edge.config")
+    assert not {"pymodbus", "serial"} & modules
     modules = loaded_after("""
         import asyncio
         from drivers.registry import make_poller
@@ -94,5 +94,4 @@ def test_a_driver_is_loaded_with_the_first_bus_of_its_type() -> None:
 
         asyncio.run(build())
     """)
-    assert {"pymodbus", "drivers.modbus"} <= modules
-    assert not {"drivers.gnss", "drivers.serial_line"} & modules
+    assert "pymodbus" in modules

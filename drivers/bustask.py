@@ -1,6 +1,7 @@
-"""What every bus poller shares: the device schedule, health figures and link backoff.
+"""The task that serves one bus: device schedule, health figures, heartbeat, poll tail.
 
-A bus (an RS-485 line, a TCP endpoint, a serial port) is served by one task. Its devices
+A bus (an RS-485 line, a TCP endpoint, a serial port) is served by one task, the same
+for every bus type; how a device is polled is its ``FieldDriver``'s (drivers/bus.py). Its devices
 are served in order of their due time, so each keeps its interval and, when the bus is
 saturated, the most overdue device goes first (a fair round robin). A device that keeps
 failing is declared offline after ``offline_after`` failed polls and is then re-tried with
@@ -12,17 +13,15 @@ at the end of its backoff. Only state changes are logged; everything else is cou
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
 
 import structlog
 
+from drivers.bus import BusHealth, DeviceHealth, FieldDriver, PollSink, wait_until
 from drivers.decode import failed_points
-from edge.config import DeviceConfig
-from vocab.model import PollResult, Reading, now_ms
+from drivers.devices import DeviceConfig
+from vocab.model import PollResult, now_ms
 
 MAX_BACKOFF_S = 300.0
 RECONNECT_MIN_S = 0.5
@@ -33,39 +32,7 @@ RECONNECT_MAX_S = 30.0
 HEARTBEAT_S = 5.0
 
 
-_log = structlog.get_logger("drivers.poll")
-
-
-@dataclass
-class DeviceHealth:
-    """What the health topic reports about one device."""
-
-    online: bool = True
-    consecutive_failures: int = 0
-    last_good_ms: int | None = None
-    polls: int = 0
-    errors: int = 0
-    requests_last_cycle: int = 0
-    last_error: str | None = None
-    # Failed polls by kind (the reason up to its first ':'), e.g. timeout, crc_error.
-    error_kinds: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class BusHealth:
-    connected: bool = False
-    cycles: int = 0
-    devices: dict[str, DeviceHealth] = field(default_factory=dict)
-    last_cycle_monotonic: float = field(default_factory=time.monotonic)
-    reconnects: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    # Line-level events that belong to no single poll: bad NMEA checksums, lines that
-    # match no pattern, bytes dropped from an overlong line.
-    counters: dict[str, int] = field(default_factory=dict)
-
-    def count(self, what: str, n: int = 1) -> None:
-        self.counters[what] = self.counters.get(what, 0) + n
+_log = structlog.get_logger("drivers.bustask")
 
 
 def failure_kind(reason: str) -> str:
@@ -150,36 +117,117 @@ class LinkBackoff:
         self.reason = None
 
 
-class PollerControl:
-    """The part every bus poller shares: being woken, asked to poll now, or to stop.
+def record_poll(bus_id: str, device: DeviceConfig, state: DeviceHealth,
+                result: PollResult) -> None:
+    """Update a device's health after a poll; log only when it goes offline or online."""
+    state.polls += 1
+    state.requests_last_cycle = result.requests
+    if result.ok:
+        state.consecutive_failures = 0
+        state.last_good_ms = result.readings[-1].ts_ms if result.readings else now_ms()
+        state.last_error = None
+        if not state.online:
+            state.online = True
+            _log.info("device_online", bus=bus_id, device=device.id)
+        return
+    failure = result.error
+    state.errors += 1
+    state.consecutive_failures += 1
+    state.last_error = failure
+    if failure:
+        kind = failure_kind(failure)
+        state.error_kinds[kind] = state.error_kinds.get(kind, 0) + 1
+    if state.online and state.consecutive_failures >= device.offline_after:
+        state.online = False
+        _log.warning("device_offline", bus=bus_id, device=device.id, reason=failure,
+                     failures=state.consecutive_failures)
 
-    Subclasses call ``__init__`` after building ``self.schedule`` and check
-    ``self._stopping`` in their loop; ``_wake`` ends any wait early.
+
+def failed_result(bus_id: str, device: DeviceConfig, reason: str) -> PollResult:
+    readings = tuple(failed_points(device.id, device.points, now_ms(), reason))
+    return PollResult(bus_id, device.id, readings, 0, False, reason)
+
+
+class BusTask:
+    """One task per bus: polls its devices through their driver, hands results over.
+
+    Whatever a driver raises becomes bad readings with the reason: the bus task, and
+    with it every other device of the bus, never dies of one device's data.
     """
 
-    schedule: DeviceSchedule
-
-    def __init__(self) -> None:
+    def __init__(self, bus_id: str, devices: list[DeviceConfig], driver: FieldDriver,
+                 health: BusHealth, sink: PollSink) -> None:
+        self.bus_id = bus_id
+        self.devices = {d.id: d for d in devices}
+        self.driver = driver
+        self.health = health
+        self.sink = sink
+        self.schedule = DeviceSchedule(devices)
         self._wake = asyncio.Event()
         self._stopping = False
+        self._reconnects_seen = health.reconnects
+
+    async def run(self) -> None:
+        self.schedule.start(listening=self.driver.listening)
+        try:
+            while not self._stopping:
+                self.health.last_cycle_monotonic = time.monotonic()
+                upcoming = self.schedule.next()
+                if upcoming is None:
+                    await self._wait(time.monotonic() + HEARTBEAT_S)
+                    continue
+                device, due = upcoming
+                wake = due
+                reopen = self.driver.reopen_at
+                if reopen is not None:
+                    wake = min(wake, reopen)
+                now = time.monotonic()
+                if wake > now:
+                    await self._wait(min(wake, now + HEARTBEAT_S))
+                    continue
+                if now < due:
+                    # Woken to re-open the link, not to poll: a device in a long offline
+                    # backoff must not hold back the reconnect.
+                    await self.driver.reopen()
+                    self._catch_up()
+                    continue
+                await self._poll_and_hand_over(device)
+        finally:
+            self.driver.close()
+
+    async def _wait(self, until: float) -> None:
+        self._wake.clear()
+        if self.driver.listening:
+            await self.driver.listen(until, self._wake)
+        else:
+            await wait_until(until, self._wake)
+
+    async def poll_device(self, device: DeviceConfig) -> PollResult:
+        """Poll one device now and record it in the health figures."""
+        try:
+            result = await self.driver.poll(device)
+        except Exception as exc:
+            _log.exception("poll_unexpected_error", bus=self.bus_id, device=device.id)
+            result = failed_result(self.bus_id, device, f"internal_error: {exc}")
+        record_poll(self.bus_id, device, self.health.devices[device.id], result)
+        return result
 
     async def _poll_and_hand_over(self, device: DeviceConfig) -> None:
-        """Poll one device, give the result to the daemon, schedule its next poll.
+        result = await self.poll_device(device)
+        self.schedule.reschedule(device, self.health.devices[device.id])
+        self._catch_up()
+        await self.sink(result)
+        self.health.cycles += 1
 
-        Whatever a driver raises becomes bad readings with the reason: the bus task, and
-        with it every other device of the bus, never dies of one device's data.
-        """
-        bus_id = self.bus.id  # type: ignore[attr-defined]
-        try:
-            result = self.poll_device(device)  # type: ignore[attr-defined]
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            _log.exception("poll_unexpected_error", bus=bus_id, device=device.id)
-            result = failed_result(bus_id, device, f"internal_error: {exc}")
-        self.schedule.reschedule(device, self.health.devices[device.id])  # type: ignore[attr-defined]
-        await self.sink(result)  # type: ignore[attr-defined]
-        self.health.cycles += 1  # type: ignore[attr-defined]
+    def _catch_up(self) -> None:
+        """After the link came back, the devices the outage took down are polled now,
+        not at the end of the backoff they accumulated while it was gone."""
+        if self.health.reconnects == self._reconnects_seen:
+            return
+        self._reconnects_seen = self.health.reconnects
+        self.schedule.all_now(d for d, s in self.health.devices.items()
+                              if s.consecutive_failures)
+        self._wake.set()
 
     def poll_now(self) -> None:
         """Make every device of the bus due now (the ``inspect`` command)."""
@@ -190,46 +238,3 @@ class PollerControl:
         """Finish the current device poll, then return from ``run``."""
         self._stopping = True
         self._wake.set()
-
-
-def record_poll(
-    log: Any,
-    bus_id: str,
-    device: DeviceConfig,
-    state: DeviceHealth,
-    ok: bool,
-    failure: str | None,
-    requests: int,
-    readings: Sequence[Reading],
-) -> None:
-    """Update a device's health after a poll; log only when it goes offline or online."""
-    state.polls += 1
-    state.requests_last_cycle = requests
-    if ok:
-        state.consecutive_failures = 0
-        state.last_good_ms = readings[-1].ts_ms if readings else now_ms()
-        state.last_error = None
-        if not state.online:
-            state.online = True
-            log.info("device_online", bus=bus_id, device=device.id)
-        return
-    state.errors += 1
-    state.consecutive_failures += 1
-    state.last_error = failure
-    if failure:
-        kind = failure_kind(failure)
-        state.error_kinds[kind] = state.error_kinds.get(kind, 0) + 1
-    if state.online and state.consecutive_failures >= device.offline_after:
-        state.online = False
-        log.warning(
-            "device_offline",
-            bus=bus_id,
-            device=device.id,
-            reason=failure,
-            failures=state.consecutive_failures,
-        )
-
-
-def failed_result(bus_id: str, device: DeviceConfig, reason: str) -> PollResult:
-    readings = tuple(failed_points(device.id, device.points, now_ms(), reason))
-    return PollResult(bus_id, device.id, readings, 0, False, reason)
