@@ -29,14 +29,10 @@ from edge.yamlsource import (
     format_key_path,
     load_config_source,
 )
-from rules.accumulation import AccumulationConfig
+from rules.base import PointInfo, RuleSite
 from rules.checks import check_rules
 from rules.derived import DerivedPointConfig
-from rules.hst import HstConfig
-from rules.lag_correlation import LagCorrelationConfig
-from rules.quality import QualityConfig
-from rules.rate import RateConfig
-from rules.threshold import ThresholdConfig
+from rules.registry import rule_models
 from vocab.configbase import StrictModel
 from vocab.ids import Ident
 
@@ -148,14 +144,9 @@ class StoreConfig(StrictModel):
     maintenance_interval_s: float = Field(default=30.0, ge=1, le=3600)
 
 
-# Each rule type's model lives beside the rule in rules/; the old name stays importable.
-ThresholdRule = ThresholdConfig
-
-RuleConfig = Annotated[
-    ThresholdConfig | RateConfig | AccumulationConfig | QualityConfig | HstConfig
-    | LagCorrelationConfig,
-    Field(discriminator="type"),
-]
+# The rule types' models, from the table in rules/registry.py.
+RuleConfig = Annotated[Union[rule_models()],  # noqa: UP007  (a tuple of types, not a literal union)
+                       Field(discriminator="type")]
 
 
 class HealthConfig(StrictModel):
@@ -209,6 +200,13 @@ class GatewaySettings(StrictModel):
         for device in self.devices:
             for point in device.points:
                 yield device, point
+
+    def rule_site(self) -> RuleSite:
+        """What the rule engine is built from."""
+        return RuleSite(self.site.language, self.site.timezone, dict(self.site.levels),
+                        tuple(self.rules), tuple(self.derived),
+                        {f"{d.id}/{p.id}": (d.poll_interval_s, p.unit)
+                         for d, p in self.iter_points()})
 
     @property
     def topic_root(self) -> str:
@@ -404,7 +402,10 @@ def _cross_check(settings: GatewaySettings, doc: LocatedDocument) -> list[Config
                 problem(("devices", d_index, "points", p_index, "range"),
                         f"range {list(point.range)} must be [min, max] with min < max")
     check_devices(settings.buses, settings.devices, problem)
-    check_rules(settings, problem, doc.locate)
+    points = {f"{d.id}/{p.id}": PointInfo(p.quantity, p.unit, p.tipping_bucket is not None)
+              for d, p in settings.iter_points()}
+    check_rules(settings.rules, settings.derived, points, settings.site.levels,
+                settings.store.retention_days, problem, doc.locate)
     tls = settings.mqtt.tls
     if tls is not None:
         for key in ("ca_file", "cert_file", "key_file"):
@@ -465,7 +466,6 @@ __all__ = [
     "GatewaySettings",
     "LoadedConfig",
     "PointConfig",
-    "ThresholdRule",
     "load_config",
     "resolve_level",
 ]

@@ -583,7 +583,7 @@ class Gateway:
         active = await self.store.call(self.store.store.active_alarms)
         if self._history is None:
             self._history = HistoryReader(self.settings.store.path)
-        self.engine = RuleEngine(self.settings, [
+        self.engine = RuleEngine(self.settings.rule_site(), [
             ActiveAlarm(a.alarm_id, a.rule, a.device, a.point, a.severity,  # type: ignore[arg-type]
                         a.side, a.limit, a.acked) for a in active], history=self._history)
 

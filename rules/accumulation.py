@@ -38,15 +38,26 @@ from the store at start, so a restart does not forget the last day's rain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from rules.base import Context, HistoryProvider, Judgement, RuleEnv, Stale, Verdict
+from rules.base import (
+    Context,
+    HistoryProvider,
+    Judgement,
+    RuleEnv,
+    RuleShape,
+    RuleType,
+    SiteView,
+    Stale,
+    Verdict,
+)
 from rules.configtypes import Limit, unique_severities
 from rules.rainfall import DEFAULT_WINDOWS_S, RainfallDay, RainfallEvents, RainfallWindows
 from rules.threshold import LimitJudge, limit_judge
+from vocab.checking import PathKey, Report
 from vocab.configbase import StrictModel
 from vocab.durations import Duration, format_duration
 from vocab.ids import Ident, PointRef
@@ -97,7 +108,7 @@ def _standard_windows() -> list[WindowSum]:
     return [WindowSum(window=w) for w in DEFAULT_WINDOWS_S]
 
 
-class AccumulationConfig(StrictModel):
+class AccumulationConfig(StrictModel, RuleShape):
     id: Ident
     type: Literal["accumulation"]
     point: PointRef
@@ -131,6 +142,34 @@ class AccumulationConfig(StrictModel):
     def outputs(self) -> list[str]:
         """The keys of the derived readings this rule publishes."""
         return [f"{self.virtual_device}/{name}" for name in self.output_ids()]
+
+    def output_unit(self) -> str:
+        return "mm"
+
+    def limits(self) -> Iterator[tuple[PathKey, Limit]]:
+        for w_index, window in enumerate(self.windows):
+            for index, limit in enumerate(window.high):
+                yield ("windows", w_index, "high", index), limit
+        for part in ("day", "event"):
+            section = getattr(self, part)
+            for index, limit in enumerate(section.high if section else []):
+                yield (part, "high", index), limit
+
+    def history_needs(self) -> Iterator[tuple[PathKey, float]]:
+        for index, window in enumerate(self.windows):
+            yield ("windows", index, "window"), window.window
+
+    def check(self, site: SiteView, report: Report) -> None:
+        point = site.points.get(self.point)
+        if point is None:
+            return
+        if point.quantity == "rainfall_counter" and not point.counts_rain:
+            report(("point",), f"rule {self.id!r}: point {self.point!r} is a raw pulse "
+                               "counter; accumulation needs rain increments in mm (configure "
+                               "tipping_bucket on the point)")
+        elif point.quantity not in ("rainfall", "rainfall_counter"):
+            report(("point",), f"rule {self.id!r}: point {self.point!r} measures "
+                               f"{point.quantity}, not rainfall")
 
 
 class AccumulationRule:
@@ -282,3 +321,6 @@ class AccumulationRule:
 
 def build(config: AccumulationConfig, env: RuleEnv) -> AccumulationRule:
     return AccumulationRule(config, env)
+
+
+RULE_TYPE = RuleType(AccumulationConfig, build)

@@ -14,10 +14,13 @@ quiet would be the worst possible reading of "no data".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, get_args, runtime_checkable
 
+from rules.configtypes import Limit
+from vocab.checking import PathKey, Report
+from vocab.configbase import StrictModel
 from vocab.model import Reading, Severity
 
 HistoryProvider = Callable[[str, int, int], Sequence[Reading]]
@@ -127,3 +130,110 @@ class Rule(Protocol):
     def restore_alarm(self, point: str, severity: Severity, side: str) -> None:
         """Resume from an alarm the store kept active across a restart."""
         ...
+
+
+@runtime_checkable
+class Screen(Protocol):
+    """A rule that re-qualifies readings before anything else sees them (quality)."""
+
+    id: str
+    point: str
+
+    def screen(self, reading: Reading) -> tuple[Reading, Sequence[Judgement]]: ...
+
+    def check_offline(self, now_ms: int) -> Sequence[Judgement]: ...
+
+
+# --- what a rule type declares -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PointInfo:
+    """What the checks of a rule may ask about a device's point."""
+
+    quantity: str
+    unit: str
+    # The point is a tipping-bucket counter converted to rain increments in mm.
+    counts_rain: bool = False
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """The rest of the site as a rule's checks see it (built by the configuration)."""
+
+    points: Mapping[str, PointInfo]  # the devices' points
+    known: frozenset[str]  # every point a rule may name: devices', derived, sums
+    units: Mapping[str, str]  # of every known point
+    levels: Mapping[str, float]  # site.levels
+    retention_s: float  # how far back the store keeps readings
+
+    def level_names(self) -> str:
+        return ", ".join(self.levels) or "none defined"
+
+
+class RuleShape:
+    """What the generic checks (rules/checks.py) ask of every rule type's config model.
+
+    Mixed into each rule config model. The defaults fit a rule on one ``point`` with
+    ``high``/``low`` limits; a rule type overrides what differs, and puts anything only
+    it must check in ``check``.
+    """
+
+    if TYPE_CHECKING:  # fields of the model this is mixed into
+        id: str
+        point: str
+
+    def read_points(self) -> list[tuple[PathKey, str]]:
+        """(key path, point) of every point the rule reads: each must exist."""
+        return [(("point",), self.point)]
+
+    def limits(self) -> Iterator[tuple[PathKey, Limit]]:
+        """(key path, limit) of every limit: a named site level must exist."""
+        for side in ("high", "low"):
+            for index, limit in enumerate(getattr(self, side, None) or []):
+                yield (side, index), limit
+
+    def level_refs(self) -> Iterator[tuple[PathKey, str]]:
+        """(key path, name) of site levels named outside ``limits``."""
+        return iter(())
+
+    def history_needs(self) -> Iterator[tuple[PathKey, float]]:
+        """(key path, seconds) of stored history the rule reads back."""
+        return iter(())
+
+    def outputs(self) -> list[str]:
+        """Keys of the derived readings the rule publishes (rainfall sums...)."""
+        return []
+
+    def output_unit(self) -> str:
+        return ""
+
+    def check(self, site: SiteView, report: Report) -> None:
+        """Checks only this rule type needs; paths relative to the rule."""
+
+
+@dataclass(frozen=True)
+class RuleType:
+    """One entry of the rule-type table (rules/registry.py): its config model (a
+    ``StrictModel`` and ``RuleShape`` with ``type: Literal[...]``) and its factory."""
+
+    config: type[StrictModel]
+    build: Callable[[Any, RuleEnv], Any]
+
+    @property
+    def name(self) -> str:
+        # By contract the model's ``type`` is a Literal of the one name.
+        return str(get_args(self.config.model_fields["type"].annotation)[0])
+
+
+@dataclass(frozen=True)
+class RuleSite:
+    """What the rule engine is built from: the site's rules and what they need of it."""
+
+    language: str
+    timezone: str
+    levels: Mapping[str, float]
+    rules: Sequence[Any]  # rule config models
+    derived: Sequence[Any]  # DerivedPointConfig
+    # Every device point: (poll interval in s, unit).
+    points: Mapping[str, tuple[float, str]]

@@ -29,28 +29,27 @@ from typing import Any
 
 import structlog
 
-from edge.config import GatewaySettings
-from rules import accumulation, hst, lag_correlation, quality, rate, threshold
 from rules.accumulation import AccumulationRule
 from rules.alarms import ActiveAlarm, AlarmBook
-from rules.base import Context, HistoryProvider, Judgement, Rule, RuleEnv, Stale, Verdict
+from rules.base import (
+    Context,
+    HistoryProvider,
+    Judgement,
+    Rule,
+    RuleEnv,
+    RuleSite,
+    Screen,
+    Stale,
+    Verdict,
+)
 from rules.derived import DerivedPoint
 from rules.derived import build as build_derived
 from rules.expression import Expression
-from rules.quality import QualityRule
+from rules.registry import RULE_TYPES
 from rules.storm import StormLimiter
 from vocab.model import AlarmTransition, Reading
 
 log = structlog.get_logger("rules.engine")
-
-_BUILDERS: dict[str, Callable[[Any, RuleEnv], Any]] = {
-    "threshold": threshold.build,
-    "rate": rate.build,
-    "accumulation": accumulation.build,
-    "quality": quality.build,
-    "hst": hst.build,
-    "lag_correlation": lag_correlation.build,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +87,15 @@ class ProducerSpec:
     outputs: tuple[str, ...]
     inputs: tuple[str, ...]
     config: Any
+    unit: str
+    from_rule: bool  # a rule publishing sums, rather than a derived expression
 
 
-def producer_specs(settings: GatewaySettings) -> list[ProducerSpec]:
-    specs = [ProducerSpec((d.key,), tuple(sorted(Expression.parse(d.expression).point_refs)), d)
-             for d in settings.derived]
-    specs += [ProducerSpec(tuple(r.outputs()), (r.point,), r) for r in settings.rules
-              if isinstance(r, accumulation.AccumulationConfig)]
+def producer_specs(site: RuleSite) -> list[ProducerSpec]:
+    specs = [ProducerSpec((d.key,), tuple(sorted(Expression.parse(d.expression).point_refs)), d,
+                          d.unit, False) for d in site.derived]
+    specs += [ProducerSpec(tuple(r.outputs()), (r.point,), r, r.output_unit(), True)
+              for r in site.rules if r.outputs()]
     return specs
 
 
@@ -114,46 +115,44 @@ def dependency_order(specs: Sequence[ProducerSpec]) -> list[ProducerSpec]:
     return [specs[i] for i in order]
 
 
-def rule_env(settings: GatewaySettings, specs: Sequence[ProducerSpec],
+def rule_env(site: RuleSite, specs: Sequence[ProducerSpec],
              history: HistoryProvider | None) -> RuleEnv:
-    intervals = {f"{d.id}/{p.id}": d.poll_interval_s for d, p in settings.iter_points()}
-    units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
+    intervals = {key: interval for key, (interval, _) in site.points.items()}
+    units = {key: unit for key, (_, unit) in site.points.items()}
     for spec in specs:
         # A derived value is as fresh as its slowest input.
         interval = max((intervals.get(x, 60.0) for x in spec.inputs), default=60.0)
-        is_sum = isinstance(spec.config, accumulation.AccumulationConfig)
         for out in spec.outputs:
             intervals[out] = interval
-            units[out] = "mm" if is_sum else spec.config.unit
-    return RuleEnv(dict(settings.site.levels), settings.site.timezone, intervals, units,
-                   history)
+            units[out] = spec.unit
+    return RuleEnv(dict(site.levels), site.timezone, intervals, units, history)
 
 
 # --- the engine --------------------------------------------------------------------------
 
 
 class RuleEngine:
-    def __init__(self, settings: GatewaySettings, active: Iterable[ActiveAlarm] = (),
+    def __init__(self, site: RuleSite, active: Iterable[ActiveAlarm] = (),
                  history: HistoryProvider | None = None, *, storm_burst: int = 20,
                  storm_per_minute: float = 20.0, storm_max_delay_s: float = 300.0) -> None:
-        self.book = AlarmBook(settings.site.language)
-        specs = dependency_order(producer_specs(settings))
-        self.env = rule_env(settings, specs, history)
+        self.book = AlarmBook(site.language)
+        specs = dependency_order(producer_specs(site))
+        self.env = rule_env(site, specs, history)
         self.units = self.env.units
         self.rules: dict[str, Any] = {}
-        self.screens: dict[str, list[QualityRule]] = defaultdict(list)
+        self.screens: dict[str, list[Screen]] = defaultdict(list)
         self.by_input: dict[str, list[Rule]] = defaultdict(list)
-        for config in settings.rules:
-            rule = _BUILDERS[config.type](config, self.env)
+        for config in site.rules:
+            rule = RULE_TYPES[config.type].build(config, self.env)
             self.rules[rule.id] = rule
-            if isinstance(rule, QualityRule):
+            if isinstance(rule, Screen):
                 self.screens[rule.point].append(rule)
                 continue
             for key in rule.inputs:
                 self.by_input[key].append(rule)
         self.producers: list[DerivedPoint | AccumulationRule] = [
-            self.rules[spec.config.id] if isinstance(spec.config, accumulation.AccumulationConfig)
-            else build_derived(spec.config, self.env) for spec in specs]
+            self.rules[spec.config.id] if spec.from_rule else build_derived(spec.config, self.env)
+            for spec in specs]
         # Input point → indices (in dependency order) of the producers that read it.
         self.readers: dict[str, list[int]] = defaultdict(list)
         for index, spec in enumerate(specs):

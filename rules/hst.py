@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
@@ -49,6 +49,8 @@ from rules.base import (
     HistoryProvider,
     Judgement,
     RuleEnv,
+    RuleShape,
+    RuleType,
     Stale,
     Verdict,
     input_problem,
@@ -56,6 +58,7 @@ from rules.base import (
 from rules.limits import Debounce, DelaySpec
 from rules.smallstats import HstFit, hst_residual_verdict, hst_term_names
 from rules.threshold import resolve
+from vocab.checking import PathKey
 from vocab.configbase import StrictModel
 from vocab.durations import Duration
 from vocab.ids import Ident, PointRef
@@ -98,7 +101,7 @@ class HstFitConfig(StrictModel):
     holdout: Duration = 30 * 86400.0
 
 
-class HstConfig(StrictModel):
+class HstConfig(StrictModel, RuleShape):
     id: Ident
     type: Literal["hst"]
     point: PointRef
@@ -122,6 +125,17 @@ class HstConfig(StrictModel):
         if self.fit is not None and self.fit.holdout >= self.fit.history:
             raise ValueError("fit.holdout must be shorter than fit.history")
         return self
+
+    def read_points(self) -> list[tuple[PathKey, str]]:
+        return [(("point",), self.point), (("level",), self.level)]
+
+    def level_refs(self) -> Iterator[tuple[PathKey, str]]:
+        if isinstance(self.head_reference, str):
+            yield ("head_reference",), self.head_reference
+
+    def history_needs(self) -> Iterator[tuple[PathKey, float]]:
+        if self.fit is not None:
+            yield ("fit", "history"), self.fit.history
 
 
 def configured_model(config: HstConfig, timezone: str) -> HstFit | None:
@@ -175,7 +189,9 @@ def history_bin_means(history: HistoryProvider, point: str, from_ms: int, to_ms:
 def _rms(fit: HstFit, t: np.ndarray, head: np.ndarray, y: np.ndarray) -> float:
     import numpy as np
 
-    residual = y - fit.predict(t, head)
+    from rules.statistics import hst_predict
+
+    residual = y - hst_predict(fit, t, head)
     return float(np.sqrt(np.mean(residual * residual)))
 
 
@@ -307,3 +323,6 @@ class HstRule:
 
 def build(config: HstConfig, env: RuleEnv) -> HstRule:
     return HstRule(config, env)
+
+
+RULE_TYPE = RuleType(HstConfig, build)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -40,6 +40,8 @@ from rules.base import (
     HistoryProvider,
     Judgement,
     RuleEnv,
+    RuleShape,
+    RuleType,
     Stale,
     Verdict,
     input_problem,
@@ -47,6 +49,7 @@ from rules.base import (
 from rules.configtypes import Delay, Limit, unique_severities
 from rules.smallstats import pearson_r
 from rules.threshold import LimitJudge, limit_judge
+from vocab.checking import PathKey
 from vocab.configbase import StrictModel
 from vocab.durations import Duration
 from vocab.ids import Ident, PointRef
@@ -55,7 +58,7 @@ from vocab.model import Reading, Severity
 __all__ = ["LagCorrelationConfig", "LagCorrelationRule", "build"]
 
 
-class LagCorrelationConfig(StrictModel):
+class LagCorrelationConfig(StrictModel, RuleShape):
     id: Ident
     type: Literal["lag_correlation"]
     point: PointRef
@@ -83,6 +86,12 @@ class LagCorrelationConfig(StrictModel):
         if self.window / self.sample < 3:
             raise ValueError("window must hold at least 3 samples")
         return self
+
+    def read_points(self) -> list[tuple[PathKey, str]]:
+        return [(("point",), self.point), (("level",), self.level)]
+
+    def history_needs(self) -> Iterator[tuple[PathKey, float]]:
+        yield ("window",), self.window + self.lag
 
 
 class LagCorrelationRule:
@@ -175,3 +184,6 @@ class LagCorrelationRule:
 
 def build(config: LagCorrelationConfig, env: RuleEnv) -> LagCorrelationRule:
     return LagCorrelationRule(config, env)
+
+
+RULE_TYPE = RuleType(LagCorrelationConfig, build)

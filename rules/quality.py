@@ -43,7 +43,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rules.base import Judgement, RuleEnv, Verdict
+from rules.base import Judgement, RuleEnv, RuleShape, RuleType, Verdict
 from rules.configtypes import Delay
 from rules.limits import Debounce, debounce
 from rules.smallstats import PAUTA_MIN_SAMPLES, OnlineGrossErrorScreen
@@ -87,7 +87,7 @@ class StuckCheck(StrictModel):
     epsilon: float = Field(default=0.0, ge=0)
 
 
-class QualityConfig(StrictModel):
+class QualityConfig(StrictModel, RuleShape):
     id: Ident
     type: Literal["quality"]
     point: PointRef
@@ -273,3 +273,6 @@ class QualityRule:
 
 def build(config: QualityConfig, env: RuleEnv) -> QualityRule:
     return QualityRule(config, env.interval_s(config.point))
+
+
+RULE_TYPE = RuleType(QualityConfig, build)

@@ -34,7 +34,7 @@ The rule must say how the rate is taken, because the two common ways differ:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from pydantic import Field
@@ -44,12 +44,16 @@ from rules.base import (
     HistoryProvider,
     Judgement,
     RuleEnv,
+    RuleShape,
+    RuleType,
+    SiteView,
     Stale,
     Verdict,
     input_problem,
 )
 from rules.configtypes import LimitsConfig
 from rules.threshold import LimitJudge, limit_judge
+from vocab.checking import PathKey, Report
 from vocab.durations import Duration
 from vocab.ids import Ident, PointRef
 from vocab.model import Reading, Severity
@@ -77,7 +81,7 @@ def rate_factor(per: str, point_unit: str) -> float:
     return scale * TIME_S[time_unit]
 
 
-class RateConfig(LimitsConfig):
+class RateConfig(LimitsConfig, RuleShape):
     id: Ident
     type: Literal["rate"]
     point: PointRef
@@ -86,6 +90,16 @@ class RateConfig(LimitsConfig):
     per: str = "m/h"
     # Least squares needs this many readings in the window (and half the window covered).
     min_samples: int = Field(default=3, ge=2)
+
+    def history_needs(self) -> Iterator[tuple[PathKey, float]]:
+        yield ("window",), self.window
+
+    def check(self, site: SiteView, report: Report) -> None:
+        if self.point in site.known:
+            try:
+                rate_factor(self.per, site.units.get(self.point, ""))
+            except ValueError as exc:
+                report(("per",), f"rule {self.id!r}: {exc}")
 
 
 def least_squares_slope(ts_ms: Sequence[int], values: Sequence[float]) -> float:
@@ -181,3 +195,6 @@ def build(config: RateConfig, env: RuleEnv) -> RateRule:
                          config.off_delay)
     return RateRule(config.id, config.point, config.method, config.window, factor,
                     config.per, limits, config.min_samples, env.history)
+
+
+RULE_TYPE = RuleType(RateConfig, build)

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
+    pass
 
 __all__ = [
     "MAD_CONSISTENCY",
@@ -262,18 +261,6 @@ class HstFit:
     p: int
     rank: int
     s: float
-
-    def predict(self, t_days: Sequence[float] | npt.ArrayLike,
-                head: Sequence[float] | npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Model values ŷ at the given days and heads (an array: this imports numpy)."""
-        import numpy as np
-
-        from rules.statistics import hst_design_matrix
-
-        design = hst_design_matrix(
-            t_days, head, self.base_day, self.degree, self.seasonal, self.head_centre
-        )
-        return design @ np.asarray(self.coefficients, dtype=np.float64)
 
     def predict_one(self, t_day: float, head: float) -> float:
         """ŷ for one reading, without numpy."""

@@ -287,3 +287,11 @@ def lag_correlation(
         return LagCorrelation(None, math.nan, r_by_lag)
     best = int(np.nanargmax(r_by_lag))
     return LagCorrelation(best, float(r_by_lag[best]), r_by_lag)
+
+
+def hst_predict(fit: HstFit, t_days: Sequence[float] | npt.ArrayLike,
+                head: Sequence[float] | npt.ArrayLike) -> FloatArray:
+    """Model values ŷ of a fit at the given days and heads, as an array."""
+    design = hst_design_matrix(t_days, head, fit.base_day, fit.degree, fit.seasonal,
+                               fit.head_centre)
+    return design @ np.asarray(fit.coefficients, dtype=np.float64)

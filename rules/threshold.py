@@ -25,7 +25,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from rules.base import Context, Judgement, RuleEnv, Stale, Verdict, input_problem
+from rules.base import (
+    Context,
+    Judgement,
+    RuleEnv,
+    RuleShape,
+    RuleType,
+    Stale,
+    Verdict,
+    input_problem,
+)
 from rules.configtypes import Delay, Limit, LimitsConfig
 from rules.limits import Debounce, Level, LimitLadder, debounce
 from vocab.ids import Ident, PointRef
@@ -34,7 +43,7 @@ from vocab.model import Reading, Severity
 __all__ = ["Level", "ThresholdConfig", "ThresholdRule", "build"]
 
 
-class ThresholdConfig(LimitsConfig):
+class ThresholdConfig(LimitsConfig, RuleShape):
     id: Ident
     type: Literal["threshold"]
     point: PointRef
@@ -131,3 +140,6 @@ def build(config: ThresholdConfig, env: RuleEnv) -> ThresholdRule:
     return ThresholdRule(config.id, config.point, ladder_levels(config.high, env.levels),
                          ladder_levels(config.low, env.levels), config.hysteresis,
                          on_delay=config.on_delay, off_delay=config.off_delay)
+
+
+RULE_TYPE = RuleType(ThresholdConfig, build)

@@ -103,7 +103,7 @@ def test_rules_use_derived_points_like_any_point_and_chains_resolve_in_order() -
         # Declared before the point it reads: the engine orders by dependency.
         derived=[{"id": "safety_factor", "expression": "0.99 / {derived/gradient}"},
                  {"id": "gradient", "expression": "({piezo-1/head} - {piezo-1/head2}) / 12.5"}])
-    engine = RuleEngine(s)
+    engine = RuleEngine(s.rule_site())
     evaluation = engine.evaluate([reading(H1, T0, 118.40), reading(H2, T0, 116.15)])
     assert [(r.key, r.value) for r in evaluation.readings] == [
         (H1, 118.40), (H2, 116.15), ("derived/gradient", 0.18), ("derived/safety_factor", 5.5)]
@@ -114,6 +114,6 @@ def test_rules_use_derived_points_like_any_point_and_chains_resolve_in_order() -
 
 def test_derived_point_is_computed_only_when_an_input_changes() -> None:
     s = settings([], derived=[{"id": "freeboard", "expression": "crest - {level-1/water_level}"}])
-    engine = RuleEngine(s)
+    engine = RuleEngine(s.rule_site())
     assert len(engine.evaluate([reading(LEVEL, T0, 123.0)]).readings) == 2
     assert [r.key for r in engine.evaluate([reading(H1, T0, 118.4)]).readings] == [H1]

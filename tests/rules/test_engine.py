@@ -43,7 +43,7 @@ def flat_level(engine: RuleEngine, n: int, value: float = 123.0) -> None:
 
 def test_screening_then_derived_then_rules_and_a_gross_error_alarms_nothing() -> None:
     engine = RuleEngine(settings([LEVEL_SCREEN, LEVEL_HIGH, FREEBOARD_LOW],
-                                 derived=[FREEBOARD]))
+                                 derived=[FREEBOARD]).rule_site())
     flat_level(engine, 15)
     spike = engine.evaluate([reading(LEVEL, T0 + 15 * 5 * MIN, 124.0)])
     level, freeboard = spike.readings
@@ -60,7 +60,7 @@ def test_screening_then_derived_then_rules_and_a_gross_error_alarms_nothing() ->
 
 
 def test_a_real_rise_is_alarmed_once_the_screen_accepts_it() -> None:
-    engine = RuleEngine(settings([LEVEL_SCREEN, LEVEL_HIGH], derived=[FREEBOARD]))
+    engine = RuleEngine(settings([LEVEL_SCREEN, LEVEL_HIGH], derived=[FREEBOARD]).rule_site())
     flat_level(engine, 15)
     raised = []
     for i in range(15, 22):
@@ -71,7 +71,7 @@ def test_a_real_rise_is_alarmed_once_the_screen_accepts_it() -> None:
 
 
 def test_notes_say_why_a_rule_held_until_it_resumes() -> None:
-    engine = RuleEngine(settings([LEVEL_HIGH]))
+    engine = RuleEngine(settings([LEVEL_HIGH]).rule_site())
     for i in range(3):
         evaluation = engine.evaluate([reading(LEVEL, T0 + i * MIN, None, "bad", "timeout")])
         assert evaluation.notes == (RuleNote("level-high", LEVEL, T0 + i * MIN,
@@ -86,13 +86,13 @@ def test_restart_restores_alarms_without_raising_them_again() -> None:
                           "windows": [{"window": "1h", "high": [
                               {"severity": "warning", "value": 20}]}], "day": None},
              {"id": "level-q", "type": "quality", "point": LEVEL, "range": [100, 130]}]
-    first = RuleEngine(settings(rules))
+    first = RuleEngine(settings(rules).rule_site())
     made = first.evaluate([reading(LEVEL, T0, 124.9)]).transitions
     made += first.evaluate([reading("level-1/rain", T0, 25.0, unit="mm")]).transitions
     assert [(t.rule, t.state, t.severity) for t in made] == [
         ("level-high", "raised", "alarm"), ("rain", "raised", "warning")]
 
-    second = RuleEngine(settings(rules), active_from(made))
+    second = RuleEngine(settings(rules).rule_site(), active_from(made))
     again = second.evaluate([reading(LEVEL, T0 + MIN, 124.85)]).transitions
     assert again == []  # within the hysteresis band of the restored alarm: held
     down = second.evaluate([reading(LEVEL, T0 + 2 * MIN, 123.0)]).transitions
@@ -106,7 +106,7 @@ def test_restart_restores_alarms_without_raising_them_again() -> None:
 def test_alarms_of_removed_rules_are_cleared_at_the_first_poll() -> None:
     gone = ActiveAlarm("old-rule@1", "old-rule", "level-1", "water_level", "warning", "above",
                        123.0)
-    engine = RuleEngine(settings([LEVEL_HIGH]), [gone])
+    engine = RuleEngine(settings([LEVEL_HIGH]).rule_site(), [gone])
     evaluation = engine.evaluate([reading(PIEZO, T0, 118.0)])
     assert [(t.alarm_id, t.state) for t in evaluation.transitions] == [("old-rule@1",
                                                                         "cleared")]
@@ -120,7 +120,7 @@ def many_rules(n: int) -> list[dict[str, Any]]:
 
 
 def test_an_alarm_storm_is_paced_and_every_transition_delivered_in_order() -> None:
-    engine = RuleEngine(settings(many_rules(100)), storm_burst=20, storm_per_minute=20)
+    engine = RuleEngine(settings(many_rules(100)).rule_site(), storm_burst=20, storm_per_minute=20)
     delivered: list[AlarmTransition] = []
     first = engine.evaluate([reading(LEVEL, T0, 124.0)])
     assert (len(first.transitions), first.deferred) == (20, 80)
@@ -146,7 +146,7 @@ def test_an_alarm_storm_is_paced_and_every_transition_delivered_in_order() -> No
 def test_critical_transitions_are_never_held_back() -> None:
     rules = [*many_rules(30), {"id": "overtopping", "type": "threshold", "point": LEVEL,
                                "high": [{"severity": "critical", "value": 125.5}]}]
-    engine = RuleEngine(settings(rules), storm_burst=10, storm_per_minute=1)
+    engine = RuleEngine(settings(rules).rule_site(), storm_burst=10, storm_per_minute=1)
     evaluation = engine.evaluate([reading(LEVEL, T0, 126.0)])
     assert evaluation.transitions[0].rule == "overtopping"
     assert evaluation.transitions[0].severity == "critical"
@@ -156,7 +156,7 @@ def test_critical_transitions_are_never_held_back() -> None:
 def test_a_flapping_condition_cannot_build_an_endless_backlog() -> None:
     # A level toggling across the limit every 10 s: 6 transitions a minute against a pace
     # of 1 a minute. Nothing is held longer than the maximum delay.
-    engine = RuleEngine(settings(many_rules(1)), storm_burst=1, storm_per_minute=1,
+    engine = RuleEngine(settings(many_rules(1)).rule_site(), storm_burst=1, storm_per_minute=1,
                         storm_max_delay_s=60)
     delivered: list[tuple[int, int]] = []
     for i in range(60):
@@ -170,7 +170,7 @@ def test_a_flapping_condition_cannot_build_an_endless_backlog() -> None:
 
 
 def test_drain_hands_over_everything_still_held() -> None:
-    engine = RuleEngine(settings(many_rules(50)), storm_burst=5, storm_per_minute=1)
+    engine = RuleEngine(settings(many_rules(50)).rule_site(), storm_burst=5, storm_per_minute=1)
     released = engine.evaluate([reading(LEVEL, T0, 124.0)]).transitions
     rest = engine.drain()
     assert len(released) + len(rest) == 50
@@ -179,7 +179,7 @@ def test_drain_hands_over_everything_still_held() -> None:
 
 
 def test_acknowledge() -> None:
-    engine = RuleEngine(settings([LEVEL_HIGH], language="zh"))
+    engine = RuleEngine(settings([LEVEL_HIGH], language="zh").rule_site())
     (raised,) = engine.evaluate([reading(LEVEL, T0, 123.6)]).transitions
     ack = engine.acknowledge(raised.alarm_id, T0 + MIN)
     assert ack is not None
@@ -191,7 +191,7 @@ def test_acknowledge() -> None:
 
 
 def test_an_alarm_still_held_by_the_storm_limiter_cannot_be_acknowledged() -> None:
-    engine = RuleEngine(settings(many_rules(3)), storm_burst=1, storm_per_minute=1)
+    engine = RuleEngine(settings(many_rules(3)).rule_site(), storm_burst=1, storm_per_minute=1)
     (released,) = engine.evaluate([reading(LEVEL, T0, 124.0)]).transitions
     held_id = next(a.alarm_id for a in engine.book.active.values()
                    if a.alarm_id != released.alarm_id)
@@ -201,7 +201,8 @@ def test_an_alarm_still_held_by_the_storm_limiter_cannot_be_acknowledged() -> No
 
 def test_a_failing_rule_does_not_stop_the_others_or_the_poll(monkeypatch: pytest.MonkeyPatch
                                                                ) -> None:
-    engine = RuleEngine(settings([*many_rules(2), FREEBOARD_LOW], derived=[FREEBOARD]))
+    engine = RuleEngine(settings([*many_rules(2), FREEBOARD_LOW],
+                                 derived=[FREEBOARD]).rule_site())
 
     def broken(*args: object) -> None:
         raise ZeroDivisionError("a bug")
@@ -213,7 +214,7 @@ def test_a_failing_rule_does_not_stop_the_others_or_the_poll(monkeypatch: pytest
 
 
 def test_an_engine_failure_still_returns_the_readings(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = RuleEngine(settings([LEVEL_HIGH]))
+    engine = RuleEngine(settings([LEVEL_HIGH]).rule_site())
 
     def broken(readings: object) -> None:
         raise RuntimeError("a bug in the engine itself")
@@ -225,7 +226,7 @@ def test_an_engine_failure_still_returns_the_readings(monkeypatch: pytest.Monkey
 
 
 def test_messages_follow_the_site_language() -> None:
-    engine = RuleEngine(settings([FREEBOARD_LOW], derived=[FREEBOARD], language="zh"))
+    engine = RuleEngine(settings([FREEBOARD_LOW], derived=[FREEBOARD], language="zh").rule_site())
     (raised,) = engine.evaluate([reading(LEVEL, T0, 123.8)]).transitions
     assert raised.message == ("derived/freeboard 预警：当前值 2.2m 低于限值 2.3m"
                               "（规则 freeboard-low）")
@@ -233,7 +234,7 @@ def test_messages_follow_the_site_language() -> None:
 
 def test_readings_of_other_devices_keep_their_latest_value_for_derived_points() -> None:
     gradient = {"id": "gradient", "expression": "({piezo-1/head} - {level-1/water_level}) / 10"}
-    engine = RuleEngine(settings([], derived=[gradient]))
+    engine = RuleEngine(settings([], derived=[gradient]).rule_site())
     engine.evaluate([reading(LEVEL, T0, 110.0)])
     evaluation = engine.evaluate([reading(PIEZO, T0 + MIN, 111.0)])
     derived: Reading = evaluation.readings[-1]
@@ -244,7 +245,7 @@ def test_readings_of_other_devices_keep_their_latest_value_for_derived_points() 
 def test_units_of_derived_points_and_sums() -> None:
     gradient = {"id": "gradient", "expression": "({piezo-1/head} - {piezo-1/head2}) / 12.5"}
     rain = {"id": "rain", "type": "accumulation", "point": "level-1/rain"}
-    engine = RuleEngine(settings([rain], derived=[gradient, FREEBOARD]))
+    engine = RuleEngine(settings([rain], derived=[gradient, FREEBOARD]).rule_site())
     assert engine.units["derived/gradient"] == ""  # a ratio: no unit, not the sums' mm
     assert engine.units["derived/freeboard"] == "m"
     assert engine.units["rain/rain_24h"] == "mm"

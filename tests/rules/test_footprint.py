@@ -53,7 +53,7 @@ def engine_for(rules: list[dict[str, object]]) -> str:
         from drivers.registry import make_poller
         from rules.engine import RuleEngine
         from tests.rules.sample_site import settings
-        RuleEngine(settings({json.dumps(rules)}))
+        RuleEngine(settings({json.dumps(rules)}).rule_site())
     """
 
 

@@ -13,7 +13,7 @@ import pytest
 from rules.alarms import AlarmBook
 from rules.base import Context, HistoryProvider, RuleEnv, Stale, Verdict
 from rules.hst import HstConfig, HstRule
-from rules.statistics import hst_term_names
+from rules.statistics import hst_predict, hst_term_names
 from tests.rules.sample_site import DAY, HOUR, reading
 from vocab.model import AlarmTransition, Reading
 
@@ -189,8 +189,8 @@ def test_configured_coefficients_predict_like_the_fit_they_came_from(site: Site)
         "coefficients": dict(zip(names, map(float, refit.coefficients), strict=True))})
     assert configured.model is not None
     probe_t, probe_level = np.array([at / DAY]), np.array([6.0])
-    assert configured.model.predict(probe_t, probe_level)[0] == pytest.approx(
-        refit.predict(probe_t, probe_level)[0], abs=1e-9)
+    assert hst_predict(configured.model, probe_t, probe_level)[0] == pytest.approx(
+        hst_predict(refit, probe_t, probe_level)[0], abs=1e-9)
 
 
 def test_without_a_model_or_with_a_stale_level_the_rule_holds() -> None:

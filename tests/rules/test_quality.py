@@ -123,7 +123,7 @@ def test_out_of_range_sensor_that_stops_answering_becomes_offline() -> None:
 def test_a_point_that_stops_reporting_altogether_is_found_at_other_polls() -> None:
     s = settings([{"id": "level-q", "type": "quality", "point": "level-1/water_level",
                    "offline": {"after": 3}}])
-    engine = RuleEngine(s)
+    engine = RuleEngine(s.rule_site())
     engine.evaluate([reading("level-1/water_level", T0, 120.0)])
     found = []
     for i in range(1, 6):

@@ -11,6 +11,7 @@ from rules.statistics import (
     OnlineGrossErrorScreen,
     fit_hst,
     hst_design_matrix,
+    hst_predict,
     hst_residual_verdict,
     hst_term_names,
     lag_correlation,
@@ -268,7 +269,7 @@ def test_hst_detects_injected_anomalies_without_false_alarms() -> None:
     assert fit.s == pytest.approx(float(np.std(noise[clean], ddof=1)), rel=0.05)
     assert 0.9 * SIGMA < fit.s < 1.05 * SIGMA
     # Predictions track the truth well inside the noise.
-    assert np.max(np.abs(fit.predict(t, head) - truth)) < 0.5 * SIGMA
+    assert np.max(np.abs(hst_predict(fit, t, head) - truth)) < 0.5 * SIGMA
 
     verdicts = [hst_residual_verdict(fit, t[i], head[i], y[i]) for i in range(t.size)]
     levels = np.array([verdict.level for verdict in verdicts])
@@ -287,7 +288,7 @@ def test_hst_verdict_boundaries_are_strict() -> None:
     t, head, truth, noise = synthetic_hst()
     fit = fit_hst(t, head, truth + noise, base_day=BASE_DAY)
     day, h = float(t[500]), float(head[500])
-    predicted = float(fit.predict([day], [h])[0])
+    predicted = float(hst_predict(fit, [day], [h])[0])
     assert hst_residual_verdict(fit, day, h, predicted).level == "normal"
     assert hst_residual_verdict(fit, day, h, predicted + 1.99 * fit.s).level == "normal"
     assert hst_residual_verdict(fit, day, h, predicted - 2.01 * fit.s).level == "warning"
@@ -301,7 +302,7 @@ def test_hst_predictions_do_not_depend_on_the_head_datum() -> None:
     t, head, truth, noise = synthetic_hst()
     near = fit_hst(t, head, truth + noise, base_day=BASE_DAY)
     far = fit_hst(t, head + 1000.0, truth + noise, base_day=BASE_DAY)
-    assert np.allclose(near.predict(t, head), far.predict(t, head + 1000.0), atol=1e-9)
+    assert np.allclose(hst_predict(near, t, head), hst_predict(far, t, head + 1000.0), atol=1e-9)
     assert far.s == pytest.approx(near.s, rel=1e-9)
 
 
