@@ -784,8 +784,8 @@ def encode_frame(frame: Frame) -> bytes:
     ends = DOWNLINK_ENDS if frame.downlink else UPLINK_ENDS
     if frame.end not in ends:
         names = ", ".join(CONTROL_NAMES[e].split()[0] for e in sorted(ends))
-        raise EncodeError(f"end character {frame.end:02X}H is not one a "
-                          f"{'downlink' if frame.downlink else 'uplink'} frame ends with "
+        raise EncodeError(f"end character {frame.end:02X}H is not one "
+                          f"{'a downlink' if frame.downlink else 'an uplink'} frame ends with "
                           f"({names})")
     station = station_bytes(frame.station)
     addresses = (station + bytes([frame.centre]) if frame.downlink
@@ -860,7 +860,7 @@ def parse_frame(data: bytes | bytearray | str) -> Frame:
     ends = DOWNLINK_ENDS if downlink else UPLINK_ENDS
     if end not in ends:
         raise FrameError("end character", end_at,
-                         f"{end:02X}H does not end a {'downlink' if downlink else 'uplink'} "
+                         f"{end:02X}H does not end {'a downlink' if downlink else 'an uplink'} "
                          f"frame (expected {', '.join(f'{e:02X}H' for e in sorted(ends))})")
     computed = crc16(raw[:-2])
     received = int.from_bytes(raw[-2:], "big")
