@@ -574,8 +574,10 @@ def encode_element(definition: ElementDef, value: ElementData,
         return ident + b"\x18" + _encode_time_step(value, what)
     if not isinstance(value, bytes | bytearray):
         raise EncodeError(f"{what} carries raw bytes, got {value!r}")
-    # Table C.1 notes c, d, f: the data-definition byte repeats the guide byte.
-    return ident + bytes([definition.identifier & 0xFF]) + bytes(value)
+    # Table C.1 notes c, d: the data-definition byte repeats the guide byte (F2H, F3H);
+    # note f gives F6H for FDH as printed. Decoders take these data to the body's end.
+    guide = 0xF6 if definition.identifier == 0xFD else definition.identifier & 0xFF
+    return ident + bytes([guide]) + bytes(value)
 
 
 def _encode_five_minute(definition: ElementDef, value: ElementData) -> bytes:
