@@ -1,0 +1,1 @@
+"""Output channels of the outbox: MQTT, SL 651 centres, notifications."""
