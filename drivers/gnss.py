@@ -2,7 +2,7 @@
 
 Models a dam-crest GPS/BeiDou monitoring receiver working as an RTK rover against a
 reference station, printing GGA and RMC once a second (free-running; nothing is sent to
-it). Configuration: an ``nmea_gnss`` bus (``NmeaGnssBus``: port,
+it). Configuration (edge/config.py): an ``nmea_gnss`` bus (``NmeaGnssBus``: port,
 baudrate, parity, stopbits) with exactly one device, whose ``baseline`` is the station's
 ``GnssBaseline`` (drivers/nmea.py); each point names a ``GnssDisplacement`` value with
 ``field``: east_mm, north_mm, up_mm, downstream_mm, axis_mm, settlement_mm, fix_quality,
@@ -21,11 +21,20 @@ so nothing is reported per epoch):
   *highest* ``hdop`` among them: the conservative figure for judging the mean;
 * stamped when the last averaged epoch arrived.
 
-Sentences with a bad checksum are skipped and counted (health counter ``bad_checksum``),
-as are other malformed ones (``rejected_sentences``); other sentence types (GSV, GSA,
-VTG...) are ignored. An interval without any positioned epoch gives bad readings:
-``no_fix`` when the receiver talked but had no position, ``no_data`` when it was silent,
-or the port's error when it is gone (re-opened with bounded backoff).
+Which GGA become epochs (``IntervalEpochs``): sentences with a bad checksum are skipped and
+counted (health counter ``bad_checksum``), as are other malformed ones
+(``rejected_sentences``) and those from a talker not accepted (``unaccepted_talker``);
+other sentence types (GSV, GSA, VTG...) are ignored. A positioned GGA that fails a gate of
+the baseline is counted by reason and never averaged: ``epochs_invalid_fix`` (quality 0,
+whatever position it carries), ``epochs_few_satellites`` (``min_satellites``),
+``epochs_high_hdop`` (``max_hdop``). Receivers that print the same epoch under several
+talkers (GPGGA, GBGGA, GNGGA with one UTC time) have it averaged once: the first of them
+that passes the gates; the others count as ``epochs_repeated``.
+
+An interval without any averaged epoch gives bad readings: ``no_fix`` saying why (every
+epoch rejected and by which gate, GGA without position, GGA only from a talker not
+accepted, or no GGA at all), ``no_data`` when the receiver was silent, or the port's error
+when it is gone (re-opened with bounded backoff).
 """
 
 from __future__ import annotations
@@ -33,8 +42,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import time as dt_time
 from typing import Any, Literal
 
 import structlog
@@ -51,12 +61,16 @@ from drivers.decode import DeviceConversions, failed_points, scaled_reading
 from drivers.devices import DeviceConfig, PointConfig
 from drivers.lineport import Line, LinePort, PortUnavailable
 from drivers.nmea import (
+    ACCEPTED_TALKERS,
     FIX_QUALITY_NAMES,
+    BadChecksum,
     GgaFix,
     GnssBaseline,
     GnssDisplacement,
     NmeaError,
+    UnacceptedTalker,
     gga_displacement,
+    gga_rejection,
     parse_sentence,
 )
 from vocab.checking import PathKey, Report
@@ -201,6 +215,112 @@ def average_epochs(epochs: list[Epoch]) -> IntervalMean | None:
     return averager.mean()
 
 
+@dataclass(frozen=True)
+class IntervalOutcome:
+    """What one poll interval of a receiver's lines amounts to.
+
+    ``mean`` is None when no epoch was averaged; ``no_fix`` then says why (``no_data`` or
+    ``no_fix: ...``). ``dropped`` counts epochs received but left out of the mean (lesser
+    fix qualities beside required ones).
+    """
+
+    mean: IntervalMean | None
+    dropped: int
+    no_fix: str
+
+
+class IntervalEpochs:
+    """Turns a receiver's lines into the epochs of the current poll interval.
+
+    ``count`` is told the name of each health counter to raise (the poller's
+    ``BusHealth.count``): one per sentence skipped or epoch rejected, by reason.
+    """
+
+    def __init__(self, baseline: GnssBaseline, count: Callable[[str], None]) -> None:
+        self.baseline = baseline
+        self._count = count
+        self._averager = EpochAverager()
+        self._sentences = 0
+        self._without_position: GgaFix | None = None
+        self._unaccepted_talker: str | None = None
+        self._rejections: dict[str, int] = {}
+        self._rejection_details: dict[str, str] = {}
+        # The UTC time of the last averaged epoch; kept across intervals, since a poll can
+        # fall between the GP and GN sentences of one epoch.
+        self._last_time: dt_time | None = None
+
+    def take(self, text: str, ts_ms: int) -> None:
+        """One line from the receiver, received at ``ts_ms``."""
+        text = text.strip()
+        if text.startswith("$") and text[3:6] not in PARSED_SENTENCES:
+            self._count("ignored_sentences")
+            return
+        try:
+            sentence = parse_sentence(text)
+        except BadChecksum:
+            # A corrupted digit in a coordinate is a fake displacement of metres: a
+            # sentence that fails its checksum is never used, only counted.
+            self._count("bad_checksum")
+            return
+        except UnacceptedTalker as exc:
+            self._count("unaccepted_talker")
+            if exc.sentence_type == "GGA":
+                self._unaccepted_talker = exc.talker
+            return
+        except NmeaError:
+            self._count("rejected_sentences")
+            return
+        self._sentences += 1
+        if isinstance(sentence, GgaFix):
+            self._take_gga(sentence, ts_ms)
+
+    def _take_gga(self, fix: GgaFix, ts_ms: int) -> None:
+        if fix.lat_deg is None or fix.lon_deg is None or fix.ellipsoidal_height_m is None:
+            self._without_position = fix
+            return
+        if fix.utc_time is not None and fix.utc_time == self._last_time:
+            self._count("epochs_repeated")
+            return
+        rejection = gga_rejection(fix, self.baseline)
+        if rejection is not None:
+            self._count(rejection.reason)
+            self._rejections[rejection.reason] = self._rejections.get(rejection.reason, 0) + 1
+            self._rejection_details[rejection.reason] = rejection.detail
+            return
+        self._last_time = fix.utc_time
+        self._averager.add(Epoch(gga_displacement(fix, self.baseline), ts_ms))
+
+    def close(self) -> IntervalOutcome:
+        """The interval's outcome; the next line starts a new interval."""
+        mean = self._averager.mean()
+        dropped = len(self._averager) - (mean.epochs if mean is not None else 0)
+        outcome = IntervalOutcome(mean, dropped, self._no_fix())
+        self._averager = EpochAverager()
+        self._sentences = 0
+        self._without_position = None
+        self._unaccepted_talker = None
+        self._rejections = {}
+        self._rejection_details = {}
+        return outcome
+
+    def _no_fix(self) -> str:
+        if self._rejections:
+            total = sum(self._rejections.values())
+            reasons = "; ".join(
+                f"{n}× {self._rejection_details[reason]}"
+                for reason, n in sorted(self._rejections.items()))
+            return f"no_fix: all {total} positioned GGA rejected: {reasons}"
+        if self._without_position is not None:
+            return f"no_fix: GGA without position (quality {self._without_position.fix_quality})"
+        if self._unaccepted_talker is not None:
+            accepted = ", ".join(sorted(ACCEPTED_TALKERS))
+            return (f"no_fix: GGA only from talker {self._unaccepted_talker!r}, "
+                    f"not accepted (accepted: {accepted})")
+        if self._sentences:
+            return "no_fix: no GGA received"
+        return "no_data"
+
+
 class GnssDriver:
     """The GNSS receiver of one serial port (a ``FieldDriver``): always listened to."""
 
@@ -214,9 +334,7 @@ class GnssDriver:
         self.health = health
         self.conversions = DeviceConversions(self.device)
         self.port = LinePort(bus.id, bus, health, log)
-        self._epochs = EpochAverager()
-        self._sentences = 0
-        self._without_position: GgaFix | None = None
+        self.interval = IntervalEpochs(self.baseline, self.health.count)
         self._rtk = True
 
     @property
@@ -245,47 +363,18 @@ class GnssDriver:
 
     def take(self, line: Line) -> None:
         """Parse one line from the receiver into the current interval's epochs."""
-        text = line.text.strip()
-        if text.startswith("$") and text[3:6] not in PARSED_SENTENCES:
-            self.health.count("ignored_sentences")
-            return
-        try:
-            sentence = parse_sentence(text)
-        except NmeaError as exc:
-            # A corrupted digit in a coordinate is a fake displacement of metres: a
-            # sentence that fails its checksum is never used, only counted.
-            bad_checksum = str(exc).startswith("bad checksum")
-            self.health.count("bad_checksum" if bad_checksum else "rejected_sentences")
-            return
-        self._sentences += 1
-        if not isinstance(sentence, GgaFix):
-            return
-        try:
-            displacement = gga_displacement(sentence, self.baseline)
-        except NmeaError:
-            self._without_position = sentence
-            return
-        self._epochs.add(Epoch(displacement, line.ts_ms))
+        self.interval.take(line.text, line.ts_ms)
 
     async def poll(self, device: DeviceConfig) -> PollResult:
-        epochs, self._epochs = self._epochs, EpochAverager()
-        sentences, self._sentences = self._sentences, 0
-        without, self._without_position = self._without_position, None
-        mean = epochs.mean()
+        outcome = self.interval.close()
+        mean = outcome.mean
         failure: str | None = None
         if mean is None:
-            if not self.port.is_open:
-                failure = self.port.reason
-            elif without is not None:
-                failure = f"no_fix: GGA without position (quality {without.fix_quality})"
-            elif sentences:
-                failure = "no_fix: no GGA received"
-            else:
-                failure = "no_data"
+            failure = outcome.no_fix if self.port.is_open else self.port.reason
             readings = failed_points(device.id, device.points, now_ms(), failure)
         else:
             self.health.count("epochs_averaged", mean.epochs)
-            self.health.count("epochs_dropped", len(epochs) - mean.epochs)
+            self.health.count("epochs_dropped", outcome.dropped)
             self._note_fix(mean)
             readings = [self._reading(device.id, point, mean) for point in device.points]
         readings = self.conversions.apply(readings)

@@ -14,6 +14,20 @@ Displacement follows §1.3: baseline and fix to WGS-84 ECEF, the difference rota
 east-north-up at the baseline, then resolved along the dam when its downstream azimuth is
 configured. Settlement is positive downward (s = −U). Only RTK fixed (quality 4) is good
 enough for millimetre work by default; any other quality is still computed but flagged.
+Quality 0 ("invalid") is never used, even when the receiver still prints a position with it
+(seen from real receivers: that position is the last one held, or garbage).
+
+Receivers may append fields to a sentence (a real BeiDou receiver's $GNGGA carries a 15th,
+gpsd's ``beidou-bd`` log): NMEA 0183 grows sentences only at their end between versions
+(RMC's mode indicator in 2.3, its navigational status in 4.1), so a reader takes the fields
+it knows and ignores the trailing ones.
+
+``GnssBaseline`` holds the gates an epoch must pass to be averaged (``gga_rejection``):
+fix quality not 0, at least ``min_satellites`` satellites and HDOP at most ``max_hdop``.
+The defaults follow the satellite-state table of CH/T 2009-2010 (the Chinese RTK survey
+specification): fewer than 5 satellites or a PDOP above 6 is "unusable". GGA carries HDOP,
+not PDOP; HDOP never exceeds PDOP, so ``max_hdop: 6`` rejects only epochs that table
+already calls unusable.
 """
 
 from __future__ import annotations
@@ -44,8 +58,15 @@ FIX_QUALITY_NAMES = {
 """GGA fix-quality indicator values."""
 
 GGA_FIELD_COUNT = 14
-RMC_FIELD_COUNTS = (11, 12, 13)
-"""RMC grew a mode indicator in NMEA 2.3 and a navigational status in 4.1."""
+"""Fields GGA has had since NMEA 0183 2.0; receivers may append more, which are ignored."""
+RMC_MIN_FIELDS = 11
+"""RMC grew a mode indicator in NMEA 2.3 and a navigational status in 4.1 (12 and 13 fields);
+anything after those is ignored too."""
+
+DEFAULT_MIN_SATELLITES = 5
+"""CH/T 2009-2010 table 1: fewer than 5 satellites is an unusable RTK observing window."""
+DEFAULT_MAX_HDOP = 6.0
+"""CH/T 2009-2010 table 1: PDOP above 6 is unusable; HDOP ≤ PDOP, so this is no stricter."""
 
 _GGA_FIELD_NAMES = (
     "UTC time",
@@ -90,6 +111,20 @@ _UNSIGNED_INT_RE = re.compile(r"^\d+$")
 
 class NmeaError(ValueError):
     """A sentence that cannot be trusted; the message says why."""
+
+
+class BadChecksum(NmeaError):
+    """The sentence's checksum does not match its characters: line noise."""
+
+
+class UnacceptedTalker(NmeaError):
+    """A well-formed sentence from a talker the monitoring station does not accept."""
+
+    def __init__(self, talker: str, sentence_type: str) -> None:
+        accepted = ", ".join(sorted(ACCEPTED_TALKERS))
+        super().__init__(f"unknown talker {talker!r} (accepted: {accepted})")
+        self.talker = talker
+        self.sentence_type = sentence_type
 
 
 @dataclass(frozen=True)
@@ -185,14 +220,13 @@ def _split_verified(line: str) -> tuple[str, str, list[str]]:
         raise NmeaError("non-ASCII character in sentence") from exc
     received = int(match["checksum"], 16)
     if computed != received:
-        raise NmeaError(f"bad checksum: sentence says {received:02X}, computed {computed:02X}")
+        raise BadChecksum(f"bad checksum: sentence says {received:02X}, computed {computed:02X}")
     address, *fields = body.split(",")
     if len(address) != 5:
         raise NmeaError(f"malformed address field {address!r} (expected talker + type, 5 chars)")
     talker, sentence_type = address[:2], address[2:]
     if talker not in ACCEPTED_TALKERS:
-        accepted = ", ".join(sorted(ACCEPTED_TALKERS))
-        raise NmeaError(f"unknown talker {talker!r} (accepted: {accepted})")
+        raise UnacceptedTalker(talker, sentence_type)
     return talker, sentence_type, fields
 
 
@@ -298,8 +332,8 @@ class _Fields:
 
 
 def _parse_gga_fields(talker: str, values: list[str]) -> GgaFix:
-    if len(values) != GGA_FIELD_COUNT:
-        raise NmeaError(f"GGA must have {GGA_FIELD_COUNT} fields, got {len(values)}")
+    if len(values) < GGA_FIELD_COUNT:
+        raise NmeaError(f"GGA must have at least {GGA_FIELD_COUNT} fields, got {len(values)}")
     fields = _Fields("GGA", _GGA_FIELD_NAMES, values)
     fix_quality = fields.count(5)
     if fix_quality is None or fix_quality not in FIX_QUALITY_NAMES:
@@ -323,9 +357,8 @@ def _parse_gga_fields(talker: str, values: list[str]) -> GgaFix:
 
 
 def _parse_rmc_fields(talker: str, values: list[str]) -> RmcFix:
-    if len(values) not in RMC_FIELD_COUNTS:
-        expected = " or ".join(str(n) for n in RMC_FIELD_COUNTS)
-        raise NmeaError(f"RMC must have {expected} fields, got {len(values)}")
+    if len(values) < RMC_MIN_FIELDS:
+        raise NmeaError(f"RMC must have at least {RMC_MIN_FIELDS} fields, got {len(values)}")
     fields = _Fields("RMC", _RMC_FIELD_NAMES, values)
     status = fields.raw(1)
     if status not in ("A", "V"):
@@ -368,14 +401,54 @@ class GnssBaseline(StrictModel):
         default=None, ge=0.0, lt=360.0, allow_inf_nan=False
     )
     required_fix_quality: tuple[int, ...] = Field(default=(4,), min_length=1)
+    # 0 turns the gate off (and then a GGA without a satellite count passes).
+    min_satellites: int = Field(default=DEFAULT_MIN_SATELLITES, ge=0, le=99)
+    # None turns the gate off (and then a GGA without an HDOP passes).
+    max_hdop: float | None = Field(default=DEFAULT_MAX_HDOP, gt=0.0, allow_inf_nan=False)
 
     @field_validator("required_fix_quality")
     @classmethod
     def _known_fix_qualities(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         unknown = [quality for quality in value if quality not in FIX_QUALITY_NAMES]
         if unknown:
-            raise ValueError(f"unknown GGA fix quality {unknown}; valid values are 0–8")
+            raise ValueError(f"unknown GGA fix quality {unknown}; valid values are 1–8")
+        if 0 in value:
+            raise ValueError("fix quality 0 means no fix (invalid) and is never averaged; "
+                             "valid values are 1–8")
         return value
+
+
+@dataclass(frozen=True)
+class EpochRejection:
+    """Why a positioned GGA is not averaged: ``reason`` is a stable snake_case health counter
+    name, ``detail`` says it for a person."""
+
+    reason: str
+    detail: str
+
+
+def gga_rejection(fix: GgaFix, baseline: GnssBaseline) -> EpochRejection | None:
+    """The first gate a GGA fails (fix quality 0, too few satellites, HDOP too high), or None.
+
+    A missing satellite count or HDOP fails its gate while the gate is on: a receiver that
+    does not say how good its fix is cannot show that it is good enough.
+    """
+    if fix.fix_quality == 0:
+        return EpochRejection("epochs_invalid_fix", "fix quality 0 (invalid)")
+    minimum, maximum = baseline.min_satellites, baseline.max_hdop
+    if minimum and fix.satellites is None:
+        return EpochRejection(
+            "epochs_few_satellites", f"no satellite count (min_satellites {minimum})"
+        )
+    if minimum and fix.satellites is not None and fix.satellites < minimum:
+        return EpochRejection(
+            "epochs_few_satellites", f"{fix.satellites} satellites < min_satellites {minimum}"
+        )
+    if maximum is not None and fix.hdop is None:
+        return EpochRejection("epochs_high_hdop", f"no HDOP (max_hdop {maximum:g})")
+    if maximum is not None and fix.hdop is not None and fix.hdop > maximum:
+        return EpochRejection("epochs_high_hdop", f"HDOP {fix.hdop:g} > max_hdop {maximum:g}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -403,7 +476,8 @@ def gga_displacement(fix: GgaFix, baseline: GnssBaseline) -> GnssDisplacement:
     """Displacement of a GGA position from the baseline.
 
     Raises NmeaError when the GGA lacks latitude, longitude, altitude or geoid separation (a
-    receiver without a fix leaves them empty), since there is no position to compare.
+    receiver without a fix leaves them empty), since there is no position to compare, and when
+    its fix quality is 0: whatever position an invalid fix carries is not a measurement.
     """
     height = fix.ellipsoidal_height_m
     if fix.lat_deg is None or fix.lon_deg is None or height is None:
@@ -420,6 +494,8 @@ def gga_displacement(fix: GgaFix, baseline: GnssBaseline) -> GnssDisplacement:
         raise NmeaError(
             f"GGA has no position (fix quality {fix.fix_quality}); empty: {', '.join(missing)}"
         )
+    if fix.fix_quality == 0:
+        raise NmeaError("GGA fix quality 0 (invalid): its position is not a fix")
     offset = enu_offset(
         baseline.lat_deg, baseline.lon_deg, baseline.height_m, fix.lat_deg, fix.lon_deg, height
     )

@@ -341,6 +341,9 @@ def _message(error: dict[str, Any], allowed: list[str]) -> str:
                 "(ids become MQTT topic levels)")
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
+    if kind == "finite_number":
+        # YAML's .inf, -.inf and .nan: no limit, level, coefficient or interval is infinite.
+        return f"must be a finite number, got {value!r}"
     message = error["msg"]
     if value is not None and not isinstance(value, dict | list):
         message += f", got {value!r}"

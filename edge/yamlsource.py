@@ -5,6 +5,16 @@ configuration is composed into PyYAML nodes (which carry marks) and turned into 
 Python while recording the file and line of every key path. A directory of ``*.yaml``
 files is merged in name order: lists (buses, devices, rules, ...) are concatenated and
 mappings are merged key by key, a later file overriding an earlier one.
+
+What a file may expand to is bounded while PyYAML composes its node graph, before anything
+becomes a Python object: a 500-byte file of chained anchors (the "billion laughs") would
+otherwise expand to hundreds of millions of values (31 s and 237 MB in ``reload_config``,
+3 GB in ``edge check``), and thousands of nested brackets would end in a RecursionError.
+This is the defence go-yaml added after Kubernetes CVE-2019-11253 (it counts every node
+decoded through an alias and fails with "document contains excessive aliasing" past
+roughly 400,000 of them); here the size of each node's full expansion is computed once as
+it is composed (an alias reuses its anchor's figure), so a bomb is refused in the time
+it takes to read it. Every limit gives ``FILE:LINE: ...`` naming the limit.
 """
 
 from __future__ import annotations
@@ -16,6 +26,30 @@ from typing import Any
 import yaml
 
 PathKey = tuple[str | int, ...]
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""A configuration file's size. config/example-site.yaml is 8 KB; a generated site of 1,000
+vibrating-wire points with a threshold rule each is 560 KB, 7.5 times less than this. It
+keeps a stray log or binary from being parsed (PyYAML's pure-Python scanner takes seconds
+per MB)."""
+
+MAX_EXPANDED_NODES = 400_000
+"""YAML nodes (keys, values, lists, mappings) after every alias and merge key is expanded.
+go-yaml's budget after CVE-2019-11253 is of the same order (about 400,000 alias-driven
+decodes). config/example-site.yaml composes to 465 nodes and the 1,000-point site above to
+58,773, 6.8 times less than this. A document just under the limit loads in ~2 s and
+~65 MiB on the 2-core development machine; the billion-laughs file (387 million nodes) is
+refused in milliseconds."""
+
+MAX_DEPTH = 100
+"""Nesting of mappings and lists, aliases expanded, the top level counting as 1. A site
+nests 7 deep (the top level, devices, a device, points, a point, calibration, certificate);
+100 keeps every recursive step (PyYAML's composer, ``_construct``) far from Python's
+recursion limit of 1,000 frames, which 10,000 levels ran into."""
+
+MAX_EXPANDED_TEXT = 16 * 1024 * 1024
+"""Characters of all scalars after expansion: an alias to one long string repeated by the
+thousand is small as nodes but not as text (published payloads, logs, `edge check`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,18 +148,120 @@ def _construct(
         loader.dispose()
 
 
-def load_yaml_file(path: Path) -> LocatedDocument:
+class _LimitExceeded(Exception):
+    def __init__(self, mark: yaml.Mark, message: str) -> None:
+        super().__init__(message)
+        self.line = mark.line + 1
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class _Expansion:
+    """What a node amounts to once its aliases are expanded."""
+
+    nodes: int
+    depth: int
+    text: int
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader composing nodes within the limits above.
+
+    Each node's expansion is measured when its composition ends, from its children's
+    (an alias returns its anchor's node, already measured), so the cost is that of the
+    text as written, however far it would expand.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._measured: dict[int, _Expansion] = {}
+        self._keep: list[yaml.Node] = []  # keeps ids in _measured unique while composing
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        is_alias = isinstance(event, yaml.AliasEvent)
+        opens = isinstance(event, yaml.CollectionStartEvent)
+        # Refused before composing further: recursion in PyYAML's composer is what 10,000
+        # levels used to exhaust.
+        if opens and self._depth >= MAX_DEPTH:
+            raise _LimitExceeded(event.start_mark, f"nested more than {MAX_DEPTH} levels deep "
+                                 f"(limit: depth {MAX_DEPTH})")
+        self._depth += 1
+        try:
+            node: yaml.Node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        expansion = self._measured.get(id(node))
+        if expansion is None:
+            if is_alias:
+                # The anchor's node is still being composed: it contains itself.
+                raise _LimitExceeded(event.start_mark, f"alias *{event.anchor} refers to a "
+                                     "node that contains it, which expands without end")
+            expansion = self._measure(node)
+            self._measured[id(node)] = expansion
+            self._keep.append(node)
+        if expansion.nodes > MAX_EXPANDED_NODES:
+            raise _LimitExceeded(event.start_mark, f"expands to more than "
+                                 f"{MAX_EXPANDED_NODES:,} YAML nodes once aliases are "
+                                 f"expanded (limit: nodes {MAX_EXPANDED_NODES:,})")
+        if self._depth + expansion.depth > MAX_DEPTH:
+            raise _LimitExceeded(event.start_mark, f"nests more than {MAX_DEPTH} levels deep "
+                                 f"once aliases are expanded (limit: depth {MAX_DEPTH})")
+        if expansion.text > MAX_EXPANDED_TEXT:
+            raise _LimitExceeded(event.start_mark, f"expands to more than "
+                                 f"{MAX_EXPANDED_TEXT:,} characters of text once aliases are "
+                                 f"expanded (limit: text {MAX_EXPANDED_TEXT:,})")
+        return node
+
+    def _measure(self, node: yaml.Node) -> _Expansion:
+        if isinstance(node, yaml.ScalarNode):
+            return _Expansion(1, 0, len(node.value))
+        children: list[yaml.Node] = (
+            [part for pair in node.value for part in pair]
+            if isinstance(node, yaml.MappingNode) else list(node.value))
+        parts = [self._measured[id(child)] for child in children]
+        return _Expansion(1 + sum(p.nodes for p in parts),
+                          1 + max((p.depth for p in parts), default=0),
+                          sum(p.text for p in parts))
+
+
+def _compose(name: str, text: str) -> yaml.Node | None:
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_node()
+    except _LimitExceeded as exc:
+        raise ConfigSourceError([ConfigProblem(SourceLine(name, exc.line), "",
+                                               exc.message)]) from None
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path) -> str:
     name = path.name
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         problem = ConfigProblem(None, "", f"cannot read {path}: {exc.strerror}")
         raise ConfigSourceError([problem]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigSourceError([ConfigProblem(SourceLine(name, 1), "",
-                                               f"not UTF-8 text: {exc.reason}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigSourceError([ConfigProblem(
+            SourceLine(name, 1), "", f"file is larger than {MAX_FILE_BYTES:,} bytes "
+            f"(limit: file size {MAX_FILE_BYTES:,} bytes)")])
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigSourceError([ConfigProblem(SourceLine(name, line), "",
+                                               f"not UTF-8 text: {exc.reason}")]) from None
+
+
+def load_yaml_file(path: Path) -> LocatedDocument:
+    name = path.name
+    text = _read_text(path)
+    try:
+        node = _compose(name, text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1

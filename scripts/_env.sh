@@ -13,6 +13,17 @@ ensure_mosquitto() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
 }
 
+# mbpoll (Debian's libmodbus master) checks the simulator against a client that is not
+# pymodbus: tests/drivers/test_simulator.py.
+ensure_mbpoll() {
+  if command -v mbpoll >/dev/null 2>&1; then return; fi
+  echo "installing mbpoll (apt-get)..." >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mbpoll >/dev/null 2>&1 || {
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mbpoll >/dev/null
+  }
+}
+
 ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then

@@ -2,11 +2,15 @@
 
 ``edge simulate -c site.yaml`` serves
 
-* every **Modbus TCP** device on the host and port its bus names;
+* every **Modbus TCP** device on the host and port its bus names, as a Modbus TCP-to-RTU
+  gateway with its slaves behind it would: a request for a unit id no device has gets
+  exception 0x0B, "gateway target device failed to respond" (the Modbus application
+  protocol specification's answer for a slave that is not there);
 * every **Modbus RTU** bus over pseudo-terminals: a symlink at the bus's ``port`` leads to
   a simulated RS-485 line (simulator/serialwire.py, paced at the bus's baud rate, slaves
   answering after the 3.5-character silence) with a pymodbus serial server answering for
-  every device's unit;
+  every device's unit. A request for any other unit id gets no answer at all, as on a real
+  line where no slave has that address: the master times out;
 * every **NMEA GNSS** receiver over a pseudo-terminal as well, printing GGA and RMC once a
   second with valid checksums: RTK fixed around the configured baseline, creeping slowly
   downstream and settling, with millimetre noise.
@@ -40,6 +44,7 @@ import structlog
 import yaml
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -254,6 +259,36 @@ def response_tamper(devices: Sequence[SimulatedDevice], plan: FaultPlan, clock: 
     return trace
 
 
+class _AbsentUnitRequest(ModbusPDU):
+    """A request a Modbus TCP gateway forwarded to a slave that never answered."""
+
+    def __init__(self, request: ModbusPDU) -> None:
+        super().__init__(dev_id=request.dev_id, transaction_id=request.transaction_id)
+        self.function_code = request.function_code
+
+    async def datastore_update(self, context: object, device_id: int) -> ModbusPDU:
+        return ExceptionResponse(self.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+
+
+def absent_units(devices: Sequence[SimulatedDevice],
+                 rtu: bool) -> Callable[[bool, ModbusPDU], ModbusPDU | None]:
+    """A server PDU hook answering requests for unit ids no device has, as real buses do.
+
+    Without it pymodbus's simulator answers them with exception 4 (device failure), which
+    no real bus does: an RS-485 line has nobody to answer (no reply: the master times out)
+    and a TCP-to-RTU gateway answers 0x0B when its slave does not.
+    """
+    units = {d.device.unit for d in devices}
+
+    def trace(sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        if sending or pdu.dev_id in units:
+            return pdu
+        # pymodbus handles no request its hook returned None for.
+        return None if rtu else _AbsentUnitRequest(pdu)
+
+    return trace
+
+
 class _TcpBusSim:
     """A Modbus TCP endpoint; a ``disconnect`` fault shuts its server down for a while."""
 
@@ -265,7 +300,8 @@ class _TcpBusSim:
         return ModbusTcpServer([d.sim_device() for d in self.devices],
                                address=(self.bus.host, self.bus.port),
                                trace_packet=response_tamper(self.devices, self.plan,
-                                                            self.clock, rtu=False))
+                                                            self.clock, rtu=False),
+                               trace_pdu=absent_units(self.devices, rtu=False))
 
     async def run(self) -> None:
         server: ModbusTcpServer | None = None
@@ -306,7 +342,8 @@ class _RtuBusSim:
         server = ModbusSerialServer(
             [d.sim_device() for d in self.devices], framer=FramerType.RTU,
             port=self.wire.device_path, baudrate=self.bus.baudrate,
-            trace_packet=response_tamper(self.devices, self.plan, self.clock, rtu=True))
+            trace_packet=response_tamper(self.devices, self.plan, self.clock, rtu=True),
+            trace_pdu=absent_units(self.devices, rtu=True))
         log.info("simulator_serving", bus=self.bus.id, port=self.bus.port,
                  baudrate=self.bus.baudrate, devices=[d.device.id for d in self.devices])
         try:

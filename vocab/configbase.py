@@ -2,14 +2,61 @@
 
 A typo in a site's YAML (``poll_intervall_s``) must fail ``edge check`` rather than be
 silently ignored, so every model forbids extra keys.
+
+YAML has ``.inf``, ``-.inf`` and ``.nan``, and a float field takes them unless told not
+to: ``site.levels.crest: .inf`` was accepted, and an infinite limit never alarms. No
+limit, level, coefficient, interval or duration of a site is infinite or not a number, so
+every model refuses them (pydantic's ``allow_inf_nan=False``; the error type is
+``finite_number``).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
 
 
 class StrictModel(BaseModel):
-    """A configuration model that rejects unknown keys and cannot be mutated."""
+    """A configuration model that rejects unknown keys and non-finite numbers and cannot be
+    mutated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _non_finite_reported_once(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Any]
+    ) -> Any:
+        """Drop the "not a string" error beside a "not a finite number" one.
+
+        A field that is a number or a name (``value: float | Ident``, a limit given as a
+        number or as a site level) fails both ways on ``.inf``; the second error would tell
+        the user to write a string, which is not what is wrong.
+        """
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            # Union members add their name to the location; siblings share the rest.
+            non_finite = {e["loc"][:-1] for e in errors if e["type"] == "finite_number"}
+            kept = [e for e in errors
+                    if not (e["type"] == "string_type" and e["loc"][:-1] in non_finite)]
+            if len(kept) == len(errors):
+                raise
+            try:
+                rebuilt = ValidationError.from_exception_data(exc.title, [
+                    {"type": e["type"], "loc": e["loc"], "input": e["input"],
+                     **({"ctx": e["ctx"]} if "ctx" in e else {})}
+                    for e in kept
+                ])
+            except (KeyError, TypeError, ValueError):
+                # An error type pydantic cannot rebuild (a custom one): report all as they were.
+                raise exc from None
+            raise rebuilt from None

@@ -20,6 +20,7 @@ from drivers.registry import make_poller
 from simulator.reservoir import damaged, enu_to_position, gga_sentence, rmc_sentence
 from simulator.serialwire import SerialWire
 from tests.drivers.instruments import TextInstrument
+from tests.drivers.test_gnss_receivers import BEIDOU_BASELINE, BEIDOU_BD
 from vocab.model import PollResult
 
 BASELINE = {
@@ -241,3 +242,84 @@ def test_fix_quality_faults_and_an_unplugged_receiver(tmp_path: Path) -> None:
     assert unplugged <= {"io_error", "connect_failed"} and unplugged, unplugged
     assert phases["fixed"] and phases["fixed"][-1].ok
     assert {r.quality for r in phases["fixed"][-1].readings} == {"good"}
+
+
+def replay(lines: list[str]) -> Callable[[int], bytes]:
+    return lambda i: (lines[i % len(lines)] + "\r\n").encode()
+
+
+def test_a_real_beidou_receivers_15_field_gga_gives_a_displacement(tmp_path: Path) -> None:
+    collect = Collect()
+    device = receiver(0.4, baseline=BEIDOU_BASELINE)
+
+    async def scenario() -> dict[str, int]:
+        with SerialWire(tmp_path / "gnss") as wire, TextInstrument(wire) as antenna:
+            poller = make_poller(gnss_bus(wire.link_path), [device], collect)
+            task = asyncio.create_task(poller.run())
+            await stream(antenna, replay(BEIDOU_BD[2:]), 1.0)
+            poller.stop()
+            await task
+            return poller.health.counters
+
+    counters = asyncio.run(scenario())
+    assert collect.results and all(r.ok for r in collect.results), collect.results[-1].error
+    assert collect.last()["east_mm"].reason == "fix_not_rtk: quality 1 (gps)"
+    assert "rejected_sentences" not in counters
+
+
+def test_invalid_fixes_repeats_gates_and_unaccepted_talkers(tmp_path: Path) -> None:
+    collect = Collect()
+    mode = {"now": "invalid"}
+    far = (5000.0, 0.0, 0.0)  # where the quality-0 fixes claim the crest is
+
+    def emit(i: int) -> bytes:
+        lat, lon, height = enu_to_position(GnssBaseline(**BASELINE), *TRUE_ENU)
+        now = datetime.now(UTC)
+        if mode["now"] == "invalid":
+            return epoch(far, quality=0)
+        if mode["now"] == "float_and_invalid":
+            return epoch(TRUE_ENU, quality=5) if i % 2 else epoch(far, quality=0)
+        if mode["now"] == "repeated":  # GP then GN of one epoch, the GN one 5 m away
+            flat, flon, fheight = enu_to_position(GnssBaseline(**BASELINE), *far)
+            return (gga_sentence(now, lat, lon, height, talker="GP")
+                    + gga_sentence(now, flat, flon, fheight, talker="GN"))
+        if mode["now"] == "few_satellites":
+            return epoch(TRUE_ENU, satellites=5)
+        return gga_sentence(now, lat, lon, height, talker="GL")
+
+    async def scenario() -> tuple[dict[str, list[PollResult]], dict[str, int]]:
+        phases: dict[str, list[PollResult]] = {}
+        device = receiver(0.3, baseline={**BASELINE, "min_satellites": 6, "max_hdop": 2.0})
+        with SerialWire(tmp_path / "gnss") as wire, TextInstrument(wire) as antenna:
+            poller = make_poller(gnss_bus(wire.link_path), [device], collect)
+            task = asyncio.create_task(poller.run())
+            for phase in ("invalid", "float_and_invalid", "repeated", "few_satellites", "GL"):
+                mode["now"] = phase
+                start = len(collect.results)
+                await stream(antenna, emit, 0.75)
+                phases[phase] = collect.results[start + 1 :]
+            poller.stop()
+            await task
+            return phases, poller.health.counters
+
+    phases, counters = asyncio.run(scenario())
+    assert all(phases.values()), phases
+    for result in phases["invalid"]:
+        assert result.error and result.error.startswith("no_fix: all "), result.error
+        assert result.error.endswith("× fix quality 0 (invalid)")
+    for result in phases["float_and_invalid"]:
+        got = {r.point: r for r in result.readings}
+        assert got["east_mm"].quality == "suspect"
+        assert got["east_mm"].value == pytest.approx(3.0, abs=0.02)  # nothing from 5 m away
+    for result in phases["repeated"]:
+        got = {r.point: r for r in result.readings}
+        assert got["east_mm"].value == pytest.approx(3.0, abs=0.02)
+    for result in phases["few_satellites"]:
+        assert result.error and result.error.endswith("× 5 satellites < min_satellites 6")
+    assert {r.error for r in phases["GL"]} == {
+        "no_fix: GGA only from talker 'GL', not accepted (accepted: BD, GB, GN, GP)"
+    }
+    assert counters["epochs_invalid_fix"] >= 10
+    assert counters["epochs_repeated"] >= 10
+    assert counters["epochs_few_satellites"] >= 10
+    assert counters["unaccepted_talker"] >= 10

@@ -200,7 +200,7 @@ def test_parse_rmc_refuses_gga() -> None:
 
 
 def test_wrong_field_count() -> None:
-    with pytest.raises(NmeaError, match="GGA must have 14 fields, got 13"):
+    with pytest.raises(NmeaError, match="GGA must have at least 14 fields, got 13"):
         parse_sentence(with_checksum(gga_body().rsplit(",", 1)[0]))
 
 
@@ -387,6 +387,7 @@ def test_required_fix_quality_configurable() -> None:
         {"lat_deg": 0.0, "lon_deg": 0.0, "height_m": 0.0, "downstream_azimuth_deg": 360.0},
         {"lat_deg": 0.0, "lon_deg": 0.0, "height_m": 0.0, "required_fix_quality": []},
         {"lat_deg": 0.0, "lon_deg": 0.0, "height_m": 0.0, "required_fix_quality": [9]},
+        {"lat_deg": 0.0, "lon_deg": 0.0, "height_m": 0.0, "required_fix_quality": [0]},
         {"lat_deg": 0.0, "lon_deg": 0.0, "height": 0.0},
     ],
 )

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.framer import FramerType
 
 from drivers.registry import make_poller
 from edge.config import GatewaySettings, load_config
 from simulator.faultplan import FaultPlan, FaultPlanError, build_plan, parse_fault_flag
 from simulator.reservoir import ReservoirModel, serve
-from tests.support import run_edge, start_edge
+from tests.support import free_port, run_edge, start_edge, wait_for_port
 from vocab.model import PollResult
 
 
@@ -265,3 +269,109 @@ def test_edge_simulate_serves_an_rtu_bus_on_a_pty(tmp_path: Path) -> None:
     assert level is not None and 122.0 < level < 124.5
     assert "fault_started" in sim.output() and "fault_ended" in sim.output()
     assert not Path(s.bus("rs485-1").port).exists()  # the simulator removed its link
+
+
+# --- unit ids nobody answers to -------------------------------------------------------------
+# A real RS-485 slave that is not there stays silent; a Modbus TCP-to-RTU gateway answers
+# exception 0x0B (gateway target device failed to respond). pymodbus's own simulator
+# answered both with exception 4 (device failure).
+
+MBPOLL = shutil.which("mbpoll")  # Debian's mbpoll (libmodbus); scripts/test installs it
+
+
+def one_device_site(tmp_path: Path, bus: dict[str, Any]) -> GatewaySettings:
+    config = {
+        "site": {"id": "sim", "levels": {"flood_limit": 123.5}},
+        "gateway": {"id": "gw-sim"},
+        "mqtt": {"host": "127.0.0.1"},
+        "store": {"path": str(tmp_path / "edge.db")},
+        "buses": [bus],
+        "devices": [{
+            "id": "level-1", "bus": bus["id"], "unit": 1, "poll_interval_s": 1,
+            "points": [{"id": "water_level", "unit": "m",
+                        "register": {"table": "holding", "address": 0, "type": "uint16"}}],
+        }],
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return load_config(path).settings
+
+
+async def mbpoll(*args: str) -> tuple[int, str]:
+    assert MBPOLL, "mbpoll is not installed (scripts/test installs it with apt-get)"
+    process = await asyncio.create_subprocess_exec(
+        MBPOLL, "-1", "-0", "-r", "0", "-c", "1", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 10)
+    return process.returncode or 0, out.decode(errors="replace")
+
+
+def test_tcp_answers_an_absent_unit_like_a_gateway(tmp_path: Path) -> None:
+    port = free_port()
+    s = one_device_site(tmp_path, {"id": "lan", "type": "modbus_tcp", "host": "127.0.0.1",
+                                   "port": port, "timeout_s": 1.0})
+
+    async def scenario() -> tuple[Any, Any, tuple[int, str], tuple[int, str]]:
+        simulator = asyncio.create_task(serve(s))
+        try:
+            await asyncio.to_thread(wait_for_port, port)
+            client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1.0, retries=0)
+            await client.connect()
+            present = await client.read_holding_registers(0, count=1, device_id=1)
+            absent = await client.read_holding_registers(0, count=1, device_id=7)
+            client.close()
+            by_mbpoll = await mbpoll("-m", "tcp", "-p", str(port), "-a", "7", "127.0.0.1")
+            served = await mbpoll("-m", "tcp", "-p", str(port), "-a", "1", "127.0.0.1")
+            return present, absent, by_mbpoll, served
+        finally:
+            simulator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await simulator
+
+    present, absent, by_mbpoll, served = asyncio.run(scenario())
+    assert not present.isError() and len(present.registers) == 1
+    assert absent.isError()
+    assert (absent.function_code, absent.exception_code) == (0x83, 0x0B)
+    assert by_mbpoll[0] != 0
+    # libmodbus names exception 0x0B (EMBXGTAR) this way.
+    assert "Target device failed to respond" in by_mbpoll[1], by_mbpoll[1]
+    assert served[0] == 0 and "[0]:" in served[1], served[1]
+
+
+def test_rtu_leaves_an_absent_unit_silent(tmp_path: Path) -> None:
+    link = tmp_path / "by-id" / "rs485"
+    s = one_device_site(tmp_path, {"id": "rs485-1", "type": "modbus_rtu", "port": str(link),
+                                   "baudrate": 38400, "parity": "N", "timeout_s": 0.3})
+
+    async def scenario() -> tuple[Any, BaseException | Any, Any, tuple[int, str]]:
+        simulator = asyncio.create_task(serve(s))
+        try:
+            deadline = time.monotonic() + 10
+            while not link.exists() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            client = AsyncModbusSerialClient(str(link), framer=FramerType.RTU, baudrate=38400,
+                                             parity="N", timeout=0.3, retries=0)
+            await client.connect()
+            present = await client.read_holding_registers(0, count=1, device_id=1)
+            try:
+                absent: BaseException | Any = await client.read_holding_registers(
+                    0, count=1, device_id=9)
+            except ModbusIOException as exc:
+                absent = exc
+            # The line is not left in a state a present slave cannot answer through.
+            again = await client.read_holding_registers(0, count=1, device_id=1)
+            client.close()
+            by_mbpoll = await mbpoll("-m", "rtu", "-b", "38400", "-P", "none", "-o", "0.3",
+                                     "-a", "9", str(link))
+            return present, absent, again, by_mbpoll
+        finally:
+            simulator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await simulator
+
+    present, absent, again, by_mbpoll = asyncio.run(scenario())
+    assert not present.isError() and not again.isError()
+    # No reply at all: the master's request times out, no exception response arrives.
+    assert isinstance(absent, ModbusIOException), absent
+    assert by_mbpoll[0] != 0
+    assert "timed out" in by_mbpoll[1], by_mbpoll[1]
