@@ -77,6 +77,7 @@ NOTIFICATION_LIMIT = 200
 MAX_RANGE_MS = 31 * 86_400_000
 EARLIEST_MS = 946_684_800_000  # 2000-01-01: nothing older is in any gateway's store
 SESSION_COOKIE = "keeper_session"
+SESSION: web.RequestKey[str] = web.RequestKey("keeper_session", str)
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{32}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
@@ -176,6 +177,10 @@ class PinGuard:
     def succeeded(self, client: str) -> None:
         self._clients.pop(client, None)
 
+    @property
+    def tracked_clients(self) -> int:
+        return len(self._clients)
+
 
 class _ProtocolErrorCounter(logging.Filter):
     """aiohttp logs a malformed request with its traceback; count it instead."""
@@ -225,11 +230,14 @@ class KeeperWeb:
     """The keeper's page of one gateway: start it on the daemon's loop, stop it at exit."""
 
     def __init__(self, port: KeeperPort, config: WebConfig, *, retry_s: float = 10.0,
+                 page_timeout_s: float = PAGE_TIMEOUT_S, slot_wait_s: float = SLOT_WAIT_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.port = port
         self.config = config
         self.lang: Language = config.language
         self.retry_s = retry_s
+        self.page_timeout_s = page_timeout_s
+        self.slot_wait_s = slot_wait_s
         self.counters: Counter[str] = Counter()
         self.guard = PinGuard(config.lockout_after, config.lockout_for,
                               config.lockout_site_after, clock)
@@ -281,7 +289,7 @@ class KeeperWeb:
     async def _listen(self) -> None:
         assert self._runner is not None
         sock = _bind(self.config.host, self.config.port)
-        site = web.SockSite(self._runner, sock, shutdown_timeout=SHUTDOWN_S)
+        site = web.SockSite(self._runner, sock)
         try:
             await site.start()
         except BaseException:
@@ -335,7 +343,7 @@ class KeeperWeb:
         new_session = not _SESSION.match(session)
         if new_session:
             session = secrets.token_urlsafe(24)
-        request["session"] = session
+        request[SESSION] = session
         response: web.StreamResponse
         query = request.rel_url.raw_query_string
         if len(query) > MAX_QUERY:
@@ -368,15 +376,15 @@ class KeeperWeb:
         return response
 
     @contextlib.asynccontextmanager
-    async def _work(self, timeout_s: float = PAGE_TIMEOUT_S) -> AsyncIterator[None]:
-        """One of PAGE_SLOTS page slots, for at most timeout_s."""
+    async def _work(self) -> AsyncIterator[None]:
+        """One of PAGE_SLOTS page slots, for at most page_timeout_s."""
         try:
-            async with asyncio.timeout(SLOT_WAIT_S):
+            async with asyncio.timeout(self.slot_wait_s):
                 await self._slots.acquire()
         except TimeoutError:
             raise PageError(503, "error.busy") from None
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(self.page_timeout_s):
                 yield
         finally:
             self._slots.release()
@@ -417,9 +425,9 @@ class KeeperWeb:
             if not isinstance(values[0], str):
                 raise PageError(400, "error.form", detail=name)
             form[name] = values[0]
-        expected = self.csrf_token(request["session"])
+        expected = self.csrf_token(request[SESSION])
         given = form.get("csrf", "")
-        if not (request.cookies.get(SESSION_COOKIE) == request["session"]
+        if not (request.cookies.get(SESSION_COOKIE) == request[SESSION]
                 and hmac.compare_digest(given.encode(), expected.encode())):
             self.counters["csrf_refused"] += 1
             raise PageError(403, "error.csrf")
@@ -428,7 +436,7 @@ class KeeperWeb:
     async def _context(self, request: web.Request) -> tuple[pages.PageContext, SiteInfo]:
         site = await self.port.site()
         active = await self.port.active_alarms()
-        ctx = pages.PageContext(self.lang, site, now_ms(), self.csrf_token(request["session"]),
+        ctx = pages.PageContext(self.lang, site, now_ms(), self.csrf_token(request[SESSION]),
                                 len(active))
         return ctx, site
 
