@@ -115,9 +115,9 @@ class PinGuard:
     A client (remote address) is locked for ``lock_s`` after ``after`` wrong PINs; its
     count is forgotten ``lock_s`` after its last failure or on a right PIN. Addresses on a
     LAN are easy to change, so ``site_after`` wrong PINs from all clients within
-    ``lock_s`` stop PIN entry for everyone for ``lock_s``: a 6-digit PIN then takes years
-    to guess, at the price that a guesser can keep the keeper from acknowledging on the
-    page (the platform's ack_alarm still works).
+    ``lock_s`` stop PIN entry for everyone for ``lock_s``: with the defaults a 6-digit PIN
+    then takes months to guess, at the price that a guesser can keep the keeper from
+    acknowledging on the page (the platform's ack_alarm still works).
     """
 
     def __init__(self, after: int, lock_s: float, site_after: int,
@@ -493,24 +493,10 @@ class KeeperWeb:
         if not 1 <= len(pin) <= MAX_PIN_LENGTH:
             return await self._render_alarms(request, error=self.t("ack.bad_pin"), status=400)
         client = request.remote or "unknown"
-        # One check at a time: a burst of guesses cannot outrun the lock-out count.
-        async with self._pin_lock:
-            wait = self.guard.locked_for(client)
-            if wait > 0:
-                return await self._render_alarms(
-                    request, error=self.t("ack.locked", minutes=math.ceil(wait / 60)),
-                    status=429)
-            right = await verify_pin_async(pin, self._pin, self._pin_executor)
-            if not right:
-                left = self.guard.failed(client)
-                if left == 0:
-                    wait = self.guard.locked_for(client)
-                    return await self._render_alarms(
-                        request, error=self.t("ack.locked", minutes=math.ceil(wait / 60)),
-                        status=429)
-                return await self._render_alarms(
-                    request, error=self.t("ack.wrong_pin", left=left), status=403)
-            self.guard.succeeded(client)
+        refusal = await self._check_pin(client, pin, self._pin)
+        if refusal is not None:
+            status, message = refusal
+            return await self._render_alarms(request, error=message, status=status)
         by = f"{name} (web)"
         outcome = await self.port.acknowledge(alarm_id, by)
         if outcome.status == "acknowledged":
@@ -522,6 +508,22 @@ class KeeperWeb:
                 request, error=self.t("ack.not_active", alarm=alarm_id), status=409)
         return await self._render_alarms(
             request, error=self.t("ack.failed", detail=outcome.detail), status=503)
+
+    async def _check_pin(self, client: str, pin: str,
+                         stored: PinHash) -> tuple[int, str] | None:
+        """None for the right PIN; else the status and the keeper's message."""
+        # One check at a time: a burst of guesses cannot outrun the lock-out count.
+        async with self._pin_lock:
+            wait = self.guard.locked_for(client)
+            if wait <= 0:
+                if await verify_pin_async(pin, stored, self._pin_executor):
+                    self.guard.succeeded(client)
+                    return None
+                left = self.guard.failed(client)
+                if left > 0:
+                    return 403, self.t("ack.wrong_pin", left=left)
+                wait = self.guard.locked_for(client)
+        return 429, self.t("ack.locked", minutes=math.ceil(wait / 60))
 
     def _plot_range(self, params: Mapping[str, str], tz: ZoneInfo,
                     now: int) -> tuple[str | None, int, int]:
@@ -574,10 +576,11 @@ class KeeperWeb:
                 read += len(rows)
                 if len(rows) < want or not rows:
                     break
-                if read >= MAX_PLOT_READINGS:
-                    truncated_at = read
-                    break
                 cursor = rows[-1].ts_ms + 1
+                if read >= MAX_PLOT_READINGS:
+                    if await self.port.history(ref, cursor, end, 1):
+                        truncated_at = read
+                    break
                 await asyncio.sleep(0)  # let polls and the uplink run between pages
             series = decimator.finish(min(end, ctx.now_ms))
             label = pages.point_label(ctx, point, ref)
@@ -598,6 +601,7 @@ class KeeperWeb:
         await self._form(request, ("csrf",))
         if self._inspection is None or self._inspection.done():
             self._inspection = asyncio.create_task(self.port.inspect(), name="web-inspect")
+            self._inspection.add_done_callback(_inspection_done)
             log.info("web_inspection_started", client=request.remote)
         async with asyncio.timeout(INSPECT_TIMEOUT_S):
             # Shielded: a phone that gives up does not cancel the others' inspection.
@@ -605,6 +609,15 @@ class KeeperWeb:
         async with self._work():
             ctx, _ = await self._context(request)
         return self._html(pages.inspection_page(ctx, result))
+
+
+def _inspection_done(task: asyncio.Task[Inspection]) -> None:
+    """Collect the outcome even when every phone gave up waiting for it."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("web_inspection_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 async def start(port: KeeperPort, config: WebConfig, **options: Any) -> KeeperWeb:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
+import edge.web.app
 from edge.web.app import MAX_QUERY, KeeperWeb
-from edge.web.port import AckOutcome, PointStatus
+from edge.web.port import AckOutcome, Inspection, PointStatus
 from tests.web.keeper import LoopThread, StoreKeeper, serve
 from tests.web.sample import DAY, LEVEL, PIN, Facts, raw_request, web_config
 
@@ -171,6 +172,9 @@ class FailingKeeper:
     async def acknowledge(self, alarm_id: str, by: str) -> AckOutcome:
         return AckOutcome("failed", "disk full")
 
+    async def inspect(self) -> Inspection:
+        raise OSError("serial port vanished")
+
 
 def test_a_failing_port_gives_500_without_traceback(loop: LoopThread,
                                                     site: tuple[StoreKeeper, Facts],
@@ -221,3 +225,26 @@ def test_a_hanging_port_times_out_and_page_work_is_bounded(
         assert raw_request(server.config.port, "GET", "/devices")[0] == 200
     finally:
         loop.run(server.stop())
+
+
+def test_a_failed_inspection_is_a_500_page(loop: LoopThread, site: tuple[StoreKeeper, Facts],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    server = serve(loop, FailingKeeper(site[0], "ack"), web_config())
+    try:
+        me = session(server)
+        text = refused(server, "POST", "/inspect", 500, "页面出错，已记录",
+                       f"csrf={me['token']}".encode(), {**FORM, "Cookie": me["Cookie"]})
+        assert "vanished" not in text
+    finally:
+        loop.run(server.stop())
+    assert "web_inspection_failed" in capsys.readouterr().out
+
+
+def test_a_plot_past_its_reading_budget_says_so(page: KeeperWeb,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edge.web.app, "MAX_PLOT_READINGS", 1000)
+    monkeypatch.setattr(edge.web.app, "HISTORY_PAGE", 300)
+    _, _, text = raw_request(page.config.port, "GET", f"/plot/{LEVEL}?period=30d")
+    assert "读数过多，只绘制了前 1000 个" in text
+    _, _, text = raw_request(page.config.port, "GET", f"/plot/{LEVEL}?period=24h")
+    assert "读数过多" not in text  # 288 readings fit
