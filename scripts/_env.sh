@@ -1,4 +1,4 @@
-# Shared by scripts/demo and scripts/test: a project virtualenv and Mosquitto.
+# Shared by scripts/demo and scripts/test: a project virtualenv, Mosquitto and Chromium.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RESERVOIR_EDGE_VENV:-$ROOT/.venv}"
@@ -22,6 +22,21 @@ ensure_mbpoll() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mbpoll >/dev/null
   }
+}
+
+# The keeper's page tests drive Debian's Chromium through its chromedriver (tests/web).
+# Screenshots for docs/ (RESERVOIR_EDGE_SCREENSHOTS=1) also need a Chinese font.
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "installing chromium and chromium-driver (apt-get)..." >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+      chromium-driver >/dev/null
+  fi
+  if [ "${RESERVOIR_EDGE_SCREENSHOTS:-}" = "1" ] && [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then
+    echo "installing fonts-noto-cjk for the screenshots (apt-get)..." >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null
+  fi
 }
 
 ensure_venv() {
