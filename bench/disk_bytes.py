@@ -94,7 +94,7 @@ def run(points: int, cycles: int, synchronous: str) -> tuple[float, float]:
             batch = [Reading("logger-1", f"p{j}", ts + i * 1000, 100.0 + j * 0.01 + i * 1e-4,
                              "m", "good", 10000.0 + j) for j in range(points)]
             seqs = store.commit_cycle(batch, [])
-            store.ack_outbox(seqs)
+            store.outbox.ack(seqs)
         store.close()  # includes the final WAL checkpoint
         elapsed = time.perf_counter() - t0
         written = write_bytes() - before

@@ -65,7 +65,8 @@ class CommandFailed(Exception):
     """The command was understood but could not be carried out; the message says why."""
 
 
-Handler = Callable[[StrictModel], Awaitable[Any]]
+# A handler takes the validated args of its command (the model ARGS names for it).
+Handler = Callable[[Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True)

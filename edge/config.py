@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import zoneinfo
 from collections.abc import Iterator
@@ -17,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from drivers.devices import DeviceConfig, PointConfig
 from drivers.registry import bus_models, check_devices
+from edge.channels import mqtt
+from edge.channels.mqtt import MqttConfig
 from edge.yamlsource import (
     ConfigProblem,
     ConfigSourceError,
@@ -59,76 +60,6 @@ class SiteConfig(StrictModel):
 
 class GatewayConfig(StrictModel):
     id: Ident
-
-
-class TlsConfig(StrictModel):
-    """TLS to the broker: the platform's CA, and a client certificate where required."""
-
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    # Only for brokers reached by IP whose certificate lacks that IP: weakens TLS.
-    check_hostname: bool = True
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (the client certificate "
-                             "and its private key)")
-        return self
-
-
-class MqttConfig(StrictModel):
-    host: str
-    port: int = Field(default=1883, ge=1, le=65535)
-    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = \
-        "reservoir"
-    client_id: str | None = None
-    username: str | None = None
-    # Secrets never sit in the YAML: name an environment variable or a file.
-    password_env: str | None = None
-    password_file: Path | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    max_inflight: int = Field(default=20, ge=1, le=1000)
-    # Reconnect backoff: doubles from min to max, each wait drawn in [wait/2, wait].
-    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
-    reconnect_max_s: float = Field(default=10.0, gt=0, le=3600)
-    # 3.1.1 works with every broker a district may run; only Mosquitto speaks 5 among
-    # the ones measured (lessons.md). With 5, command replies also honour the request's
-    # response topic and correlation data.
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
-    # MQTT 5 session expiry: how long the broker keeps our session while we are away.
-    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
-    tls: TlsConfig | None = None
-
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _protocol_as_text(cls, value: object) -> object:
-        # YAML reads an unquoted 5 as a number.
-        return str(value) if isinstance(value, int) else value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MqttConfig:
-        if self.password_env and self.password_file:
-            raise ValueError("give password_env or password_file, not both")
-        if (self.password_env or self.password_file) and not self.username:
-            raise ValueError("a password needs a username (password_env/password_file are "
-                             "only sent with one)")
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError(f"reconnect_min_s ({self.reconnect_min_s}) is above "
-                             f"reconnect_max_s ({self.reconnect_max_s})")
-        return self
-
-    def password(self) -> str | None:
-        """Read the password from its environment variable or file (never logged)."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"environment variable {self.password_env} is not set")
-            return value
-        if self.password_file:
-            return self.password_file.read_text(encoding="utf-8").strip()
-        return None
 
 
 class StoreConfig(StrictModel):
@@ -409,14 +340,7 @@ def _cross_check(settings: GatewaySettings, doc: LocatedDocument) -> list[Config
               for d, p in settings.iter_points()}
     check_rules(settings.rules, settings.derived, points, settings.site.levels,
                 settings.store.retention_days, problem, doc.locate)
-    tls = settings.mqtt.tls
-    if tls is not None:
-        for key in ("ca_file", "cert_file", "key_file"):
-            file = getattr(tls, key)
-            if file is not None and not file.is_file():
-                problem(("mqtt", "tls", key), f"{file}: no such file")
-    if settings.mqtt.password_file is not None and not settings.mqtt.password_file.is_file():
-        problem(("mqtt", "password_file"), f"{settings.mqtt.password_file}: no such file")
+    mqtt.check(settings.mqtt, lambda path, message: problem(("mqtt", *path), message))
     return problems
 
 

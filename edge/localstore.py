@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edge.config import GatewaySettings
-from edge.gateway import STATUS_FILE
-from edge.store import iter_stored_readings, latest_per_point
+from edge.history import iter_stored_readings, latest_per_point
+
+# The daemon's status snapshot beside the store (written by edge/health.py).
+STATUS_FILE = "status.json"
 
 
 class LocalStoreError(Exception):

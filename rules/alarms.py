@@ -14,10 +14,8 @@ conditions, not rule ids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rules.base import Verdict
-from vocab.model import SEVERITY_RANK, AlarmState, AlarmTransition, Severity
+from vocab.model import SEVERITY_RANK, ActiveAlarm, AlarmState, AlarmTransition, Severity
 
 _SEVERITY_WORDS = {
     "en": {"warning": "warning", "alarm": "alarm", "critical": "critical"},
@@ -47,18 +45,6 @@ _CONDITIONS = {
            "out_of_range": "测值 {value}{unit} 超出物理量程",
            "stuck": "测值停滞于 {value}{unit}"},
 }
-
-
-@dataclass
-class ActiveAlarm:
-    alarm_id: str
-    rule: str
-    device: str
-    point: str
-    severity: Severity
-    side: str
-    limit: float | None
-    acked: bool = False
 
 
 def _format(value: float | None) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from rules.accumulation import AccumulationRule
-from rules.alarms import ActiveAlarm, AlarmBook
+from rules.alarms import AlarmBook
 from rules.base import (
     Context,
     HistoryProvider,
@@ -47,7 +47,7 @@ from rules.derived import build as build_derived
 from rules.expression import Expression
 from rules.registry import RULE_TYPES
 from rules.storm import StormLimiter
-from vocab.model import AlarmTransition, Reading
+from vocab.model import ActiveAlarm, AlarmTransition, Reading
 
 log = structlog.get_logger("rules.engine")
 

@@ -78,3 +78,31 @@ class AlarmTransition:
     message: str
     side: str = ""  # 'above' / 'below': which side of the limit, kept to resume after restart
     extra: dict[str, float | str | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ActiveAlarm:
+    """An alarm that has been raised and not cleared: as the alarm book keeps it while
+    rules judge, and as the store keeps it across restarts.
+
+    Mutable on purpose: escalation changes its severity, side and limit in place, and
+    acknowledgement its flag; the alarm id stays.
+    """
+
+    alarm_id: str
+    rule: str
+    device: str
+    point: str
+    severity: Severity
+    side: str
+    limit: float | None
+    acked: bool = False
+    state: AlarmState = "raised"
+    raised_ms: int = 0
+    updated_ms: int = 0
+    value: float | None = None
+    message: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.device}/{self.point}"

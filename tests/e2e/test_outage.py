@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.store import iter_stored_readings, last_stored_seq
+from edge.history import iter_stored_readings
+from edge.store import last_stored_seq
 from tests.support import (
     Broker,
     EdgeProcess,

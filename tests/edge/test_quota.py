@@ -27,12 +27,12 @@ def test_retention_deletes_only_old_delivered_readings(tmp_path: Path) -> None:
     for i in range(100):
         seqs = cycle(store, i, "logger-1")
         if i >= 10:
-            store.ack_outbox(seqs)
+            store.outbox.ack(seqs)
     # The first ten messages were never delivered: past retention, they stay queued.
     counters = store.maintain(quota_bytes=10**9, retention_before_ms=T0 + 50_000)
     assert counters.retention_deleted == 0, "nothing below an unsent message is pruned"
-    assert store.outbox_stats().depth == 10
-    store.ack_outbox(range(1, 11))
+    assert store.outbox.stats().depth == 10
+    store.outbox.ack(range(1, 11))
     counters = store.maintain(quota_bytes=10**9, retention_before_ms=T0 + 50_000)
     assert counters.retention_deleted == 250
     assert len(store.readings("logger-1", "p0", 0, 2**62)) == 50
@@ -50,14 +50,14 @@ def test_thinning_keeps_alarms_and_counts_everything(tmp_path: Path) -> None:
     counters = store.maintain(quota_bytes=quota, retention_before_ms=0)
     assert store.used_bytes() <= quota
     assert counters.thinned_messages > 0 and counters.thinned_readings > 0
-    stats = store.outbox_stats()
+    stats = store.outbox.stats()
     assert stats.alarms == alarms, "alarms are never dropped"
     # Thinning takes from the older half first: the newest messages are all there.
-    newest = [e.seq for e in store.pending("telemetry", 0, 10**6)][-100:]
+    newest = [e.seq for e in store.outbox.pending("telemetry", 0, 10**6)][-100:]
     assert newest[-1] - newest[0] == 99  # contiguous: no alarm among the last 100 seqs
     # Each device keeps some of its older messages (1 of N per device, not all of one).
     devices = {json.loads(e.payload)["readings"][0]["device"]
-               for e in store.pending("telemetry", 0, 500)}
+               for e in store.outbox.pending("telemetry", 0, 500)}
     assert devices == {"logger-0", "logger-1"}
     store.close()
     reopened = Store(tmp_path / "edge.db")
@@ -69,13 +69,13 @@ def test_delivered_history_goes_before_anything_unsent(tmp_path: Path) -> None:
     for i in range(2000):
         seqs = cycle(store, i, "logger-1")
         if i < 1500:
-            store.ack_outbox(seqs)
-    store.flush_acks()
+            store.outbox.ack(seqs)
+    store.outbox.flush_acks()
     quota = int(store.used_bytes() * 0.7)
     counters = store.maintain(quota_bytes=quota, retention_before_ms=0)
     assert counters.history_pruned > 0
     assert counters.thinned_messages == 0 and counters.dropped_messages == 0
-    assert store.outbox_stats().depth == 500
+    assert store.outbox.stats().depth == 500
 
 
 def test_only_alarms_left_are_never_dropped(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_only_alarms_left_are_never_dropped(tmp_path: Path) -> None:
         store.commit_cycle([], [AlarmTransition(f"a@{i}", "r", "d", "p", "alarm", "raised",
                                                 1.0, 0.5, T0 + i, "m" * 200, "above")])
     store.maintain(quota_bytes=1024, retention_before_ms=0)
-    assert store.outbox_stats().alarms == 200
+    assert store.outbox.stats().alarms == 200
 
 
 def test_disk_full_rolls_back_the_cycle_and_keeps_everything_stored(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_disk_full_rolls_back_the_cycle_and_keeps_everything_stored(tmp_path: Pa
         for i in range(50, 5000):
             cycle(store, i, "logger-1")
     assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    kept = store.outbox_stats().depth
+    kept = store.outbox.stats().depth
     assert kept >= 50
     store.maintain(quota_bytes=store.used_bytes() // 2, retention_before_ms=0)
     # After making room the next cycle fits again, with the next seq.

@@ -25,12 +25,12 @@ def test_cycle_is_stored_with_consecutive_seqs(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     seqs = store.commit_cycle([reading(123.4), reading(123.5)], [transition()])
     assert seqs == [1, 2]
-    telemetry = store.pending("telemetry", 0, 10)
+    telemetry = store.outbox.pending("telemetry", 0, 10)
     assert [e.seq for e in telemetry] == [1]
     body = json.loads(telemetry[0].payload)
     assert body["seq"] == 1
     assert [r["value"] for r in body["readings"]] == [123.4, 123.5]
-    alarms = store.pending("alarm", 0, 10)
+    alarms = store.outbox.pending("alarm", 0, 10)
     assert json.loads(alarms[0].payload)["alarm"]["state"] == "raised"
     assert store.active_alarms()[0].side == "above"
     assert len(store.readings("level-1", "water_level", 0, 2**62)) == 2
@@ -40,7 +40,7 @@ def test_seq_survives_reopen_and_never_repeats(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     store.commit_cycle([reading(1.0)], [])
     store.commit_cycle([reading(2.0)], [])
-    store.ack_outbox([1, 2])
+    store.outbox.ack([1, 2])
     store.close()
     reopened = Store(tmp_path / "edge.db")
     assert reopened.commit_cycle([reading(3.0)], []) == [3]
@@ -50,10 +50,10 @@ def test_only_acknowledged_rows_leave_the_outbox(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     for v in range(5):
         store.commit_cycle([reading(float(v))], [])
-    store.ack_outbox([2, 4])
-    assert store.flush_acks() == 2
-    assert [e.seq for e in store.pending("telemetry", 0, 10)] == [1, 3, 5]
-    stats = store.outbox_stats()
+    store.outbox.ack([2, 4])
+    assert store.outbox.flush_acks() == 2
+    assert [e.seq for e in store.outbox.pending("telemetry", 0, 10)] == [1, 3, 5]
+    stats = store.outbox.stats()
     assert stats.depth == 3
     assert stats.oldest_created_ms is not None
 
@@ -98,13 +98,13 @@ def test_unwritable_store_path_is_a_clear_error(tmp_path: Path) -> None:
 def test_acks_are_deleted_with_the_next_cycle_and_survive_nothing_else(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     store.commit_cycle([reading(1.0)], [])
-    store.ack_outbox([1])
+    store.outbox.ack([1])
     # Not yet deleted: a crash now re-sends seq 1 (a duplicate), it never loses it.
     other = sqlite3.connect(tmp_path / "edge.db")
     assert other.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
     store.commit_cycle([reading(2.0)], [])
     assert [r[0] for r in other.execute("SELECT seq FROM outbox")] == [2]
-    store.ack_outbox([2])
+    store.outbox.ack([2])
     store.close()  # a clean stop deletes what was acknowledged
     assert other.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
 
@@ -124,7 +124,7 @@ def test_a_nan_from_the_field_does_not_make_the_poll_unstorable(tmp_path: Path) 
     inf = Reading("level-1", "water_level", 1_700_000_000_000, float("inf"), "m", "bad",
                   float("inf"), "not_a_number")
     assert store.commit_cycle([reading(123.4), bad, inf], [transition()]) == [1, 2]
-    body = json.loads(store.pending("telemetry", 0, 1)[0].payload)
+    body = json.loads(store.outbox.pending("telemetry", 0, 1)[0].payload)
     by_device = {r["device"]: r for r in body["readings"] if r["quality"] == "bad"}
     assert by_device["rain-1"] == {"device": "rain-1", "point": "rainfall",
                                    "ts": 1_700_000_000_000, "value": None, "unit": "mm",
@@ -135,12 +135,13 @@ def test_a_nan_from_the_field_does_not_make_the_poll_unstorable(tmp_path: Path) 
 def test_requeue_right_after_an_ack_rebuilds_the_message(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     store.commit_cycle([reading(1.0)], [])
-    store.ack_outbox([1])  # acknowledged, delete deferred to the next poll
-    report = store.requeue(1, 1)
+    store.outbox.ack([1])  # acknowledged, delete deferred to the next poll
+    report = store.outbox.requeue(1, 1)
     assert (report.requeued, report.already_queued, report.missing) == (1, 0, [])
     store.commit_cycle([reading(2.0)], [])
-    assert [e.seq for e in store.pending("telemetry", 0, 10)] == [1, 2]
-    assert json.loads(store.pending("telemetry", 0, 1)[0].payload)["readings"][0]["unit"] == "m"
+    assert [e.seq for e in store.outbox.pending("telemetry", 0, 10)] == [1, 2]
+    first = store.outbox.pending("telemetry", 0, 1)[0]
+    assert json.loads(first.payload)["readings"][0]["unit"] == "m"
 
 
 def test_readings_are_one_row_per_message_and_device(tmp_path: Path) -> None:
@@ -154,7 +155,7 @@ def test_readings_are_one_row_per_message_and_device(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "edge.db")
     rows = conn.execute("SELECT device, n FROM telemetry ORDER BY id").fetchall()
     assert rows == [("piezo-1", 100), ("derived", 1)]
-    body = json.loads(store.pending("telemetry", 0, 1)[0].payload)
+    body = json.loads(store.outbox.pending("telemetry", 0, 1)[0].payload)
     assert body["seq"] == 1 and len(body["readings"]) == 101
     history = store.readings("piezo-1", "p7", 0, 2**63 - 1)
     assert [(r.value, r.raw, r.unit) for r in history] == [(17.0, 107.0, "kPa")]
@@ -167,8 +168,8 @@ def test_seq_is_recovered_from_rows_after_a_crash(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     for v in range(5):
         store.commit_cycle([reading(float(v))], [transition()] if v == 2 else [])
-    store.ack_outbox(range(1, 7))
-    store.flush_acks()
+    store.outbox.ack(range(1, 7))
+    store.outbox.flush_acks()
     store._conn.close()  # no close(): as after SIGKILL
     assert Store(tmp_path / "edge.db").commit_cycle([reading(9.0)], []) == [7]
 
@@ -176,7 +177,7 @@ def test_seq_is_recovered_from_rows_after_a_crash(tmp_path: Path) -> None:
 def test_seq_is_kept_when_maintenance_prunes_every_row(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     for v in range(20):
-        store.ack_outbox(store.commit_cycle([reading(float(v), ts=1_000 + v)], []))
+        store.outbox.ack(store.commit_cycle([reading(float(v), ts=1_000 + v)], []))
     store.maintain(quota_bytes=10**9, retention_before_ms=10**12)
     assert store.readings("level-1", "water_level", 0, 2**62) == []
     store._conn.close()
@@ -187,9 +188,9 @@ def test_pending_reads_far_apart_messages_without_scanning_between(tmp_path: Pat
     store = Store(tmp_path / "edge.db")
     for v in range(300):
         store.commit_cycle([reading(float(v))], [])
-    store.ack_outbox(range(2, 300))
-    store.flush_acks()
-    entries = store.pending("telemetry", 0, 10)
+    store.outbox.ack(range(2, 300))
+    store.outbox.flush_acks()
+    entries = store.outbox.pending("telemetry", 0, 10)
     assert [e.seq for e in entries] == [1, 300]
     assert [json.loads(e.payload)["readings"][0]["value"] for e in entries] == [0.0, 299.0]
 
@@ -225,10 +226,10 @@ def test_a_version_1_store_is_migrated_without_losing_a_reading(tmp_path: Path) 
     rain = store.readings("rain-1", "rainfall", 0, 2**62)
     assert [(r.quality, r.reason) for r in rain] == [("suspect", "stuck")]
     # The queued message keeps the payload it was stored with; seqs continue.
-    assert store.pending("telemetry", 0, 10)[0].payload == '{"seq":3,"readings":[]}'
+    assert store.outbox.pending("telemetry", 0, 10)[0].payload == '{"seq":3,"readings":[]}'
     assert store.commit_cycle([reading(4.0)], []) == [4]
-    assert store.requeue(2, 2).requeued == 1
-    resent = json.loads(store.pending("telemetry", 1, 1)[0].payload)
+    assert store.outbox.requeue(2, 2).requeued == 1
+    resent = json.loads(store.outbox.pending("telemetry", 1, 1)[0].payload)
     assert {r["device"] for r in resent["readings"]} == {"level-1", "rain-1"}
 
 

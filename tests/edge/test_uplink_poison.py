@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
-from edge.config import GatewaySettings
+from edge.channels.mqtt import POISON_DISCONNECTS, MqttChannel, MqttConfig
+from edge.outbox import Outbox
 from edge.store import Store, StoreWorker
-from edge.uplink import POISON_DISCONNECTS, MqttUplink
 
 
-def uplink(tmp_path: Path) -> MqttUplink:
-    settings = GatewaySettings.model_validate({
-        "site": {"id": "s"}, "gateway": {"id": "g"}, "mqtt": {"host": "127.0.0.1"},
-        "store": {"path": str(tmp_path / "edge.db")}})
-    return MqttUplink(settings, StoreWorker(Store(settings.store.path)))
+def uplink(tmp_path: Path) -> MqttChannel:
+    outbox = Outbox(StoreWorker(Store(tmp_path / "edge.db")))
+    asyncio.run(outbox.open({"mqtt": ("telemetry", "alarm")}))
+    return MqttChannel(MqttConfig(host="127.0.0.1"), "reservoir/s/g", "reservoir-edge-s-g",
+                       outbox.channel("mqtt"))
 
 
-def disconnect_quickly(up: MqttUplink, times: int) -> None:
+def disconnect_quickly(up: MqttChannel, times: int) -> None:
     for _ in range(times):
         up._connected_at = time.monotonic()
         up._watch_for_poison("connection lost")

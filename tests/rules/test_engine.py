@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 
-from rules.alarms import ActiveAlarm
 from rules.engine import RuleEngine, RuleNote
 from tests.rules.sample_site import MIN, T0, S, reading, settings
-from vocab.model import AlarmTransition, Reading
+from vocab.model import ActiveAlarm, AlarmTransition, Reading
 
 LEVEL, PIEZO = "level-1/water_level", "piezo-1/head"
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edge.store import Store, latest_per_point, read_point_history
+from edge.history import latest_per_point, read_point_history
+from edge.store import Store
 from edge.web.app import KeeperWeb
 from edge.web.config import WebConfig
 from edge.web.port import (

@@ -1,4 +1,4 @@
-"""MQTT uplink: drains the outbox to the broker and deletes only what the broker acked.
+"""The MQTT channel: the district platform's uplink, draining the outbox to a broker.
 
 Store-and-forward as the platform needs it on a flaky 4G link:
 
@@ -7,8 +7,8 @@ Store-and-forward as the platform needs it on a flaky 4G link:
   failure of other gateways, see lessons.md);
 * at most ``max_inflight`` messages are unacknowledged at once, so memory stays bounded
   however long the backlog; the backlog itself lives on disk;
-* alarms go first; then live telemetry and the backlog share the window, so current data
-  keeps flowing while an old backlog drains; backlog messages are marked ``replay``.
+* what goes next (alarms first, live data beside the backlog, which messages are
+  replays) is the outbox's to say (edge/outbox.py); this module only speaks MQTT.
 
 paho runs its network loop in its own thread; its callbacks hop onto the event loop
 with ``call_soon_threadsafe`` and all state here is touched only from the loop.
@@ -18,23 +18,114 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
 
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import Field, field_validator, model_validator
 
-from edge.config import GatewaySettings
+from edge.outbox import ChannelOutbox
 from edge.payloads import mark_replay, status_payload
-from edge.store import OutboxEntry, Store, StoreWorker
+from vocab.checking import Report
+from vocab.configbase import StrictModel
 from vocab.model import now_ms
 
-log = structlog.get_logger("edge.uplink")
+log = structlog.get_logger("edge.channels.mqtt")
+
+# The kinds of outbox message this channel takes.
+KINDS = ("telemetry", "alarm", "event")
+
+
+class TlsConfig(StrictModel):
+    """TLS to the broker: the platform's CA, and a client certificate where required."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Only for brokers reached by IP whose certificate lacks that IP: weakens TLS.
+    check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (the client certificate "
+                             "and its private key)")
+        return self
+
+
+class MqttConfig(StrictModel):
+    host: str
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = \
+        "reservoir"
+    client_id: str | None = None
+    username: str | None = None
+    # Secrets never sit in the YAML: name an environment variable or a file.
+    password_env: str | None = None
+    password_file: Path | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    max_inflight: int = Field(default=20, ge=1, le=1000)
+    # Reconnect backoff: doubles from min to max, each wait drawn in [wait/2, wait].
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
+    reconnect_max_s: float = Field(default=10.0, gt=0, le=3600)
+    # 3.1.1 works with every broker a district may run; only Mosquitto speaks 5 among
+    # the ones measured (lessons.md). With 5, command replies also honour the request's
+    # response topic and correlation data.
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # MQTT 5 session expiry: how long the broker keeps our session while we are away.
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    tls: TlsConfig | None = None
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: object) -> object:
+        # YAML reads an unquoted 5 as a number.
+        return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        if (self.password_env or self.password_file) and not self.username:
+            raise ValueError("a password needs a username (password_env/password_file are "
+                             "only sent with one)")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(f"reconnect_min_s ({self.reconnect_min_s}) is above "
+                             f"reconnect_max_s ({self.reconnect_max_s})")
+        return self
+
+    def password(self) -> str | None:
+        """Read the password from its environment variable or file (never logged)."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+def check(config: MqttConfig, report: Report) -> None:
+    """Files the configuration names must exist (paths relative to ``mqtt``)."""
+    tls = config.tls
+    if tls is not None:
+        for key in ("ca_file", "cert_file", "key_file"):
+            file = getattr(tls, key)
+            if file is not None and not file.is_file():
+                report(("tls", key), f"{file}: no such file")
+    if config.password_file is not None and not config.password_file.is_file():
+        report(("password_file",), f"{config.password_file}: no such file")
+
 
 # A message is "poison" (the broker drops the connection whenever it arrives, e.g. over
 # its max_packet_size) when it is the oldest unacknowledged message at this many
@@ -73,34 +164,31 @@ class ResponseRoute:
 MessageCallback = Callable[[str, bytes, ResponseRoute], Awaitable[None]]
 
 
-class MqttUplink:
-    def __init__(self, settings: GatewaySettings, store: StoreWorker,
+class MqttChannel:
+    """The outbox channel to the district platform's broker; see the module docstring."""
+
+    name = "mqtt"
+
+    def __init__(self, config: MqttConfig, root: str, client_id: str, outbox: ChannelOutbox,
                  subscriptions: tuple[str, ...] = (),
                  on_message: MessageCallback | None = None) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.outbox = outbox
         self.subscriptions = subscriptions
         self.on_message = on_message
-        self.settings = settings
-        self.store = store
-        self.root = settings.topic_root
-        self.topics = {"telemetry": f"{self.root}/telemetry", "alarm": f"{self.root}/alarms"}
-        self.window = settings.mqtt.max_inflight
-        self.health = UplinkHealth()
+        self.root = root
+        self.topics = {"telemetry": f"{root}/telemetry", "alarm": f"{root}/alarms",
+                       "event": f"{root}/events"}
+        self.window = config.max_inflight
+        self.health_figures = UplinkHealth()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
         self._inflight_alarms: set[int] = set()
-        self._acked: list[int] = []
-        self._ack_wake = asyncio.Event()
-        # Streams of seqs to send. paho itself re-sends its unacknowledged messages after a
-        # reconnect, so within one process each seq is handed to paho once; after a
-        # restart whatever is left in the outbox is sent again (same seq: at-least-once).
-        # Backlog = what was queued before this process ran or while the link was down;
-        # it is sent oldest first and marked "replay". Live = queued while connected.
-        self._alarm_cursor = 0
-        self._live_cursor = store.store.last_seq
-        self._backlog: list[list[int]] = (
-            [[0, store.store.last_seq]] if store.store.last_seq else []
-        )
+        # paho itself re-sends its unacknowledged messages after a reconnect, so within
+        # one process each seq is handed to paho once; after a restart whatever is left
+        # in the outbox is sent again (same seq: at-least-once).
         self._pending_cut = False
         self._connected_at = 0.0
         self._suspect: tuple[int, int] | None = None  # (oldest in-flight seq, disconnects)
@@ -110,9 +198,8 @@ class MqttUplink:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        cfg = self.settings.mqtt
-        client_id = cfg.client_id or f"reservoir-edge-{self.settings.site.id}-" \
-                                     f"{self.settings.gateway.id}"
+        cfg = self.config
+        client_id = cfg.client_id or self.client_id
         # A persistent session keeps the broker-side state of our in-flight QoS 1
         # messages across reconnects.
         if cfg.protocol == "5":
@@ -142,7 +229,7 @@ class MqttUplink:
     def _set_backoff(self, client: mqtt.Client) -> None:
         """Jittered exponential backoff: many gateways of a district must not reconnect
         in lockstep when the platform's broker comes back."""
-        cfg = self.settings.mqtt
+        cfg = self.config
         ceiling = min(cfg.reconnect_max_s, cfg.reconnect_min_s * 2 ** self._attempt)
         delay = random.uniform(ceiling / 2, ceiling)
         # min == max makes paho wait exactly this long before its next attempt.
@@ -191,12 +278,11 @@ class MqttUplink:
         if not ok:
             log.warning("mqtt_connect_refused", reason=reason)
             return
-        self.health.connected = True
-        self.health.connects += 1
-        self.health.last_connect_ms = now_ms()
+        self.health_figures.connected = True
+        self.health_figures.connects += 1
+        self.health_figures.last_connect_ms = now_ms()
         self._connected_at = time.monotonic()
-        self._wake.set()
-        log.info("mqtt_connected", host=self.settings.mqtt.host, port=self.settings.mqtt.port)
+        log.info("mqtt_connected", host=self.config.host, port=self.config.port)
         self.client.publish(f"{self.root}/status", status_payload("online"), qos=1, retain=True)
         for topic in self.subscriptions:
             self.client.subscribe(topic, qos=1)
@@ -204,11 +290,11 @@ class MqttUplink:
         self._wake.set()
 
     def _disconnected(self, reason: str) -> None:
-        if self.health.connected:
-            self.health.disconnects += 1
+        if self.health_figures.connected:
+            self.health_figures.disconnects += 1
             log.warning("mqtt_disconnected", reason=reason, inflight=len(self._inflight))
             self._watch_for_poison(reason)
-        self.health.connected = False
+        self.health_figures.connected = False
 
     def _watch_for_poison(self, reason: str) -> None:
         quick = time.monotonic() - self._connected_at < POISON_WINDOW_S
@@ -239,49 +325,39 @@ class MqttUplink:
         if failed:
             # An MQTT 5 broker refused it: it stays in the outbox and is offered again
             # after a pause (the refusal may be a passing quota), never deleted unseen.
-            self.health.refused += 1
+            self.health_figures.refused += 1
             log.error("mqtt_publish_refused", seq=seq)
             task = asyncio.create_task(self._retry_refused(seq))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
-            self._acked.append(seq)
-            self._ack_wake.set()
+            self.outbox.acknowledge((seq,))
+            self.health_figures.acked += 1
         self._wake.set()
 
     def publish_now(self, topic: str, payload: str, retain: bool = False,
                     correlation: bytes | None = None) -> bool:
         """Publish outside the outbox (health, command replies): only while connected,
         because such messages are worthless when late."""
-        if not self.health.connected:
+        if not self.health_figures.connected:
             return False
         properties = None
-        if correlation is not None and self.settings.mqtt.protocol == "5":
+        if correlation is not None and self.config.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)
             properties.CorrelationData = correlation
         self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         return True
 
-    def _rewind(self, after_seq: int, to_seq: int) -> None:
-        """Runs on the store thread, like every change of the cursors: send the seqs in
-        (after_seq, to_seq] again, as backlog, alarms first."""
-        self._backlog.insert(0, [after_seq, to_seq])
-        self._alarm_cursor = min(self._alarm_cursor, after_seq)
-
     async def resend(self, from_seq: int, to_seq: int) -> None:
         """Send a requeued seq range again (telemetry marked replay)."""
-        await self.store.call(self._rewind, from_seq - 1, to_seq)
-        self._wake.set()
-
-    def notify(self) -> None:
-        """New messages were committed to the outbox."""
+        await self.outbox.rewind(from_seq, to_seq)
         self._wake.set()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._connect()
         self.client.loop_start()
-        ack_task = asyncio.create_task(self._ack_writer(), name="outbox-acks")
+        waiting = asyncio.create_task(self._outbox_wakes(), name="mqtt-outbox-wakes")
         try:
             while not self._stopping:
                 await self._wake.wait()
@@ -295,24 +371,29 @@ class MqttUplink:
                     await asyncio.sleep(UPLINK_RETRY_S)
                     self._wake.set()
         finally:
-            ack_task.cancel()
+            waiting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await ack_task
-            await self._write_acks()
+                await waiting
+
+    async def _outbox_wakes(self) -> None:
+        """New messages in the outbox wake the sender."""
+        while True:
+            await self.outbox.wait()
+            self._wake.set()
 
     async def _retry_refused(self, seq: int) -> None:
         await asyncio.sleep(REFUSED_RETRY_S)
-        await self.store.call(self._rewind, seq - 1, seq)
+        await self.outbox.rewind(seq, seq)
         self._wake.set()
 
     async def _step(self) -> None:
         if self._poison is not None:
             seq, self._poison = self._poison, None
             await self._set_aside(seq)
-        if self.health.connected:
+        if self.health_figures.connected:
             if self._pending_cut:
                 self._pending_cut = False
-                await self.store.call(self._cut_backlog)
+                await self.outbox.connected()
             await self._fill_window()
 
     async def _set_aside(self, seq: int) -> None:
@@ -328,21 +409,18 @@ class MqttUplink:
         self._inflight.clear()
         self._inflight_alarms.clear()
         try:
-            await self._write_acks()
-            await self.store.call(self.store.store.flush_acks)
-            await self.store.call(self.store.store.set_aside, seq, "broker drops the "
-                                  "connection on this message")
-            self.health.set_aside += 1
+            await self.outbox.set_aside(seq, "broker drops the connection on this message")
+            self.health_figures.set_aside += 1
         finally:
             # Whatever happened to the bookkeeping, a working client comes back.
-            restart_from = (others[0] if others else seq) - 1
-            await self.store.call(self._rewind, restart_from, others[-1] if others else seq)
+            await self.outbox.rewind(others[0] if others else seq,
+                                     others[-1] if others else seq)
             self.client = self._make_client()
             self._connect()
             self.client.loop_start()
 
     def _connect(self) -> None:
-        cfg = self.settings.mqtt
+        cfg = self.config
         if cfg.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = cfg.session_expiry_s
@@ -352,88 +430,30 @@ class MqttUplink:
             self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
 
     async def _fill_window(self) -> None:
-        while self.health.connected and not self._stopping:
+        while self.health_figures.connected and not self._stopping:
             room = self.window - len(self._inflight)
             if room <= 0:
                 return
-            entries = await self.store.call(self._next_batch, room)
-            if not entries:
+            messages = await self.outbox.next_batch(room)
+            if not messages:
                 return
-            for entry, replay in entries:
-                payload = mark_replay(entry.payload) if replay else entry.payload
-                info = self.client.publish(self.topics[entry.kind], payload, qos=1)
-                self._inflight[info.mid] = entry.seq
-                if entry.kind == "alarm":
-                    self._inflight_alarms.add(entry.seq)
-                self.health.published += 1
-
-    def _cut_backlog(self) -> None:
-        """After a (re)connect: what waited longer than REPLAY_AGE_S becomes backlog.
-
-        Runs on the store thread. Messages queued in the last seconds (the first poll of
-        a fresh start, say) are still current and go out as live data.
-        """
-        cut = self.store.store.last_telemetry_seq_before(self._live_cursor,
-                                                         now_ms() - REPLAY_AGE_S * 1000)
-        if cut > self._live_cursor:
-            self._backlog.append([self._live_cursor, cut])
-            self._live_cursor = cut
-
-    def _next_batch(self, room: int) -> list[tuple[OutboxEntry, bool]]:
-        """Runs on the store thread: the next messages to send, in priority order."""
-        store: Store = self.store.store
-        alarms = store.pending("alarm", self._alarm_cursor, room)
-        if alarms:
-            self._alarm_cursor = alarms[-1].seq
-        batch = [(e, False) for e in alarms]
-        room -= len(alarms)
-        if room <= 0:
-            return batch
-        # Live data gets at least half the remaining window so it stays current while a
-        # long backlog drains.
-        live = store.pending("telemetry", self._live_cursor, max(1, room // 2))
-        if live:
-            self._live_cursor = live[-1].seq
-        room -= len(live)
-        while room > 0 and self._backlog:
-            low, high = self._backlog[0]
-            older = [e for e in store.pending("telemetry", low, room) if e.seq <= high]
-            if not older:
-                self._backlog.pop(0)
-                continue
-            self._backlog[0][0] = older[-1].seq
-            batch += [(e, True) for e in older]
-            room -= len(older)
-        return batch + [(e, False) for e in live]
-
-    @property
-    def backlog_ranges(self) -> int:
-        return len(self._backlog)
-
-    async def _ack_writer(self) -> None:
-        while True:
-            await self._ack_wake.wait()
-            self._ack_wake.clear()
-            # Batch deletes: one transaction per burst of acks rather than per message.
-            await asyncio.sleep(0.05)
-            await self._write_acks()
-
-    async def _write_acks(self) -> None:
-        if not self._acked:
-            return
-        seqs, self._acked = self._acked, []
-        try:
-            await self.store.call(self.store.store.ack_outbox, seqs)
-        except Exception:
-            # Not deleting is safe: the message is sent again later and the platform
-            # drops the duplicate by seq.
-            log.exception("outbox_ack_write_failed", count=len(seqs))
-            return
-        self.health.acked += len(seqs)
+            for message in messages:
+                payload = mark_replay(message.payload) if message.replay else message.payload
+                info = self.client.publish(self.topics[message.kind], payload, qos=1)
+                self._inflight[info.mid] = message.seq
+                if message.kind != "telemetry":
+                    self._inflight_alarms.add(message.seq)
+                self.health_figures.published += 1
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    def health(self) -> dict[str, object]:
+        h = self.health_figures
+        return {"connected": h.connected, "connects": h.connects,
+                "disconnects": h.disconnects, "published": h.published, "acked": h.acked,
+                "set_aside": h.set_aside, "refused": h.refused, "inflight": self.inflight}
 
     async def drain(self, timeout_s: float) -> bool:
         """Before a stop: while connected, send what the outbox holds and wait for the
@@ -444,21 +464,19 @@ class MqttUplink:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            await self._write_acks()
             if not self._inflight:
-                stats = await self.store.call(self.store.store.outbox_stats)
-                if stats.depth == 0 or not self.health.connected:
+                stats = await self.outbox.stats()
+                if stats.depth == 0 or not self.health_figures.connected:
                     break
             self._wake.set()
             await asyncio.sleep(0.05)
-        await self._write_acks()
         return not self._inflight
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Publish ``offline``, disconnect cleanly and stop the network thread."""
         self._stopping = True
         self._wake.set()
-        if self.health.connected:
+        if self.health_figures.connected:
             info = self.client.publish(f"{self.root}/status", status_payload("offline"),
                                        qos=1, retain=True)
             deadline = asyncio.get_running_loop().time() + timeout_s

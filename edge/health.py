@@ -1,0 +1,131 @@
+"""The gateway's health: one snapshot assembled from each component's own figures.
+
+Published retained on ``{root}/health``, written to the local status file that
+``edge status`` reads while the uplink is down, and summed up in systemd's status line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from edge import __version__
+from edge.buses import BusSupervisor
+from edge.hostinfo import (
+    CpuMeter,
+    clock_before_release,
+    clock_synchronized,
+    disk_free_bytes,
+    rss_bytes,
+    store_size_bytes,
+)
+from edge.localstore import STATUS_FILE
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline
+from edge.sdnotify import SystemdNotifier
+from edge.store import StoreWorker
+from vocab.model import now_ms
+
+log = structlog.get_logger("edge.health")
+
+class Channel(Protocol):
+    """What health asks of an output channel."""
+
+    name: str
+
+    def health(self) -> dict[str, Any]: ...
+
+    def publish_now(self, topic: str, payload: str, retain: bool = False) -> bool: ...
+
+
+class HealthReporter:
+    def __init__(self, store: StoreWorker, outbox: Outbox, pipeline: Pipeline,
+                 buses: BusSupervisor, channels: Callable[[], list[Channel]],
+                 state: Callable[[], dict[str, Any]], quota_bytes: int) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.pipeline = pipeline
+        self.buses = buses
+        self.channels = channels
+        self.state = state  # config digest and reload count, from the gateway
+        self.quota_bytes = quota_bytes
+        self._started = time.monotonic()
+        self._cpu = CpuMeter()
+
+    async def snapshot(self) -> dict[str, Any]:
+        stats = await self.outbox.stats()
+        now = now_ms()
+        channels = {c.name: c.health() for c in self.channels()}
+        mqtt = channels.get("mqtt")
+        load1, load5, _ = os.getloadavg()
+        db = self.store.path
+        return {
+            "ts": now,
+            "version": __version__,
+            **self.state(),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "outbox": {
+                "depth": stats.depth, "alarms": stats.alarms,
+                "oldest_age_s": round((now - stats.oldest_created_ms) / 1000, 1)
+                if stats.oldest_created_ms else None,
+                "inflight": mqtt["inflight"] if mqtt else 0,
+                "last_seq": self.store.last_seq,
+            },
+            "uplink": {**{k: v for k, v in mqtt.items() if k != "inflight"},
+                       "set_aside_total": await self.outbox.set_aside_total()}
+            if mqtt else None,
+            "channels": channels,
+            "buses": self.buses.health(),
+            "devices": self.buses.device_states(),
+            "active_alarms": len(self.pipeline.active_alarms()),
+            "deferred_transitions": self.pipeline.deferred_transitions,
+            "store": {"size_bytes": store_size_bytes(db), "disk_free_bytes":
+                      disk_free_bytes(db.parent), "integrity": self.store.integrity,
+                      "quota_bytes": self.quota_bytes, **vars(self.store.counters)},
+            "process": {"cpu_percent": self._cpu.sample(), "rss_bytes": rss_bytes(),
+                        "load1": load1, "load5": load5},
+            "clock": {"synchronized": clock_synchronized(),
+                      "before_release": clock_before_release(now)},
+        }
+
+    @staticmethod
+    def status_line(snapshot: dict[str, Any]) -> str:
+        devices = snapshot["devices"]
+        online = sum(1 for d in devices if d["online"])
+        uplink = "up" if snapshot["uplink"] and snapshot["uplink"]["connected"] else "down"
+        return (f"devices online {online}/{len(devices)}, outbox {snapshot['outbox']['depth']}, "
+                f"alarms {snapshot['active_alarms']}, uplink {uplink}")
+
+    async def run(self, systemd: SystemdNotifier, topic: str, interval_s: float) -> None:
+        while True:
+            try:
+                snapshot = await self.snapshot()
+                systemd.status(self.status_line(snapshot))
+                self.write_status_file(snapshot)
+                payload = json.dumps(snapshot, separators=(",", ":"))
+                for channel in self.channels():
+                    channel.publish_now(topic, payload, retain=True)
+            except Exception:
+                log.exception("health_failed")
+            await asyncio.sleep(interval_s)
+
+    def write_status_file(self, snapshot: dict[str, Any]) -> None:
+        """The local status `edge status` reads: works while the uplink is down."""
+        write_status_file(self.store.path.parent, snapshot)
+
+
+def write_status_file(folder: Path, snapshot: dict[str, Any]) -> None:
+    path = folder / STATUS_FILE
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps({**snapshot, "pid": os.getpid()}), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("status_file_failed", path=str(path), error=str(exc))

@@ -1,0 +1,177 @@
+"""The store's disk quota and retention: keep within bounds without ever dropping an alarm.
+
+An SD card in a reservoir gateway is small and a 4G outage can last days. Past the
+retention period delivered readings go; past the quota, in order and each only if the
+previous did not free enough: readings already delivered, oldest first; 1-of-N thinning
+of the older half of unsent telemetry, per device (N = 2, 4, 8, 16); finally the oldest
+unsent telemetry itself. Alarms are never dropped. Every step is counted in health and
+the counts survive restarts (meta ``quota.*``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from edge.history import PARTS
+
+log = structlog.get_logger("edge.quota")
+
+
+@dataclass
+class QuotaCounters:
+    """What disk-quota maintenance removed, cumulative over the store's life."""
+
+    retention_deleted: int = 0  # readings past store.retention_days
+    history_pruned: int = 0  # delivered readings removed early to make room
+    thinned_readings: int = 0  # undelivered readings removed by 1-of-N thinning
+    thinned_messages: int = 0  # unsent telemetry messages removed by 1-of-N thinning
+    dropped_messages: int = 0  # unsent telemetry removed after thinning was not enough
+
+
+class QuotaKeeper:
+    """Quota maintenance on the store's writer connection (the store thread only)."""
+
+    def __init__(self, conn: sqlite3.Connection, last_seq: Callable[[], int],
+                 save_seq: Callable[[], None]) -> None:
+        self._conn = conn
+        self._last_seq = last_seq
+        self._save_seq = save_seq
+        self.counters = QuotaCounters(**{
+            row[0][len("quota."):]: int(row[1]) for row in conn.execute(
+                "SELECT key, value FROM meta WHERE key LIKE 'quota.%'")
+            if row[0][len("quota."):] in QuotaCounters.__dataclass_fields__
+        })
+
+    def used_bytes(self) -> int:
+        """Bytes in use inside the file (deleted rows free pages that are then reused)."""
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def _delivered_below(self) -> int:
+        """Telemetry rows below this id left the outbox: delivered (or set aside)."""
+        oldest = self._conn.execute(
+            "SELECT MIN(seq) FROM outbox WHERE kind='telemetry'").fetchone()[0]
+        return oldest * PARTS if oldest is not None else (self._last_seq() + 1) * PARTS
+
+    def maintain(self, quota_bytes: int, retention_before_ms: int) -> QuotaCounters:
+        """Keep the store within its quota without ever dropping an alarm.
+
+        In order, each step only if the previous did not free enough: delivered readings
+        past the retention period; readings already delivered, oldest first; 1-of-N
+        thinning of the older half of unsent telemetry, per device, N = 2, 4, 8, 16;
+        finally the oldest unsent telemetry itself. Every step is counted.
+        """
+        # Pruning may remove the rows that carry the newest seqs: keep the counter.
+        self._save_seq()
+        before = QuotaCounters(**vars(self.counters))
+        self.counters.retention_deleted += self._prune_retention(retention_before_ms)
+        target = int(quota_bytes * 0.9)  # leave headroom so the next polls fit
+        if self.used_bytes() > quota_bytes:
+            self._make_room(target)
+        if vars(self.counters) != vars(before):
+            self._save_counters()
+            log.warning("store_quota_maintenance", used_bytes=self.used_bytes(),
+                        quota_bytes=quota_bytes, **vars(self.counters))
+        return self.counters
+
+    def _prune_retention(self, before_ms: int) -> int:
+        # Oldest delivered messages first, in chunks; stops at the first chunk that still
+        # holds readings inside the retention period (rows are in acquisition order), so
+        # maintenance does not scan a large store from end to end.
+        total = 0
+        while True:
+            chunk = self._conn.execute(
+                "SELECT id, last_ts_ms FROM telemetry WHERE id < ? ORDER BY id LIMIT 2000",
+                (self._delivered_below(),)).fetchall()
+            expired = [row_id for row_id, last_ts in chunk if last_ts < before_ms]
+            if expired:
+                total += self._delete_parts(expired)
+            if len(expired) < len(chunk) or not chunk:
+                return total
+
+    def _delete_parts(self, ids: list[int]) -> int:
+        """Delete telemetry rows; returns how many readings they held."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            readings = 0
+            for chunk in range(0, len(ids), 500):
+                marks = ",".join("?" * len(ids[chunk:chunk + 500]))
+                readings += self._conn.execute(
+                    f"SELECT COALESCE(SUM(n), 0) FROM telemetry WHERE id IN ({marks})",
+                    ids[chunk:chunk + 500]).fetchone()[0]
+                self._conn.execute(f"DELETE FROM telemetry WHERE id IN ({marks})",
+                                   ids[chunk:chunk + 500])
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return int(readings)
+
+    def _make_room(self, target: int) -> None:
+        while self.used_bytes() > target:
+            ids = [r[0] for r in self._conn.execute(
+                "SELECT id FROM telemetry WHERE id < ? ORDER BY id LIMIT 500",
+                (self._delivered_below(),))]
+            if not ids:
+                break
+            self.counters.history_pruned += self._delete_parts(ids)
+        for factor in (2, 4, 8, 16):
+            if self.used_bytes() <= target:
+                return
+            self._thin_unsent(factor)
+        while self.used_bytes() > target:
+            seqs = [r[0] for r in self._conn.execute(
+                "SELECT seq FROM outbox WHERE kind='telemetry' ORDER BY seq LIMIT 500")]
+            if not seqs:
+                return  # only alarms are left: they are never dropped
+            self.counters.dropped_messages += len(seqs)
+            self._drop_unsent(seqs)
+
+    def _thin_unsent(self, factor: int) -> None:
+        """Drop all but every ``factor``-th unsent message per device in the older half."""
+        count = self._conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE kind='telemetry'").fetchone()[0]
+        if count < 2:
+            return
+        cutoff = self._conn.execute(
+            "SELECT seq FROM outbox WHERE kind='telemetry' ORDER BY seq LIMIT 1 OFFSET ?",
+            (count // 2,)).fetchone()[0]
+        seqs = [r[0] for r in self._conn.execute(
+            "SELECT seq FROM (SELECT seq, ROW_NUMBER() OVER (PARTITION BY device ORDER BY seq)"
+            " AS n FROM outbox WHERE kind='telemetry' AND seq < ?) WHERE n % ? != 0",
+            (cutoff, factor))]
+        self.counters.thinned_messages += len(seqs)
+        self.counters.thinned_readings += self._drop_unsent(seqs)
+
+    def _drop_unsent(self, seqs: list[int]) -> int:
+        """Remove unsent telemetry messages and their readings; returns the readings."""
+        readings = 0
+        for chunk in range(0, len(seqs), 500):
+            batch = seqs[chunk:chunk + 500]
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for seq in batch:
+                    lo, hi = seq * PARTS, seq * PARTS + PARTS - 1
+                    readings += self._conn.execute(
+                        "SELECT COALESCE(SUM(n), 0) FROM telemetry WHERE id BETWEEN ? AND ?",
+                        (lo, hi)).fetchone()[0]
+                    self._conn.execute("DELETE FROM telemetry WHERE id BETWEEN ? AND ?",
+                                       (lo, hi))
+                    self._conn.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return int(readings)
+
+    def _save_counters(self) -> None:
+        self._conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            [(f"quota.{k}", str(v)) for k, v in vars(self.counters).items()])
