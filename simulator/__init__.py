@@ -1,0 +1,1 @@
+"""Test equipment: simulated field devices, modem and centres; never imported by the daemon."""
