@@ -41,7 +41,26 @@ from drivers.smspdu import Concat, PduError, decode_submit, encode_deliver
 
 CTRL_Z = 0x1A
 ESC = 0x1B
-STAT_NAMES = {0: "REC UNREAD", 1: "REC READ", 2: "STO UNSENT", 3: "STO SENT"}
+# What a modem says of itself (TS 27.007 §5): invented, but in the form real ones use.
+IDENTITY = {
+    "I": "RESERVOIR-EDGE SIMULATED-LTE",
+    "+CGMI": "RESERVOIR-EDGE", "+GMI": "RESERVOIR-EDGE",
+    "+CGMM": "SIMULATED-LTE", "+GMM": "SIMULATED-LTE",
+    "+CGMR": "SIMULATED-LTE_1.0", "+GMR": "SIMULATED-LTE_1.0",
+    "+CGSN": "861234567890123", "+GSN": "861234567890123",
+}
+# Test commands (=?) and the ranges this modem supports.
+SUPPORTED = {
+    "+CSCS=?": '+CSCS: ("GSM","IRA","UCS2")',
+    "+CMGF=?": "+CMGF: (0)",
+    "+CPMS=?": '+CPMS: ("SM"),("SM"),("SM")',
+    "+CNMI=?": "+CNMI: (0-2),(0-3),(0,2),(0-2),(0,1)",
+    "+CREG=?": "+CREG: (0-2)",
+    "+CEREG=?": "+CEREG: (0-2)",
+    "+CMEE=?": "+CMEE: (0-2)",
+    "+CMGL=?": "+CMGL: (0-4)",
+    "+CSQ=?": "+CSQ: (0-31,99),(0-7,99)",
+}
 
 
 class ModemFault(StrEnum):
@@ -111,6 +130,7 @@ class _Settings:
     cnmi_mt: int = 0
     creg_n: int = 0
     cereg_n: int = 0
+    charset: str = "GSM"
 
 
 @dataclass(order=True)
@@ -134,6 +154,7 @@ class SimulatedModem:
         send_delay_s: float = 0.0,
         storage_size: int = 30,
         first_reference: int = 0,
+        smsc: str = "+8613800100500",
     ) -> None:
         self.link_path = Path(link_path)
         self.rssi = rssi
@@ -142,6 +163,7 @@ class SimulatedModem:
         self.send_error_code = send_error_code
         self.send_delay_s = send_delay_s
         self.storage_size = storage_size
+        self.smsc = smsc  # what AT+CSCA? says is stored on the SIM
         self.faults: set[ModemFault] = set()
         self.commands: list[str] = []  # every command line received, in order
         self.sent_parts: list[SentPart] = []
@@ -398,8 +420,31 @@ class SimulatedModem:
         if body in ("E0", "E1", "E"):
             settings.echo = body == "E1"
             return ["OK"]
-        if body in ("I", "+CGMI", "+GMI"):
-            return ["reservoir-edge simulated modem", "OK"]
+        if body in IDENTITY:
+            return [IDENTITY[body], "OK"]
+        if body == "+CIMI":
+            return ["460001234567890", "OK"] if self._sim_ready() else self._error_lines(cme=10)
+        if body in SUPPORTED:
+            return [SUPPORTED[body], "OK"]
+        if body == "+CFUN?":
+            return ["+CFUN: 1", "OK"]
+        if body in ("+CFUN=1", "+CFUN=1,0"):
+            return ["OK"]  # full functionality, which it always has
+        if body == "+CSCS?":
+            return [f'+CSCS: "{settings.charset}"', "OK"]
+        if body == "+CSCA?":
+            return [f'+CSCA: "{self.smsc}",145', "OK"]
+        if body == "+CPMS?" or body.startswith("+CPMS="):
+            used = len(self._storage)
+            store = f'"SM",{used},{self.storage_size}'
+            if body.startswith("+CPMS=") and not all(
+                m.strip().strip('"') == "SM" for m in body[6:].split(",")
+            ):
+                return self._error_lines(cms=302)  # one store only: the SIM's
+            if body == "+CPMS?":
+                return [f"+CPMS: {store},{store},{store}", "OK"]
+            return [f"+CPMS: {used},{self.storage_size},{used},{self.storage_size},"
+                    f"{used},{self.storage_size}", "OK"]
         if body.startswith("+CMEE="):
             return self._set_int(body, "cmee", (0, 1, 2))
         if body == "+CPIN?":
@@ -425,6 +470,10 @@ class SimulatedModem:
         if body == "+CMGF?":
             return [f"+CMGF: {settings.cmgf}", "OK"]
         if body.startswith("+CSCS="):
+            charset = body[6:].strip('"')
+            if charset not in ("GSM", "IRA", "UCS2"):
+                return self._error_lines(cme=4)
+            settings.charset = charset
             return ["OK"]
         if body.startswith("+CNMI="):
             values = body[6:].split(",")
