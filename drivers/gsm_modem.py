@@ -89,6 +89,9 @@ REOPEN_MAX_S = 30.0
 # Parts of a concatenated reply that never complete are handed over as they are after this.
 PARTS_WAIT_S = 300.0
 _INT = re.compile(r"\d+")
+_HEX_LINE = re.compile(r"^[0-9A-Fa-f]+$")
+# Texts delivered straight to us (+CMT) that on_text refused wait here for the next round.
+MAX_UNHANDED = 64
 
 
 class ModemConfig(StrictModel):
@@ -300,6 +303,7 @@ class GsmModem:
         self._new_indexes: list[int] = []
         self._direct: list[str] = []  # PDUs of +CMT (texts not stored by the modem)
         self._undecodable: list[int] = []  # storage indexes of texts that do not decode
+        self._unhanded: list[IncomingText] = []
         self._partials: dict[tuple[str, int, int], dict[int, tuple[int | None, DeliverPdu]]] = {}
         self._partials_since: dict[tuple[str, int, int], float] = {}
         self._handler_failing = False
@@ -714,6 +718,9 @@ class GsmModem:
                         self._count("read_refused")
         stored.extend((None, pdu) for pdu in self._direct)
         self._direct.clear()
+        unhanded, self._unhanded = self._unhanded, []
+        for text in unhanded:
+            await self._hand_over(text, [])
         for index, pdu_hex in stored:
             self._take(index, pdu_hex)
         undecodable, self._undecodable = self._undecodable, []
@@ -769,8 +776,11 @@ class GsmModem:
         try:
             await self.on_text(text)
         except Exception as exc:
-            # Left in the modem's storage: the next listing hands it over again.
+            # Left in the modem's storage: the next listing hands it over again. A text
+            # that was never stored waits in memory for the next round instead.
             self._count("incoming_handler_errors")
+            if not indexes and len(self._unhanded) < MAX_UNHANDED:
+                self._unhanded.append(text)
             self._note_error(f"on_text: {type(exc).__name__}: {exc}")
             if not self._handler_failing:
                 log.warning("sms_incoming_handler_failed", port=self.config.port,
@@ -908,14 +918,15 @@ def _listed_pdus(
     lines: list[str], prefix: str, index: int | None = None
 ) -> list[tuple[int | None, str]]:
     """(storage index, PDU) of every text in an AT+CMGL / AT+CMGR answer: each header line
-    is followed by its PDU on the next line."""
+    is followed by its PDU. A line that is not hex (noise) is skipped rather than taken for
+    the PDU, which would get a good text deleted as undecodable."""
     found: list[tuple[int | None, str]] = []
     header: str | None = None
     for line in lines:
         if line.startswith(prefix):
             header = line
             continue
-        if header is not None:
+        if header is not None and _HEX_LINE.match(line):
             value = header[len(prefix):]
             found.append((index if index is not None else _int(value.split(",")[0]), line))
             header = None

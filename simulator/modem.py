@@ -174,6 +174,7 @@ class SimulatedModem:
         self._next_mr = first_reference
         self._deliver_reference = 0
         self._interjections: list[bytes] = []
+        self._listing_noise: list[str] = []
         self._line = bytearray()
         self._pdu: bytearray | None = None  # PDU input after the prompt
         self._pdu_length = 0
@@ -301,6 +302,12 @@ class SimulatedModem:
             for line in lines:
                 data = line.encode("latin-1") if isinstance(line, str) else line
                 self._interjections.append(b"\r\n" + data + b"\r\n")
+
+    def interject_in_listing(self, lines: Iterable[str]) -> None:
+        """Lines to put between each header and its PDU in the next AT+CMGL answer (a
+        modem with a noisy line, or one that slips a result code in)."""
+        with self._lock:
+            self._listing_noise = list(lines)
 
     def emit(self, line: str | bytes) -> None:
         """An unsolicited line from the modem, now."""
@@ -519,10 +526,11 @@ class SimulatedModem:
             return self._error_lines(cms=304)
         wanted = int(value)
         lines = []
+        noise, self._listing_noise = self._listing_noise, []
         for index in sorted(self._storage):
             text = self._storage[index]
             if wanted in (4, text.stat):
-                lines += [f"+CMGL: {index},{text.stat},,{text.tpdu_length}", text.pdu]
+                lines += [f"+CMGL: {index},{text.stat},,{text.tpdu_length}", *noise, text.pdu]
                 text.stat = 1 if text.stat == 0 else text.stat
         return [*lines, "OK"]
 

@@ -590,3 +590,38 @@ def test_without_a_receiver_texts_stay_in_the_modem(sim: SimulatedModem, link: P
             assert not any(c.startswith(("AT+CMGR", "AT+CMGL")) for c in sim.commands)
 
     asyncio.run(main())
+
+
+def test_noise_between_a_listed_header_and_its_pdu_is_skipped(
+    sim: SimulatedModem, link: Path
+) -> None:
+    sim.deliver(REPLIER, "1")
+    sim.interject_in_listing(["^RSSI: 17", "garbage"])
+
+    async def scenario(modem: GsmModem, replies: Replies) -> None:
+        await wait_until(lambda: len(replies.texts) == 1, "the text")
+        assert replies.texts[0].text == "1"
+        assert "undecodable_texts" not in modem.health().counters
+
+    run(link, scenario)
+
+
+def test_a_text_delivered_straight_to_the_gateway_is_handed_over(
+    sim: SimulatedModem, link: Path
+) -> None:
+    stamp = datetime(2026, 7, 1, 6, 30, tzinfo=UTC)
+    (pdu,) = encode_deliver(REPLIER, "1 已到坝上", stamp)
+
+    async def scenario(modem: GsmModem, replies: Replies) -> None:
+        replies.failing = True
+        sim.emit(f"+CMT: ,{len(pdu) // 2 - 1}")
+        sim.emit(pdu)
+        await wait_until(
+            lambda: modem.health().counters.get("incoming_handler_errors", 0) >= 1, "a failure"
+        )
+        replies.failing = False  # kept in memory, since the modem did not store it
+        await wait_until(lambda: len(replies.texts) == 1, "the text on the next round")
+        assert (replies.texts[0].sender, replies.texts[0].text) == (REPLIER, "1 已到坝上")
+        assert not any(c.startswith("AT+CMGD") for c in sim.commands)
+
+    run(link, scenario, status_interval_s=0.2)
