@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from pydantic import ValidationError
 
 from drivers.gsm_modem import (
@@ -625,3 +626,36 @@ def test_a_text_delivered_straight_to_the_gateway_is_handed_over(
         assert not any(c.startswith("AT+CMGD") for c in sim.commands)
 
     run(link, scenario, status_interval_s=0.2)
+
+
+def test_state_changes_are_logged_once_and_attempts_are_counted(
+    sim: SimulatedModem, link: Path
+) -> None:
+    async def scenario(modem: GsmModem, _: Replies) -> None:
+        with structlog.testing.capture_logs() as logs:
+            sim.set_fault(ModemFault.SILENT)
+            for _ in range(3):
+                await modem.send(KEEPER, ALARM)
+            await asyncio.sleep(1.0)  # a probe or two more fail meanwhile
+            sim.set_fault(ModemFault.SILENT, False)
+            await wait_until(lambda: modem.state == "ready", "ready", timeout=5)
+            sim.unplug()
+            await asyncio.sleep(0.8)  # re-opens fail at once and 0.5 s later
+            sim.plug()
+            await wait_until(lambda: modem.state == "ready", "back", timeout=5)
+        events = [entry["event"] for entry in logs]
+        assert events == [
+            "modem_unresponsive",
+            "sms_sending_failed",  # timeout, then modem_unresponsive: two kinds of failure
+            "sms_sending_failed",
+            "modem_ready",
+            "modem_port_lost",
+            "modem_port_unavailable",
+            "modem_port_open",
+            "modem_ready",
+        ], events
+        counters = modem.health().counters
+        assert counters["open_failures"] >= 2
+        assert counters["send_modem_unresponsive"] == 2 and counters["send_timeout"] == 1
+
+    run(link, scenario)
