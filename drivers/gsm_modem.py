@@ -57,6 +57,7 @@ import structlog
 from pydantic import Field, field_validator
 
 from drivers.atport import CTRL_Z, AtPort, NoAnswer, PortLost, Reply
+from drivers.bustask import LinkBackoff
 from drivers.modem_codes import (
     REGISTERED,
     REGISTRATION_STAT,
@@ -232,26 +233,6 @@ class _Refused(Exception):
     """A command of the set-up dialogue answered with an error."""
 
 
-class _Backoff:
-    """Bounded exponential backoff between attempts to open the port or set up the modem.
-
-    (drivers.pollbase.LinkBackoff does the same for the buses, but importing that module
-    loads the whole site configuration and the register decoders.)
-    """
-
-    def __init__(self) -> None:
-        self.delay = 0.0
-        self.retry_at = 0.0
-
-    def failed(self) -> None:
-        self.delay = min(max(self.delay * 2, REOPEN_MIN_S), REOPEN_MAX_S)
-        self.retry_at = time.monotonic() + self.delay
-
-    def succeeded(self) -> None:
-        self.delay = 0.0
-        self.retry_at = 0.0
-
-
 def _fields(value: str) -> list[str]:
     return [part.strip() for part in value.split(",")]
 
@@ -286,8 +267,8 @@ class GsmModem:
         self._stopping = False
         self._state = ModemState.CLOSED
         self._settled = ModemState.CLOSED  # the last state logged
-        self._open_backoff = _Backoff()
-        self._setup_backoff = _Backoff()
+        self._open_backoff = LinkBackoff(REOPEN_MIN_S, REOPEN_MAX_S)
+        self._setup_backoff = LinkBackoff(REOPEN_MIN_S, REOPEN_MAX_S)
         self._port_reason: str | None = None  # why the port is closed
         self._setup_reason: str | None = None  # why the modem is not ready while open
         self._sim = SimState.UNKNOWN
@@ -596,7 +577,7 @@ class GsmModem:
                 if sim is not SimState.READY:
                     self._setup_reason = reason
                     self._note_error(f"setup: {reason}")
-                    self._setup_backoff.failed()
+                    self._setup_backoff.failed("setup_failed")
                     self._set_state(ModemState.SIM_NOT_READY)
                     return
                 await self._expect_ok("AT+CMGF=0", timeout)
@@ -631,7 +612,7 @@ class GsmModem:
             return
         self._setup_reason = reason
         self._note_error(reason)
-        self._setup_backoff.failed()
+        self._setup_backoff.failed("setup_failed")
         self._set_state(ModemState.UNRESPONSIVE)
         self._wake.set()
 
@@ -812,7 +793,7 @@ class GsmModem:
                 log.warning("modem_port_unavailable", port=port, reason=reason)
                 self._note_error(reason)
             self._port_reason = reason
-            self._open_backoff.failed()
+            self._open_backoff.failed("open_failed")
             self._count("open_failures")
             return False
         if self._was_open:
@@ -829,7 +810,7 @@ class GsmModem:
         self._note_error(reason)
         self._count("port_lost")
         log.warning("modem_port_lost", port=self.config.port, reason=reason)
-        self._open_backoff.retry_at = time.monotonic()  # try at once, back off from there
+        self._open_backoff.lost("io_error")  # try at once, back off from there
         self._set_state(ModemState.CLOSED)
         self._settled = ModemState.CLOSED  # so that coming back is logged
         self._wake.set()

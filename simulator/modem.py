@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from drivers.serialwire import SerialWire
 from drivers.smspdu import Concat, PduError, decode_submit, encode_deliver
+from simulator.serialwire import SerialWire
 
 CTRL_Z = 0x1A
 ESC = 0x1B
