@@ -81,7 +81,7 @@ class Inspection:
 def acknowledge_alarm(pipeline: Pipeline) -> Handler:
     async def ack_alarm(args: AckAlarmArgs) -> dict[str, Any]:
         try:
-            transition = await pipeline.acknowledge(args.alarm_id)
+            transition = await pipeline.acknowledge(args.alarm_id, args.by, "mqtt")
         except AckNotStored:
             raise CommandFailed("the acknowledgement could not be stored; try again") from None
         if transition is None:

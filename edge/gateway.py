@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import signal
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ class Gateway:
         self.pipeline = Pipeline(self.store, self.outbox, self._make_room)
         self.buses = BusSupervisor(settings, self.pipeline.enqueue)
         self.history = HistoryReader(settings.store.path)
+        # Model fits over years of history run here, never on the loop (rules/hst.py).
+        self.rules_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rules-fit")
         self.mqtt: MqttChannel | None = None
         self._mqtt_task: asyncio.Task[None] | None = None
         self.health = HealthReporter(self.store, self.outbox, self.pipeline, self.buses,
@@ -89,7 +92,8 @@ class Gateway:
         await self.outbox.maintain(quota_bytes, self.settings.store.retention_days)
 
     def _build_engine(self, active: list[ActiveAlarm]) -> RuleEngine:
-        return RuleEngine(self.settings.rule_site(), active, history=self.history)
+        return RuleEngine(self.settings.rule_site(), active, history=self.history,
+                          worker=self.rules_worker)
 
     # --- the MQTT channel and its commands ---------------------------------------------------
 
@@ -272,6 +276,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 write_status_file(self.store.path.parent,
                                   {**(await self.health.snapshot()), "stopped": True})
+            self.rules_worker.shutdown(wait=True, cancel_futures=True)
             self.store.close()
             self.history.close()
         log.info("gateway_stopped", outbox_seq=self.store.last_seq)

@@ -15,6 +15,7 @@ Everything here runs on the store's one thread, on the writer's connection.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -266,7 +267,8 @@ class OutboxRows:
             stored.setdefault(row_id // PARTS, device)
         events = self._conn.execute(
             "SELECT e.seq, e.alarm_id, e.state, e.severity, e.ts_ms, e.value, e.limit_value,"
-            " e.message, a.rule, a.device, a.point, a.side FROM alarm_events e JOIN alarms a"
+            " e.message, a.rule, a.device, a.point, a.side, e.extra FROM alarm_events e"
+            " JOIN alarms a"
             " ON a.alarm_id = e.alarm_id WHERE e.seq BETWEEN ? AND ?",
             (from_seq, to_seq)).fetchall()
         rows = dict(self._conn.execute(
@@ -279,7 +281,8 @@ class OutboxRows:
             if e["seq"] not in queued:
                 t = AlarmTransition(e["alarm_id"], e["rule"], e["device"], e["point"],
                                     e["severity"], e["state"], e["value"], e["limit_value"],
-                                    e["ts_ms"], e["message"], e["side"] or "")
+                                    e["ts_ms"], e["message"], e["side"] or "",
+                                    json.loads(e["extra"]) if e["extra"] else {})
                 entries.append((e["seq"], "alarm", alarm_payload(e["seq"], t), None))
         created = now_ms() - 86_400_000  # old enough to be sent as replay
 

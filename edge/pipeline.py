@@ -193,18 +193,20 @@ class Pipeline:
             else:
                 self._uncommitted = held
 
-    async def acknowledge(self, alarm_id: str) -> AlarmTransition | None:
-        """Acknowledge an active alarm and store the event; None if there is no such
-        unacknowledged alarm. Raises ``AckNotStored`` when the store refused it."""
+    async def acknowledge(self, alarm_id: str, by: str = "",
+                          via: str = "mqtt") -> AlarmTransition | None:
+        """Acknowledge an active alarm and store the event (who, how, when); None if there
+        is no such unacknowledged alarm. Raises ``AckNotStored`` when the store refused
+        it. Every way of acknowledging (MQTT, SMS reply, the page, a button) comes here."""
         assert self.engine is not None
         async with self.rules_lock:
-            transition = self.engine.acknowledge(alarm_id, now_ms())
+            transition = self.engine.acknowledge(alarm_id, now_ms(), by, via)
             if transition is None:
                 return None
             if not await self.commit([((), [transition])], "ack_alarm"):
                 alarm = self.engine.book.find(alarm_id)
-                if alarm is not None:
-                    alarm.acked = False  # not stored: it may be acknowledged again
+                if alarm is not None:  # not stored: it may be acknowledged again
+                    alarm.acked, alarm.acked_by, alarm.acked_via = False, None, None
                 raise AckNotStored(alarm_id)
         self.outbox.notify()
         return transition

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,65 +29,24 @@ from typing import Literal, ParamSpec, TypeVar
 
 import structlog
 
-from edge.history import PARTS, pack_fragment, read_point_history
+from edge.history import PARTS, read_point_history
 from edge.outboxrows import OutboxRows
-from edge.payloads import alarm_payload, readings_fragment
+from edge.payloads import alarm_payload
 from edge.quota import QuotaCounters, QuotaKeeper
+from edge.storeschema import (
+    PAGE_SIZE,
+    SCHEMA,
+    add_missing_columns,
+    insert_part,
+    last_stored_seq,
+    migrate_readings_table,
+)
 from vocab.model import ActiveAlarm, AlarmTransition, Reading, now_ms
 
 log = structlog.get_logger("edge.store")
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-SCHEMA_VERSION = 2
-# Every commit appends whole pages to the WAL; 1 KiB pages halve the bytes written per
-# poll on SD cards (bench/disk_bytes.py).
-PAGE_SIZE = 1024
-
-# Only alarms are indexed by kind (a partial index): telemetry, nearly every row, is found
-# along the primary key, and its inserts and deletes touch no index page.
-# telemetry.id is seq * PARTS + part (one part per device in the message): the rowid
-# itself orders and groups a message's parts, which saves an index page per commit.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS telemetry (
-    id INTEGER PRIMARY KEY, device TEXT, ts_ms INTEGER, last_ts_ms INTEGER, n INTEGER,
-    body BLOB);
-CREATE INDEX IF NOT EXISTS idx_telemetry_device_last_ts ON telemetry (device, last_ts_ms);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT);
-DROP INDEX IF EXISTS idx_outbox_kind_seq;
-CREATE INDEX IF NOT EXISTS idx_outbox_alarms ON outbox (seq) WHERE kind = 'alarm';
-CREATE TABLE IF NOT EXISTS outbox_set_aside (
-    seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT,
-    set_aside_ms INTEGER, reason TEXT);
-CREATE TABLE IF NOT EXISTS alarms (
-    alarm_id TEXT PRIMARY KEY, rule TEXT, device TEXT, point TEXT, severity TEXT, state TEXT,
-    acked INTEGER, raised_ms INTEGER, updated_ms INTEGER, value REAL, limit_value REAL,
-    message TEXT, side TEXT);
-CREATE TABLE IF NOT EXISTS alarm_events (
-    seq INTEGER PRIMARY KEY, alarm_id TEXT, state TEXT, severity TEXT, ts_ms INTEGER,
-    value REAL, limit_value REAL, message TEXT);
-"""
-
-def last_stored_seq(conn: sqlite3.Connection) -> int:
-    """The last seq given out: never reused, or the platform would drop new messages.
-
-    meta holds it as of the last maintenance or shutdown; rows committed since carry
-    theirs, so commits need not rewrite a meta page each time.
-    """
-    queries = (
-        ("SELECT value FROM meta WHERE key='seq'", ()),
-        ("SELECT MAX(id) / ? FROM telemetry WHERE id >= 0", (PARTS,)),
-        ("SELECT MAX(seq) FROM outbox", ()),
-        ("SELECT MAX(seq) FROM outbox_set_aside", ()),
-        ("SELECT MAX(seq) FROM alarm_events", ()),
-    )
-    found = [conn.execute(sql, params).fetchone() for sql, params in queries]
-    return max((int(row[0]) for row in found if row is not None and row[0] is not None),
-               default=0)
-
 
 class StoreError(Exception):
     """The store could not be opened or written; the message says which file and why."""
@@ -128,48 +88,11 @@ class Store:
         # docs/performance.md); it is used by the offline tools instead.
         self._conn.executescript(SCHEMA)
         OutboxRows.create_schema(self._conn)
+        add_missing_columns(self._conn)
         legacy = self._conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='readings'").fetchone()
         if legacy:
-            self._migrate_readings_table()
-
-    def _migrate_readings_table(self) -> None:
-        """Fold a version-1 store's one-row-per-reading table into telemetry rows.
-
-        Runs once, in one transaction: every stored reading is kept (units were not
-        stored then and stay empty), grouped by the message that carried it.
-        """
-        conn = self._conn
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(readings)")}
-        seq_column = "seq" if "seq" in columns else "NULL"
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows = conn.execute(
-                f"SELECT {seq_column}, device, point, ts_ms, value, raw, quality, reason "
-                "FROM readings ORDER BY id")
-            groups: dict[tuple[int, str], list[Reading]] = {}
-            orphans = 0  # readings stored before messages had seqs: negative ids, oldest
-            for seq, device, point, ts_ms, value, raw, quality, reason in rows:
-                if seq is None:
-                    seq, orphans = -1 - orphans // 100, orphans + 1
-                groups.setdefault((seq, device), []).append(
-                    Reading(device, point, ts_ms, value, "", quality, raw, reason))
-            parts: dict[int, int] = {}
-            for (seq, device), batch in groups.items():
-                part = parts.get(seq, 0)
-                parts[seq] = part + 1
-                row_id = seq * PARTS + part if seq >= 0 else seq * PARTS - part
-                self._insert_part(row_id, device, batch)
-            conn.execute("DROP TABLE readings")
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
-                         (str(SCHEMA_VERSION),))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        log.info("store_migrated", path=str(self.path), messages=len(groups),
-                 schema=SCHEMA_VERSION)
+            migrate_readings_table(self._conn, self.path)
 
     def _save_seq(self) -> None:
         self._conn.execute(
@@ -181,13 +104,6 @@ class Store:
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
-
-    def _insert_part(self, row_id: int, device: str, readings: Sequence[Reading]) -> None:
-        stamps = [r.ts_ms for r in readings]
-        self._conn.execute(
-            "INSERT INTO telemetry (id, device, ts_ms, last_ts_ms, n, body) VALUES (?,?,?,?,?,?)",
-            (row_id, device, min(stamps), max(stamps), len(readings),
-             pack_fragment(readings_fragment(readings))))
 
     def commit_cycle(self, readings: Sequence[Reading],
                      transitions: Sequence[AlarmTransition]) -> list[int]:
@@ -234,7 +150,7 @@ class Store:
             for r in readings:
                 by_device.setdefault(r.device, []).append(r)
             for part, (device, batch) in enumerate(by_device.items()):
-                self._insert_part(seq * PARTS + part, device, batch)
+                insert_part(self._conn, seq * PARTS + part, device, batch)
             if self.outbox.insert(seq, "telemetry", created, None, readings[0].device):
                 queued.append(seq)
         for transition in transitions:
@@ -247,8 +163,9 @@ class Store:
     def _record_transition(self, seq: int, t: AlarmTransition) -> None:
         self._conn.execute(
             "INSERT INTO alarm_events (seq, alarm_id, state, severity, ts_ms, value, "
-            "limit_value, message) VALUES (?,?,?,?,?,?,?,?)",
-            (seq, t.alarm_id, t.state, t.severity, t.ts_ms, t.value, t.limit, t.message),
+            "limit_value, message, extra) VALUES (?,?,?,?,?,?,?,?,?)",
+            (seq, t.alarm_id, t.state, t.severity, t.ts_ms, t.value, t.limit, t.message,
+             json.dumps(t.extra, ensure_ascii=False) if t.extra else None),
         )
         if t.state == "raised":
             self._conn.execute(
@@ -260,8 +177,9 @@ class Store:
             )
         elif t.state == "acknowledged":
             self._conn.execute(
-                "UPDATE alarms SET acked=1, updated_ms=? WHERE alarm_id=?",
-                (t.ts_ms, t.alarm_id),
+                "UPDATE alarms SET acked=1, updated_ms=?, acked_ms=?, acked_by=?, acked_via=? "
+                "WHERE alarm_id=?", (t.ts_ms, t.ts_ms, t.extra.get("by"), t.extra.get("via"),
+                                     t.alarm_id),
             )
         else:
             self._conn.execute(
@@ -294,7 +212,8 @@ class Store:
         return [
             ActiveAlarm(r["alarm_id"], r["rule"], r["device"], r["point"], r["severity"],
                         r["side"] or "", r["limit_value"], bool(r["acked"]), r["state"],
-                        r["raised_ms"], r["updated_ms"], r["value"], r["message"])
+                        r["raised_ms"], r["updated_ms"], r["value"], r["message"],
+                        r["acked_by"], r["acked_via"])
             for r in rows
         ]
 

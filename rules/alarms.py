@@ -86,8 +86,17 @@ def alarm_message(language: str, rule: str, point: str, state: AlarmState,
     return f"{point} {text}（规则 {rule}）" if zh else f"{point} {text} (rule {rule})"
 
 
-def acknowledged_message(language: str, alarm_id: str) -> str:
-    return f"{alarm_id} 已确认" if language == "zh" else f"{alarm_id} acknowledged"
+_VIA_WORDS = {"zh": {"mqtt": "平台", "sms": "短信", "page": "本地页面", "button": "按钮"},
+              "en": {"mqtt": "platform", "sms": "SMS", "page": "local page",
+                     "button": "push button"}}
+
+
+def acknowledged_message(language: str, alarm_id: str, by: str = "", via: str = "") -> str:
+    lang = "zh" if language == "zh" else "en"
+    who = ", ".join(x for x in (by, _VIA_WORDS[lang].get(via, via)) if x)
+    if lang == "zh":
+        return f"{alarm_id} 已确认" + (f"（{who.replace(', ', '，')}）" if who else "")
+    return f"{alarm_id} acknowledged" + (f" ({who})" if who else "")
 
 
 def orphan_message(language: str, rule: str, point: str) -> str:
@@ -171,11 +180,14 @@ class AlarmBook:
     def find(self, alarm_id: str) -> ActiveAlarm | None:
         return next((a for a in self.active.values() if a.alarm_id == alarm_id), None)
 
-    def acknowledge(self, alarm_id: str, ts_ms: int) -> AlarmTransition | None:
+    def acknowledge(self, alarm_id: str, ts_ms: int, by: str = "",
+                    via: str = "") -> AlarmTransition | None:
+        """Who acknowledged and how travel with the event (``by``, ``via``)."""
         alarm = self.find(alarm_id)
         if alarm is None or alarm.acked:
             return None
-        alarm.acked = True
+        alarm.acked, alarm.acked_by, alarm.acked_via = True, by, via
         return AlarmTransition(alarm.alarm_id, alarm.rule, alarm.device, alarm.point,
                                alarm.severity, "acknowledged", None, alarm.limit, ts_ms,
-                               acknowledged_message(self.language, alarm.alarm_id), alarm.side)
+                               acknowledged_message(self.language, alarm.alarm_id, by, via),
+                               alarm.side, {"by": by, "via": via})

@@ -15,6 +15,7 @@ quiet would be the worst possible reading of "no data".
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, get_args, runtime_checkable
 
@@ -73,6 +74,9 @@ class RuleEnv:
     intervals_s: Mapping[str, float]
     units: Mapping[str, str]
     history: HistoryProvider | None = None
+    # Where rules run blocking work (model fits over years of history) so the event
+    # loop and every bus keep their schedule; None runs it inline (tests, tools).
+    worker: Executor | None = None
 
     def interval_s(self, point: str) -> float:
         return self.intervals_s.get(point, 60.0)

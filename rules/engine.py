@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +117,7 @@ def dependency_order(specs: Sequence[ProducerSpec]) -> list[ProducerSpec]:
 
 
 def rule_env(site: RuleSite, specs: Sequence[ProducerSpec],
-             history: HistoryProvider | None) -> RuleEnv:
+             history: HistoryProvider | None, worker: Executor | None = None) -> RuleEnv:
     intervals = {key: interval for key, (interval, _) in site.points.items()}
     units = {key: unit for key, (_, unit) in site.points.items()}
     for spec in specs:
@@ -125,7 +126,7 @@ def rule_env(site: RuleSite, specs: Sequence[ProducerSpec],
         for out in spec.outputs:
             intervals[out] = interval
             units[out] = spec.unit
-    return RuleEnv(dict(site.levels), site.timezone, intervals, units, history)
+    return RuleEnv(dict(site.levels), site.timezone, intervals, units, history, worker)
 
 
 # --- the engine --------------------------------------------------------------------------
@@ -133,11 +134,12 @@ def rule_env(site: RuleSite, specs: Sequence[ProducerSpec],
 
 class RuleEngine:
     def __init__(self, site: RuleSite, active: Iterable[ActiveAlarm] = (),
-                 history: HistoryProvider | None = None, *, storm_burst: int = 20,
+                 history: HistoryProvider | None = None, *, worker: Executor | None = None,
+                 storm_burst: int = 20,
                  storm_per_minute: float = 20.0, storm_max_delay_s: float = 300.0) -> None:
         self.book = AlarmBook(site.language)
         specs = dependency_order(producer_specs(site))
-        self.env = rule_env(site, specs, history)
+        self.env = rule_env(site, specs, history, worker)
         self.units = self.env.units
         self.rules: dict[str, Any] = {}
         self.screens: dict[str, list[Screen]] = defaultdict(list)
@@ -181,12 +183,13 @@ class RuleEngine:
             log.exception("engine_failed", readings=len(readings))
             return Evaluation(tuple(readings), [])
 
-    def acknowledge(self, alarm_id: str, ts_ms: int) -> AlarmTransition | None:
+    def acknowledge(self, alarm_id: str, ts_ms: int, by: str = "",
+                    via: str = "") -> AlarmTransition | None:
         """The keeper's acknowledgement, or None if no such unacknowledged alarm is known
         to the platform (including one still held back by the storm limiter)."""
         if self.limiter.holds(alarm_id):
             return None
-        return self.book.acknowledge(alarm_id, ts_ms)
+        return self.book.acknowledge(alarm_id, ts_ms, by, via)
 
     def drain(self) -> list[AlarmTransition]:
         """Every transition the storm limiter still holds, for storing at shutdown."""

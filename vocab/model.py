@@ -102,6 +102,8 @@ class ActiveAlarm:
     updated_ms: int = 0
     value: float | None = None
     message: str = ""
+    acked_by: str | None = None  # who acknowledged ("" when nobody was named)
+    acked_via: str | None = None  # how: mqtt, sms, page, button
 
     @property
     def key(self) -> str:

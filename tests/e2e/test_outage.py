@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edge.history import iter_stored_readings
-from edge.store import last_stored_seq
+from edge.storeschema import last_stored_seq
 from tests.support import (
     Broker,
     EdgeProcess,

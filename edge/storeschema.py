@@ -1,0 +1,128 @@
+"""The store's tables, and the migrations of stores written by earlier versions.
+
+Readings are stored once, as the message that carries them: one ``telemetry`` row per
+message and device, its readings as compressed JSON array items. The outbox row of a
+telemetry message only points at it (edge/outboxrows.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from edge.history import PARTS, pack_fragment
+from edge.payloads import readings_fragment
+from vocab.model import Reading
+
+log = structlog.get_logger("edge.store")
+
+SCHEMA_VERSION = 2
+# Every commit appends whole pages to the WAL; 1 KiB pages halve the bytes written per
+# poll on SD cards (bench/disk_bytes.py).
+PAGE_SIZE = 1024
+
+# Only alarms are indexed by kind (a partial index): telemetry, nearly every row, is found
+# along the primary key, and its inserts and deletes touch no index page.
+# telemetry.id is seq * PARTS + part (one part per device in the message): the rowid
+# itself orders and groups a message's parts, which saves an index page per commit.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS telemetry (
+    id INTEGER PRIMARY KEY, device TEXT, ts_ms INTEGER, last_ts_ms INTEGER, n INTEGER,
+    body BLOB);
+CREATE INDEX IF NOT EXISTS idx_telemetry_device_last_ts ON telemetry (device, last_ts_ms);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT);
+DROP INDEX IF EXISTS idx_outbox_kind_seq;
+CREATE INDEX IF NOT EXISTS idx_outbox_alarms ON outbox (seq) WHERE kind = 'alarm';
+CREATE TABLE IF NOT EXISTS outbox_set_aside (
+    seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT,
+    set_aside_ms INTEGER, reason TEXT);
+CREATE TABLE IF NOT EXISTS alarms (
+    alarm_id TEXT PRIMARY KEY, rule TEXT, device TEXT, point TEXT, severity TEXT, state TEXT,
+    acked INTEGER, raised_ms INTEGER, updated_ms INTEGER, value REAL, limit_value REAL,
+    message TEXT, side TEXT);
+CREATE TABLE IF NOT EXISTS alarm_events (
+    seq INTEGER PRIMARY KEY, alarm_id TEXT, state TEXT, severity TEXT, ts_ms INTEGER,
+    value REAL, limit_value REAL, message TEXT);
+"""
+
+def last_stored_seq(conn: sqlite3.Connection) -> int:
+    """The last seq given out: never reused, or the platform would drop new messages.
+
+    meta holds it as of the last maintenance or shutdown; rows committed since carry
+    theirs, so commits need not rewrite a meta page each time.
+    """
+    queries = (
+        ("SELECT value FROM meta WHERE key='seq'", ()),
+        ("SELECT MAX(id) / ? FROM telemetry WHERE id >= 0", (PARTS,)),
+        ("SELECT MAX(seq) FROM outbox", ()),
+        ("SELECT MAX(seq) FROM outbox_set_aside", ()),
+        ("SELECT MAX(seq) FROM alarm_events", ()),
+    )
+    found = [conn.execute(sql, params).fetchone() for sql, params in queries]
+    return max((int(row[0]) for row in found if row is not None and row[0] is not None),
+               default=0)
+
+
+def insert_part(conn: sqlite3.Connection, row_id: int, device: str,
+                readings: Sequence[Reading]) -> None:
+    stamps = [r.ts_ms for r in readings]
+    conn.execute(
+        "INSERT INTO telemetry (id, device, ts_ms, last_ts_ms, n, body) VALUES (?,?,?,?,?,?)",
+        (row_id, device, min(stamps), max(stamps), len(readings),
+         pack_fragment(readings_fragment(readings))))
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Columns added since the first stores were written."""
+    alarms = {r[1] for r in conn.execute("PRAGMA table_info(alarms)")}
+    for column in ("acked_by", "acked_via"):  # who acknowledged, and how (mqtt, sms, ...)
+        if column not in alarms:
+            conn.execute(f"ALTER TABLE alarms ADD COLUMN {column} TEXT")
+    if "acked_ms" not in alarms:
+        conn.execute("ALTER TABLE alarms ADD COLUMN acked_ms INTEGER")
+    events = {r[1] for r in conn.execute("PRAGMA table_info(alarm_events)")}
+    if "extra" not in events:  # a transition's extra keys (who acknowledged...), as JSON
+        conn.execute("ALTER TABLE alarm_events ADD COLUMN extra TEXT")
+
+
+def migrate_readings_table(conn: sqlite3.Connection, path: Path) -> None:
+    """Fold a version-1 store's one-row-per-reading table into telemetry rows.
+
+    Runs once, in one transaction: every stored reading is kept (units were not
+    stored then and stay empty), grouped by the message that carried it.
+    """
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(readings)")}
+    seq_column = "seq" if "seq" in columns else "NULL"
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute(
+            f"SELECT {seq_column}, device, point, ts_ms, value, raw, quality, reason "
+            "FROM readings ORDER BY id")
+        groups: dict[tuple[int, str], list[Reading]] = {}
+        orphans = 0  # readings stored before messages had seqs: negative ids, oldest
+        for seq, device, point, ts_ms, value, raw, quality, reason in rows:
+            if seq is None:
+                seq, orphans = -1 - orphans // 100, orphans + 1
+            groups.setdefault((seq, device), []).append(
+                Reading(device, point, ts_ms, value, "", quality, raw, reason))
+        parts: dict[int, int] = {}
+        for (seq, device), batch in groups.items():
+            part = parts.get(seq, 0)
+            parts[seq] = part + 1
+            row_id = seq * PARTS + part if seq >= 0 else seq * PARTS - part
+            insert_part(conn, row_id, device, batch)
+        conn.execute("DROP TABLE readings")
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
+                     (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    log.info("store_migrated", path=str(path), messages=len(groups),
+             schema=SCHEMA_VERSION)
