@@ -37,7 +37,9 @@ from edge.health import HealthReporter, write_status_file
 from edge.history import HistoryReader
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
+from edge.ports import Ports, Service, ServiceType
 from edge.sdnotify import SystemdNotifier, watchdog_interval_s
+from edge.services import SERVICE_TYPES, configured
 from edge.store import Store, StoreWorker
 from rules.engine import RuleEngine
 from vocab.model import ActiveAlarm
@@ -65,11 +67,14 @@ class Gateway:
         self.rules_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rules-fit")
         self.mqtt: MqttChannel | None = None
         self._mqtt_task: asyncio.Task[None] | None = None
+        self.services: dict[str, tuple[Service, asyncio.Task[None]]] = {}
         self.health = HealthReporter(self.store, self.outbox, self.pipeline, self.buses,
                                      self._channels, self._state,
                                      int(settings.store.quota_mb * 1024 * 1024))
         self.inspection = handlers.Inspection(lambda: self.settings.iter_points(), self.buses,
                                               self.pipeline)
+        self.ports = Ports(self.store, self.outbox, self.pipeline, self.buses, self.inspection,
+                           lambda: self.settings)
 
     @property
     def settings(self) -> GatewaySettings:
@@ -86,10 +91,47 @@ class Gateway:
         return {"config": self.loaded.digest, "reloads": self.reloads}
 
     def _channels(self) -> list[Any]:
-        return [self.mqtt] if self.mqtt is not None else []
+        mqtt = [self.mqtt] if self.mqtt is not None else []
+        return mqtt + [service for service, _ in self.services.values()]
+
+    # --- the optional services (edge/services.py) ------------------------------------------
+
+    def _start_service(self, service_type: ServiceType) -> None:
+        service = service_type.build(self.settings, self.ports)
+        task = asyncio.create_task(service.run(), name=service_type.name)
+        self.services[service_type.name] = (service, task)
+        log.info("service_started", service=service_type.name)
+
+    async def _stop_service(self, name: str) -> None:
+        entry = self.services.pop(name, None)
+        if entry is None:
+            return
+        service, task = entry
+        try:
+            await service.stop()
+        except Exception:
+            log.exception("service_stop_failed", service=name)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    async def _apply_services(self, old: GatewaySettings) -> None:
+        """Restart the services whose section changed; start new ones, stop removed ones.
+        A service that gained or lost an outbox channel takes effect at the next start."""
+        for service_type in SERVICE_TYPES:
+            before, after = service_type.section(old), service_type.section(self.settings)
+            if before == after:
+                continue
+            await self._stop_service(service_type.name)
+            if after is not None:
+                self._start_service(service_type)
 
     async def _make_room(self, quota_bytes: int) -> None:
         await self.outbox.maintain(quota_bytes, self.settings.store.retention_days)
+
+    def _publish_health(self, payload: str) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish_now(f"{self.settings.topic_root}/health", payload, retain=True)
 
     def _build_engine(self, active: list[ActiveAlarm]) -> RuleEngine:
         return RuleEngine(self.settings.rule_site(), active, history=self.history,
@@ -200,6 +242,7 @@ class Gateway:
         if (settings.mqtt, settings.topic_root, settings.commands) != (
                 old.mqtt, old.topic_root, old.commands):
             await self._restart_mqtt()
+        await self._apply_services(old)
         self.reloads += 1
         log.info("config_reloaded", config=new.digest, buses_restarted=changed)
         return []
@@ -213,10 +256,13 @@ class Gateway:
 
     async def run(self) -> int:
         settings = self.settings
-        await self.outbox.open({MqttChannel.name: MQTT_KINDS})
+        await self.outbox.open({MqttChannel.name: MQTT_KINDS,
+                                **{t.name: t.kinds for t in configured(settings) if t.kinds}})
         await self.pipeline.rebuild_engine(self._build_engine)
         self.mqtt = self._make_mqtt(settings)
         self.buses.start_all()
+        for service_type in configured(settings):
+            self._start_service(service_type)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -229,7 +275,7 @@ class Gateway:
         self._mqtt_task = asyncio.create_task(self.mqtt.run(), name="mqtt")
         tasks = [
             asyncio.create_task(self.outbox.run_ack_writer(), name="outbox-acks"),
-            asyncio.create_task(self.health.run(self.systemd, f"{settings.topic_root}/health",
+            asyncio.create_task(self.health.run(self.systemd, self._publish_health,
                                                 settings.health.interval_s), name="health"),
             asyncio.create_task(self.outbox.run_maintenance(
                 int(settings.store.quota_mb * 1024 * 1024), settings.store.retention_days,
@@ -268,6 +314,8 @@ class Gateway:
             except Exception:
                 log.exception("pipeline_failed_at_stop")
             await self.pipeline.store_held_transitions()
+            for name in list(self.services):
+                await self._stop_service(name)
             await self._stop_mqtt()
             for task in tasks:
                 task.cancel()

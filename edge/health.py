@@ -36,13 +36,11 @@ from vocab.model import now_ms
 log = structlog.get_logger("edge.health")
 
 class Channel(Protocol):
-    """What health asks of an output channel."""
+    """What health asks of an output channel or service."""
 
     name: str
 
     def health(self) -> dict[str, Any]: ...
-
-    def publish_now(self, topic: str, payload: str, retain: bool = False) -> bool: ...
 
 
 class HealthReporter:
@@ -103,15 +101,16 @@ class HealthReporter:
         return (f"devices online {online}/{len(devices)}, outbox {snapshot['outbox']['depth']}, "
                 f"alarms {snapshot['active_alarms']}, uplink {uplink}")
 
-    async def run(self, systemd: SystemdNotifier, topic: str, interval_s: float) -> None:
+    async def run(self, systemd: SystemdNotifier, publish: Callable[[str], object],
+                  interval_s: float) -> None:
+        """Every ``interval_s``: systemd's status line, the status file, and ``publish``
+        (retained on ``{root}/health`` while the uplink is up)."""
         while True:
             try:
                 snapshot = await self.snapshot()
                 systemd.status(self.status_line(snapshot))
                 self.write_status_file(snapshot)
-                payload = json.dumps(snapshot, separators=(",", ":"))
-                for channel in self.channels():
-                    channel.publish_now(topic, payload, retain=True)
+                publish(json.dumps(snapshot, separators=(",", ":")))
             except Exception:
                 log.exception("health_failed")
             await asyncio.sleep(interval_s)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -37,6 +37,8 @@ log = structlog.get_logger("edge.outbox")
 # Telemetry older than this when a channel comes up is delivered late: it is sent from
 # the backlog, oldest first, and marked as replay.
 REPLAY_AGE_S = 10
+# Alarms and events go before telemetry; any other kind of a channel's own (an SL 651
+# report) is sent in seq order after them.
 PRIORITY_KINDS: tuple[Kind, ...] = ("alarm", "event")
 # Acknowledgements are written in bursts: one transaction per burst, not per message.
 ACK_WRITE_DELAY_S = 0.05
@@ -63,6 +65,7 @@ class _Stream:
     def __init__(self, bit: int, kinds: frozenset[str], last_seq: int) -> None:
         self.bit = bit
         self.priority: list[Kind] = [k for k in PRIORITY_KINDS if k in kinds]
+        self.priority += sorted(kinds - set(PRIORITY_KINDS) - {"telemetry"})
         self.telemetry = "telemetry" in kinds
         self.cursors: dict[str, int] = dict.fromkeys(self.priority, 0)
         # What was queued before this process ran is backlog; live = queued since.
@@ -216,6 +219,13 @@ class Outbox:
         """New messages were committed: every channel may have something to send."""
         for channel in self.channels.values():
             channel.wake()
+
+    async def enqueue(self, kind: Kind, build: Callable[[int], str]) -> int | None:
+        """Commit a message of a channel's own making; see ``StoreWorker.queue_message``."""
+        seq = await self.store.queue_message(kind, build)
+        if seq is not None:
+            self.notify()
+        return seq
 
     async def stats(self) -> OutboxStats:
         """The whole outbox, every channel's messages counted once."""

@@ -19,7 +19,6 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from edge.history import PARTS, unpack_fragment
 from edge.payloads import alarm_payload, telemetry_message
@@ -32,7 +31,9 @@ MAX_CHANNELS = 62
 # their own, unless this many are waiting.
 ACK_BATCH = 500
 
-Kind = Literal["telemetry", "alarm", "event"]
+# telemetry and alarm are the pipeline's; event (an acknowledgement, a notification's
+# outcome) and any channel's own kinds (an SL 651 report) are queued by the channels.
+Kind = str
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,11 +227,14 @@ class OutboxRows:
                 bit: int = MQTT_BIT) -> list[OutboxEntry]:
         # The kind is spelt out in the SQL: only a literal lets SQLite use the partial
         # index of alarms.
-        where = {"alarm": "kind = 'alarm'", "telemetry": "kind = 'telemetry'",
-                 "event": "kind = 'event'"}[kind]
+        params: tuple[object, ...]
+        if kind in ("alarm", "telemetry"):
+            where, params = f"kind = '{kind}'", (after_seq, bit, limit)
+        else:
+            where, params = "kind = ?", (kind, after_seq, bit, limit)
         return self._entries(self._conn.execute(
             f"SELECT seq, kind, created_ms, payload FROM outbox WHERE {where} AND seq>? "
-            "AND pending & ? ORDER BY seq LIMIT ?", (after_seq, bit, limit)))
+            "AND pending & ? ORDER BY seq LIMIT ?", params))
 
     def last_telemetry_seq_before(self, after_seq: int, created_before_ms: int,
                                   bit: int = MQTT_BIT) -> int:

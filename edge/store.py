@@ -30,7 +30,7 @@ from typing import Literal, ParamSpec, TypeVar
 import structlog
 
 from edge.history import PARTS, read_point_history
-from edge.outboxrows import OutboxRows
+from edge.outboxrows import OutboxRows, in_transaction
 from edge.payloads import alarm_payload
 from edge.quota import QuotaCounters, QuotaKeeper
 from edge.storeschema import (
@@ -189,6 +189,23 @@ class Store:
                  t.alarm_id),
             )
 
+    def queue_message(self, kind: str, build: Callable[[int], str]) -> int | None:
+        """Commit one message of a channel's own making (an SL 651 report, a
+        notification's outcome) with the next seq; ``build(seq)`` makes its payload.
+        Returns its seq, or None when no configured channel takes that kind."""
+        seq = self._next_seq()
+        try:
+            queued: list[bool] = []
+            in_transaction(self._conn, lambda: queued.append(
+                self.outbox.insert(seq, kind, now_ms(), build(seq))))
+        except BaseException:
+            self._seq -= 1
+            raise
+        if not queued[0]:
+            self._seq -= 1
+            return None
+        return seq
+
     # --- disk quota ----------------------------------------------------------------------
 
     @property
@@ -309,6 +326,9 @@ class StoreWorker:
     async def commit(self, cycles: Sequence[tuple[Sequence[Reading],
                                                   Sequence[AlarmTransition]]]) -> list[list[int]]:
         return await self.run(self._store.commit_cycles, cycles)
+
+    async def queue_message(self, kind: str, build: Callable[[int], str]) -> int | None:
+        return await self.run(self._store.queue_message, kind, build)
 
     async def used_bytes(self) -> int:
         return await self.run(self._store.used_bytes)

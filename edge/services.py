@@ -1,0 +1,16 @@
+"""The optional parts a site may configure beside the MQTT uplink: one table.
+
+Each entry is a ``ServiceType`` (edge/ports.py) declared by its own module: SL 651
+centres, notifications by SMS and siren, the keeper's page.
+"""
+
+from __future__ import annotations
+
+from edge.config import GatewaySettings
+from edge.ports import ServiceType
+
+SERVICE_TYPES: tuple[ServiceType, ...] = ()
+
+
+def configured(settings: GatewaySettings) -> list[ServiceType]:
+    return [t for t in SERVICE_TYPES if t.section(settings) is not None]
