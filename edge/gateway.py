@@ -256,8 +256,10 @@ class Gateway:
 
     async def run(self) -> int:
         settings = self.settings
-        await self.outbox.open({MqttChannel.name: MQTT_KINDS,
-                                **{t.name: t.kinds for t in configured(settings) if t.kinds}})
+        channels: dict[str, tuple[str, ...]] = {MqttChannel.name: MQTT_KINDS}
+        for service_type in configured(settings):
+            channels.update(service_type.channels(settings))
+        await self.outbox.open(channels)
         await self.pipeline.rebuild_engine(self._build_engine)
         self.mqtt = self._make_mqtt(settings)
         self.buses.start_all()

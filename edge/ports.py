@@ -1,8 +1,8 @@
 """What an optional part of the gateway is given, and what it must answer to.
 
 SL 651 centres, notifications by SMS and siren, the keeper's page: each is a module that
-declares a ``ServiceType``: the configuration section that switches it on, the kinds of
-outbox message it takes (if it is an output channel), and a factory given the ``Ports``
+declares a ``ServiceType``: the configuration section that switches it on, its outbox
+channels and the kinds of message each takes, and a factory given the ``Ports``
 of the gateway it may use. The gateway starts every configured one, restarts one whose
 section changed on reload, stops them at shutdown and reports their health; adding one
 is a module and a line in the table of edge/services.py.
@@ -53,8 +53,9 @@ class ServiceType:
     name: str
     # The configuration section that switches it on (None: off).
     section: Callable[[GatewaySettings], Any]
-    # Outbox kinds it takes, as an output channel; () for a service that sends nothing.
-    kinds: tuple[str, ...]
+    # Its outbox channels and the kinds of message each takes (one per SL 651 centre,
+    # say, each with its own place in the outbox); {} for a service that sends nothing.
+    channels: Callable[[GatewaySettings], dict[str, tuple[str, ...]]]
     # Builds it; heavy libraries (aiohttp, the modem driver) are imported in here, so a
     # site that does not configure the service never loads them.
     build: Callable[[GatewaySettings, Ports], Service]
