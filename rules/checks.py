@@ -27,106 +27,130 @@ def check_rules(rules: Sequence[Any], derived: Sequence[Any], real: Mapping[str,
 
     ``real`` are the devices' points by key; ``derived`` the derived point configs.
     """
-    devices = {key.split("/", 1)[0] for key in real}
-    units = {key: p.unit for key, p in real.items()}
-
-    # Points that exist without a device: derived points and rainfall sums.
-    defined: dict[str, PathKey] = {}
-
-    def virtual_device(device: str, example: str, path: PathKey) -> None:
-        if device in devices:
-            problem(path, f"{example!r} would belong to device {device!r}, a real device: "
-                          "derived points need a device id of their own")
-
-    def define(key: str, path: PathKey) -> None:
-        # Defined even after a problem, so rules using it do not report it a second time.
-        if key in defined:
-            problem(path, f"duplicate point {key!r} (first defined at {locate(defined[key])})")
-        elif key not in real:
-            defined[key] = path
-
-    for index, point in enumerate(derived):
-        virtual_device(point.device, point.key, ("derived", index, "device"
-                                                 if "device" in point.model_fields_set
-                                                 else "id"))
-        define(point.key, ("derived", index, "id"))
-        units[point.key] = point.unit
+    checker = _SiteChecker(real, levels, problem, locate)
+    checker.define_virtual_points(rules, derived)
+    checker.check_derived(rules, derived)
+    site = SiteView(real, frozenset(checker.known), checker.units, levels,
+                    retention_days * 86400.0)
     for index, rule in enumerate(rules):
-        outputs = rule.outputs()
-        if outputs:
-            # A rule publishing sums names their device with 'device', else its id.
-            path: PathKey = ("rules", index, "device" if getattr(rule, "device", None)
-                             else "id")
-            virtual_device(outputs[0].split("/", 1)[0], outputs[0], path)
-        for key in outputs:
-            define(key, path)
-            units[key] = rule.output_unit()
+        checker.check_rule(("rules", index), rule, site, retention_days)
 
-    known = set(real) | set(defined)
-    all_devices = devices | {key.split("/", 1)[0] for key in defined}
 
-    def unknown(key: str) -> str:
+class _SiteChecker:
+    """The points a site defines, and the checks that resolve references against them."""
+
+    def __init__(self, real: Mapping[str, PointInfo], levels: Mapping[str, float],
+                 problem: Report, locate: Locate) -> None:
+        self.real = real
+        self.levels = levels
+        self.problem = problem
+        self.locate = locate
+        self.devices = {key.split("/", 1)[0] for key in real}
+        self.units = {key: p.unit for key, p in real.items()}
+        # Points that exist without a device: derived points and rainfall sums.
+        self.defined: dict[str, PathKey] = {}
+
+    @property
+    def known(self) -> set[str]:
+        return set(self.real) | set(self.defined)
+
+    def level_names(self) -> str:
+        return ", ".join(self.levels) or "none defined"
+
+    def unknown(self, key: str) -> str:
         device_id = key.split("/", 1)[0]
+        all_devices = self.devices | {k.split("/", 1)[0] for k in self.defined}
         return ("device exists but has no such point" if device_id in all_devices
                 else f"no device {device_id!r}")
 
-    def level_names() -> str:
-        return ", ".join(levels) or "none defined"
+    def _virtual_device(self, device: str, example: str, path: PathKey) -> None:
+        if device in self.devices:
+            self.problem(path, f"{example!r} would belong to device {device!r}, a real "
+                               "device: derived points need a device id of their own")
 
-    # Derived expressions: references, names, cycles.
-    graph: dict[str, list[str]] = {}
-    where: dict[str, PathKey] = {}
-    for index, point in enumerate(derived):
-        path = ("derived", index, "expression")
-        try:
-            expression = Expression.parse(point.expression)
-        except ExpressionError as exc:  # the model validated it; kept for safety
-            problem(path, str(exc))
-            continue
-        graph[point.key] = sorted(expression.point_refs)
-        where[point.key] = path
-        for ref in sorted(expression.point_refs - known):
-            problem(path, f"derived point {point.key!r} refers to point {ref!r}, which is not "
-                          f"defined ({unknown(ref)})")
+    def _define(self, key: str, path: PathKey, unit: str) -> None:
+        # Defined even after a problem, so rules using it do not report it a second time.
+        if key in self.defined:
+            self.problem(path, f"duplicate point {key!r} (first defined at "
+                               f"{self.locate(self.defined[key])})")
+        elif key not in self.real:
+            self.defined[key] = path
+        self.units[key] = unit
+
+    def define_virtual_points(self, rules: Sequence[Any], derived: Sequence[Any]) -> None:
+        for index, point in enumerate(derived):
+            key = "device" if "device" in point.model_fields_set else "id"
+            self._virtual_device(point.device, point.key, ("derived", index, key))
+            self._define(point.key, ("derived", index, "id"), point.unit)
+        for index, rule in enumerate(rules):
+            outputs = rule.outputs()
+            # A rule publishing sums names their device with 'device', else its id.
+            path: PathKey = ("rules", index, "device" if getattr(rule, "device", None)
+                             else "id")
+            if outputs:
+                self._virtual_device(outputs[0].split("/", 1)[0], outputs[0], path)
+            for key in outputs:
+                self._define(key, path, rule.output_unit())
+
+    def check_derived(self, rules: Sequence[Any], derived: Sequence[Any]) -> None:
+        """Derived expressions: references, names, and no circle through any producer."""
+        graph: dict[str, list[str]] = {}
+        where: dict[str, PathKey] = {}
+        for index, point in enumerate(derived):
+            path: PathKey = ("derived", index, "expression")
+            try:
+                expression = Expression.parse(point.expression)
+            except ExpressionError as exc:  # the model validated it; kept for safety
+                self.problem(path, str(exc))
+                continue
+            graph[point.key] = sorted(expression.point_refs)
+            where[point.key] = path
+            self._check_expression(index, point, expression)
+        for index, rule in enumerate(rules):
+            for key in rule.outputs():
+                graph[key] = [rule.point]
+                where[key] = ("rules", index, "point")
+        cycle = find_cycle(graph)
+        if cycle is not None:
+            self.problem(where[cycle[0]], "circular derived points: " + " → ".join(cycle))
+
+    def _check_expression(self, index: int, point: Any, expression: Expression) -> None:
+        path: PathKey = ("derived", index, "expression")
+        for ref in sorted(expression.point_refs - self.known):
+            self.problem(path, f"derived point {point.key!r} refers to point {ref!r}, which "
+                               f"is not defined ({self.unknown(ref)})")
         for name in sorted(expression.constant_refs):
-            if name not in levels and name not in point.constants:
-                problem(path, f"derived point {point.key!r} uses {name!r}, which is neither a "
-                              f"site level ({level_names()}) nor one of its constants")
-        for name in sorted(set(point.constants) & set(levels)):
-            problem(("derived", index, "constants", name),
-                    f"constant {name!r} has the name of a site level: rename it")
-    for index, rule in enumerate(rules):
-        for key in rule.outputs():
-            graph[key] = [rule.point]
-            where[key] = ("rules", index, "point")
-    cycle = find_cycle(graph)
-    if cycle is not None:
-        problem(where[cycle[0]], "circular derived points: " + " → ".join(cycle))
+            if name not in self.levels and name not in point.constants:
+                self.problem(path, f"derived point {point.key!r} uses {name!r}, which is "
+                                   f"neither a site level ({self.level_names()}) nor one of "
+                                   "its constants")
+        for name in sorted(set(point.constants) & set(self.levels)):
+            self.problem(("derived", index, "constants", name),
+                         f"constant {name!r} has the name of a site level: rename it")
 
-    retention_s = retention_days * 86400.0
-    site = SiteView(real, frozenset(known), units, levels, retention_s)
-    for r_index, rule in enumerate(rules):
-        base: PathKey = ("rules", r_index)
+    def check_rule(self, base: PathKey, rule: Any, site: SiteView,
+                   retention_days: int) -> None:
+        """What every rule names must exist; then the rule type's own checks."""
+        known = self.known
         for path, key in rule.read_points():
             if key not in known:
-                problem((*base, *path), f"rule {rule.id!r} refers to point {key!r}, which is "
-                                        f"not defined ({unknown(key)})")
-        for sub, limit in rule.limits():
-            if isinstance(limit.value, str) and limit.value not in levels:
-                problem((*base, *sub, "value"),
-                        f"rule {rule.id!r} uses site level {limit.value!r}, which is not in "
-                        f"site.levels ({level_names()})")
-        for sub, name in rule.level_refs():
-            if name not in levels:
-                problem((*base, *sub), f"rule {rule.id!r} uses site level {name!r}, which is "
-                                       f"not in site.levels ({level_names()})")
+                self.problem((*base, *path), f"rule {rule.id!r} refers to point {key!r}, "
+                                             f"which is not defined ({self.unknown(key)})")
+        named = [((*sub, "value"), limit.value) for sub, limit in rule.limits()
+                 if isinstance(limit.value, str)]
+        for sub, name in [*named, *rule.level_refs()]:
+            if name not in self.levels:
+                self.problem((*base, *sub), f"rule {rule.id!r} uses site level {name!r}, "
+                                            f"which is not in site.levels "
+                                            f"({self.level_names()})")
         for sub, seconds in rule.history_needs():
-            if seconds > retention_s:
-                problem((*base, *sub),
-                        f"rule {rule.id!r} needs {format_duration(seconds)} of history, longer "
-                        f"than the store keeps (store.retention_days: {retention_days})")
+            if seconds > site.retention_s:
+                self.problem((*base, *sub),
+                             f"rule {rule.id!r} needs {format_duration(seconds)} of history, "
+                             f"longer than the store keeps (store.retention_days: "
+                             f"{retention_days})")
 
-        def relative(path: PathKey, message: str, base: PathKey = base) -> None:
-            problem((*base, *path), message)
+        def relative(path: PathKey, message: str) -> None:
+            self.problem((*base, *path), message)
 
         rule.check(site, relative)
