@@ -340,85 +340,124 @@ def _fmt(value: float, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
+@dataclass(frozen=True)
+class _Canvas:
+    """Where values and times land on the plot."""
+
+    series: Series
+    low: float
+    high: float
+    x0: float = MARGIN_LEFT
+    x1: float = WIDTH - MARGIN_RIGHT
+    y0: float = MARGIN_TOP
+    y1: float = HEIGHT - MARGIN_BOTTOM
+
+    def x(self, ts: int) -> float:
+        span_ms = self.series.to_ms - self.series.from_ms
+        return round(self.x0 + (ts - self.series.from_ms) * (self.x1 - self.x0) / span_ms, 1)
+
+    def y(self, value: float) -> float:
+        return round(self.y1 - (value - self.low) * (self.y1 - self.y0) / (self.high - self.low),
+                     1)
+
+
 def render_svg(series: Series, lines: Sequence[PlotLine], timezone: str, unit: str,
                off_scale_label: str, no_data_label: str, title: str) -> str:
     """The plot as an SVG element for inline use in the page."""
-    tz = ZoneInfo(timezone)
-    x0, x1 = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
-    y0, y1 = MARGIN_TOP, HEIGHT - MARGIN_BOTTOM
-    span_ms = series.to_ms - series.from_ms
     low, high, shown, off = _y_range(series, _merged(lines))
-
-    def x(ts: int) -> float:
-        return round(x0 + (ts - series.from_ms) * (x1 - x0) / span_ms, 1)
-
-    def y(value: float) -> float:
-        return round(y1 - (value - low) * (y1 - y0) / (high - low), 1)
-
+    c = _Canvas(series, low, high)
     out: list[str] = [
         f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}"'
         f' role="img" aria-label="{escape(title)}" font-family="sans-serif" font-size="12">',
         f"<title>{escape(title)}</title>",
-        f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" fill="#fff"'
-        ' stroke="#999"/>',
+        f'<rect x="{c.x0}" y="{c.y0}" width="{c.x1 - c.x0}" height="{c.y1 - c.y0}" '
+        'fill="#fff" stroke="#999"/>',
     ]
     for start, end in series.gaps:
-        out.append(f'<rect class="gap" x="{x(start)}" y="{y0}" width="'
-                   f'{max(round(x(end) - x(start), 1), 0.5)}" height="{y1 - y0}" '
+        out.append(f'<rect class="gap" x="{c.x(start)}" y="{c.y0}" width="'
+                   f'{max(round(c.x(end) - c.x(start), 1), 0.5)}" height="{c.y1 - c.y0}" '
                    f'fill="#e8e8e8" data-from="{start}" data-to="{end}"/>')
-    step = _nice_step(high - low)
-    decimals = _decimals(step)
-    for index in range(math.ceil(low / step), math.floor(high / step) + 1):
-        tick = index * step
-        ty = y(tick)
-        out.append(f'<line x1="{x0}" x2="{x1}" y1="{ty}" y2="{ty}" stroke="#eee"/>'
-                   f'<text x="{x0 - 4}" y="{ty + 4}" text-anchor="end">'
-                   f"{_fmt(tick, decimals)}</text>")
-    out.append(f'<text x="4" y="{y0 - 4}">{escape(unit)}</text>')
-    for ts, label, date in _time_ticks(series.from_ms, series.to_ms, tz):
-        tx = x(ts)
-        out.append(f'<line x1="{tx}" x2="{tx}" y1="{y0}" y2="{y1}" stroke="#eee"/>'
-                   f'<text class="xtick" x="{tx}" y="{y1 + 14}" text-anchor="middle">'
-                   f"{label}</text>")
-        if date:
-            out.append(f'<text x="{tx}" y="{y1 + 27}" text-anchor="middle">{date}</text>')
-    for line in shown:
-        colour = SEVERITY_COLOURS.get(line.severity or "", LEVEL_COLOUR)
-        dash = "6 4" if line.severity else "2 3"
-        kind = "limit" if line.severity else "level"
-        ly = y(line.value)
-        out.append(f'<line class="{kind}" x1="{x0}" x2="{x1}" y1="{ly}" y2="{ly}" '
-                   f'stroke="{colour}" stroke-dasharray="{dash}" data-value="{line.value}"/>'
-                   f'<text x="{x1 - 2}" y="{ly - 3}" text-anchor="end" fill="{colour}">'
-                   f"{escape(line.label)} {line.value:g}</text>")
-    for index, line in enumerate(off):
-        above = line.value > high
-        ly = y0 + 12 + 12 * index if above else y1 - 4 - 12 * index
-        colour = SEVERITY_COLOURS.get(line.severity or "", LEVEL_COLOUR)
-        out.append(f'<text class="offscale" x="{x0 + 4}" y="{ly}" fill="{colour}" '
-                   f'data-value="{line.value}">{"↑" if above else "↓"} {escape(line.label)} '
-                   f"{line.value:g} ({escape(off_scale_label)})</text>")
-    for segment in series.segments:
-        if len(segment) == 1:
-            ts, value = segment[0]
-            out.append(f'<circle class="single" cx="{x(ts)}" cy="{y(value)}" r="2.5" '
-                       'fill="#1a1a1a"/>')
-        else:
-            points = " ".join(f"{x(ts)},{y(v)}" for ts, v in segment)
-            out.append(f'<polyline class="series" points="{points}" fill="none" '
-                       'stroke="#1a1a1a" stroke-width="1.5" stroke-linejoin="round"/>')
-    for ts, value in series.suspect:
-        cy = min(max(y(value), y0), y1)
-        edge = " offscale" if cy != y(value) else ""
-        out.append(f'<circle class="suspect{edge}" cx="{x(ts)}" cy="{cy}" r="3" fill="none" '
-                   f'stroke="#d08000" data-value="{value}"/>')
-    for col in series.bad_columns:
-        bx = round(x0 + col + 0.5, 1)
-        out.append(f'<line class="bad" x1="{bx}" x2="{bx}" y1="{y1 - 8}" y2="{y1}" '
-                   'stroke="#c00000" stroke-width="1.5"/>')
+    out += _value_axis(c, unit)
+    out += _time_axis(c, ZoneInfo(timezone))
+    out += _level_lines(c, shown, off, off_scale_label)
+    out += _data(c)
     if not series.segments and not series.suspect:
-        out.append(f'<text class="nodata" x="{(x0 + x1) / 2}" y="{(y0 + y1) / 2}" '
+        out.append(f'<text class="nodata" x="{(c.x0 + c.x1) / 2}" y="{(c.y0 + c.y1) / 2}" '
                    f'text-anchor="middle" font-size="16" fill="#666">'
                    f"{escape(no_data_label)}</text>")
     out.append("</svg>")
     return "".join(out)
+
+
+def _value_axis(c: _Canvas, unit: str) -> list[str]:
+    step = _nice_step(c.high - c.low)
+    decimals = _decimals(step)
+    out = []
+    for index in range(math.ceil(c.low / step), math.floor(c.high / step) + 1):
+        tick = index * step
+        ty = c.y(tick)
+        out.append(f'<line x1="{c.x0}" x2="{c.x1}" y1="{ty}" y2="{ty}" stroke="#eee"/>'
+                   f'<text x="{c.x0 - 4}" y="{ty + 4}" text-anchor="end">'
+                   f"{_fmt(tick, decimals)}</text>")
+    out.append(f'<text x="4" y="{c.y0 - 4}">{escape(unit)}</text>')
+    return out
+
+
+def _time_axis(c: _Canvas, tz: ZoneInfo) -> list[str]:
+    out = []
+    for ts, label, date in _time_ticks(c.series.from_ms, c.series.to_ms, tz):
+        tx = c.x(ts)
+        out.append(f'<line x1="{tx}" x2="{tx}" y1="{c.y0}" y2="{c.y1}" stroke="#eee"/>'
+                   f'<text class="xtick" x="{tx}" y="{c.y1 + 14}" text-anchor="middle">'
+                   f"{label}</text>")
+        if date:
+            out.append(f'<text x="{tx}" y="{c.y1 + 27}" text-anchor="middle">{date}</text>')
+    return out
+
+
+def _level_lines(c: _Canvas, shown: Sequence[PlotLine], off: Sequence[PlotLine],
+                 off_scale_label: str) -> list[str]:
+    """Limits and characteristic levels: lines where they fall on the plot, a labelled
+    arrow at its edge where they do not."""
+    out = []
+    for line in shown:
+        colour = SEVERITY_COLOURS.get(line.severity or "", LEVEL_COLOUR)
+        dash = "6 4" if line.severity else "2 3"
+        kind = "limit" if line.severity else "level"
+        ly = c.y(line.value)
+        out.append(f'<line class="{kind}" x1="{c.x0}" x2="{c.x1}" y1="{ly}" y2="{ly}" '
+                   f'stroke="{colour}" stroke-dasharray="{dash}" data-value="{line.value}"/>'
+                   f'<text x="{c.x1 - 2}" y="{ly - 3}" text-anchor="end" fill="{colour}">'
+                   f"{escape(line.label)} {line.value:g}</text>")
+    for index, line in enumerate(off):
+        above = line.value > c.high
+        ly = c.y0 + 12 + 12 * index if above else c.y1 - 4 - 12 * index
+        colour = SEVERITY_COLOURS.get(line.severity or "", LEVEL_COLOUR)
+        out.append(f'<text class="offscale" x="{c.x0 + 4}" y="{ly}" fill="{colour}" '
+                   f'data-value="{line.value}">{"↑" if above else "↓"} {escape(line.label)} '
+                   f"{line.value:g} ({escape(off_scale_label)})</text>")
+    return out
+
+
+def _data(c: _Canvas) -> list[str]:
+    """Good readings as lines broken at gaps, suspect ones as rings, bad ones as ticks."""
+    out = []
+    for segment in c.series.segments:
+        if len(segment) == 1:
+            ts, value = segment[0]
+            out.append(f'<circle class="single" cx="{c.x(ts)}" cy="{c.y(value)}" r="2.5" '
+                       'fill="#1a1a1a"/>')
+        else:
+            points = " ".join(f"{c.x(ts)},{c.y(v)}" for ts, v in segment)
+            out.append(f'<polyline class="series" points="{points}" fill="none" '
+                       'stroke="#1a1a1a" stroke-width="1.5" stroke-linejoin="round"/>')
+    for ts, value in c.series.suspect:
+        cy = min(max(c.y(value), c.y0), c.y1)
+        edge = " offscale" if cy != c.y(value) else ""
+        out.append(f'<circle class="suspect{edge}" cx="{c.x(ts)}" cy="{cy}" r="3" fill="none" '
+                   f'stroke="#d08000" data-value="{value}"/>')
+    for col in c.series.bad_columns:
+        bx = round(c.x0 + col + 0.5, 1)
+        out.append(f'<line class="bad" x1="{bx}" x2="{bx}" y1="{c.y1 - 8}" y2="{c.y1}" '
+                   'stroke="#c00000" stroke-width="1.5"/>')
+    return out
