@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import time as dt_time
@@ -55,11 +54,10 @@ from drivers.bus import (
     SerialPortSettings,
     check_alone_on_port,
     check_field_points,
-    wait_until,
 )
 from drivers.decode import DeviceConversions, failed_points, scaled_reading
 from drivers.devices import DeviceConfig, PointConfig
-from drivers.lineport import Line, LinePort, PortUnavailable
+from drivers.lineport import Line, LinePort, listen_lines
 from drivers.nmea import (
     ACCEPTED_TALKERS,
     FIX_QUALITY_NAMES,
@@ -351,15 +349,7 @@ class GnssDriver:
         self.port.close()
 
     async def listen(self, until: float, wake: asyncio.Event) -> None:
-        while not wake.is_set() and time.monotonic() < until:
-            try:
-                await self.port.ensure_open()
-                line = await self.port.read_line(min(until - time.monotonic(), 1.0))
-            except PortUnavailable:
-                await wait_until(min(until, self.port.retry_at or until), wake)
-                continue
-            if line is not None:
-                self.take(line)
+        await listen_lines(self.port, until, wake, self.take)
 
     def take(self, line: Line) -> None:
         """Parse one line from the receiver into the current interval's epochs."""

@@ -18,10 +18,11 @@ import os
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from drivers.bus import BusHealth, SerialPortSettings
+from drivers.bus import BusHealth, SerialPortSettings, wait_until
 from drivers.bustask import LinkBackoff
 from vocab.model import now_ms
 
@@ -207,3 +208,19 @@ class LinePort:
             self._lines.append(Line(raw.decode(self.encoding, errors="replace"), ts))
         if self._lines:
             self._ready.set()
+
+
+async def listen_lines(port: LinePort, until: float, wake: asyncio.Event,
+                       take: Callable[[Line], object]) -> None:
+    """Hear a free-running instrument or receiver until ``until`` (monotonic) or ``wake``:
+    each complete line goes to ``take``; a closed port is re-opened when its backoff
+    allows."""
+    while not wake.is_set() and time.monotonic() < until:
+        try:
+            await port.ensure_open()
+            line = await port.read_line(min(until - time.monotonic(), 1.0))
+        except PortUnavailable:
+            await wait_until(min(until, port.retry_at or until), wake)
+            continue
+        if line is not None:
+            take(line)

@@ -37,7 +37,7 @@ from drivers.bus import (
 )
 from drivers.decode import DeviceConversions, failed_points, scaled_reading
 from drivers.devices import DeviceConfig, LineFormat
-from drivers.lineport import Line, LinePort, PortUnavailable
+from drivers.lineport import Line, LinePort, PortUnavailable, listen_lines
 from vocab.checking import PathKey, Report
 from vocab.ids import Ident
 from vocab.model import PollResult, Reading, now_ms
@@ -130,15 +130,7 @@ class SerialLineDriver:
         if device is None:
             await wait_until(until, wake)
             return
-        while not wake.is_set() and time.monotonic() < until:
-            try:
-                await self.port.ensure_open()
-                line = await self.port.read_line(min(until - time.monotonic(), 1.0))
-            except PortUnavailable:
-                await wait_until(min(until, self.port.retry_at or until), wake)
-                continue
-            if line is not None:
-                self._take(device, line)
+        await listen_lines(self.port, until, wake, lambda line: self._take(device, line))
 
     def _take(self, device: DeviceConfig, line: Line) -> list[Reading] | None:
         readings = parse_line(device, self.patterns[device.id], line)
