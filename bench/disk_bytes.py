@@ -52,12 +52,13 @@ def proc_write_bytes(pid: int) -> int:
     raise RuntimeError(f"no write_bytes in /proc/{pid}/io")
 
 
-def run_daemon(seconds: float, synchronous: str, points: int = 1000) -> tuple[float, float]:
+def run_daemon(seconds: float, synchronous: str, points: int = 1000, per_device: int = 100,
+               devices_per_bus: int = 10) -> tuple[float, float]:
     """(bytes per stored reading, readings/s) of a real gateway over ``seconds``."""
     with tempfile.TemporaryDirectory(prefix="bench-disk-", dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
         broker = start_broker(work)
-        buses = plan_buses(points)
+        buses = plan_buses(points, per_device, devices_per_bus)
         rules = [{"id": f"level-high-{d:03d}", "type": "threshold", "point": f"dev-{d:03d}/p0",
                   "high": [{"severity": "warning", "value": "flood_limit"}],
                   "hysteresis": 0.05} for d in range(sum(len(b.devices) for b in buses))]
@@ -108,13 +109,20 @@ def main() -> None:
     parser.add_argument("--daemon", action="store_true",
                         help="also measure the running gateway at 1,000 points/s")
     parser.add_argument("--seconds", type=float, default=120, help="daemon window")
+    parser.add_argument("--points", type=int, default=1000, help="daemon: points polled at 1 s")
+    parser.add_argument("--per-device", type=int, default=100,
+                        help="daemon: points per device (1-2 = every piezometer its own slave)")
+    parser.add_argument("--devices-per-bus", type=int, default=10,
+                        help="daemon: devices per Modbus TCP endpoint")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.daemon:
-        print("gateway at 1,000 points/s (10 devices x 100 points, 1 s polling):")
+        print(f"gateway at {args.points} points/s (devices of {args.per_device} points, "
+              f"{args.devices_per_bus} per endpoint, 1 s polling):")
         print(f"{'synchronous':>11} {'bytes/reading':>14} {'readings/s':>11}")
         for synchronous in ("full", "normal"):
-            per_reading, rate = run_daemon(args.seconds, synchronous)
+            per_reading, rate = run_daemon(args.seconds, synchronous, args.points,
+                                           args.per_device, args.devices_per_bus)
             print(f"{synchronous:>11} {per_reading:>14.0f} {rate:>11.0f}")
         print("store alone (commit_cycle + ack, no rules or uplink):")
     print(f"{'readings/txn':>12} {'synchronous':>11} {'bytes/reading':>14} {'readings/s':>11}")

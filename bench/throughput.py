@@ -88,7 +88,7 @@ def last_health(sub: Subscriber) -> dict[str, Any] | None:
 
 
 def measure(work: Path, broker: Broker, points: int, args: argparse.Namespace) -> Result:
-    buses = plan_buses(points)
+    buses = plan_buses(points, args.per_device, args.devices_per_bus)
     devices = sum(len(b.devices) for b in buses)
     processes = max(1, min(len(buses), args.simulators))
     size_dir = work / f"size-{points}"
@@ -153,6 +153,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100,1000,5000",
                         help="points per site, comma-separated")
     parser.add_argument("--interval", type=float, default=1.0, help="poll interval, s")
+    parser.add_argument("--per-device", type=int, default=100,
+                        help="points per device; 1 or 2 is the many-small-devices shape of "
+                             "a real reservoir (every piezometer its own slave)")
+    parser.add_argument("--devices-per-bus", type=int, default=10,
+                        help="devices per Modbus TCP endpoint")
     parser.add_argument("--simulators", type=int, default=1,
                         help="`edge simulate` processes sharing the endpoints")
     args = parser.parse_args()
@@ -169,8 +174,9 @@ def main() -> None:
         finally:
             broker.stop()
     print(f"machine: {machine()}")
-    print(f"poll interval {args.interval:g} s, devices of up to 100 float32 points, 10 "
-          f"devices per Modbus TCP endpoint, 1 threshold rule per device; window "
+    print(f"poll interval {args.interval:g} s, devices of up to {args.per_device} float32 "
+          f"points, {args.devices_per_bus} devices per Modbus TCP endpoint, 1 threshold rule "
+          f"per device; window "
           f"{args.seconds:g} s after {args.warmup:g} s of warm-up")
     header = (f"{'points':>7}{'dev':>5}{'sims':>5}{'offered/s':>11}{'delivered/s':>13}"
               f"{'CPU s/1k':>10}{'gw CPU':>8}{'sim CPU (each)':>20}{'mosq':>6}"
