@@ -9,7 +9,9 @@ rule can use them (``derived/freeboard``).
 
 A derived value is only as good as its inputs, so quality propagates: a missing or bad
 input makes the derived reading bad (no value), a suspect input or one older than
-``stale_after`` makes it suspect, and the reason names the input. Rules on a derived
+``stale_after`` makes it suspect, and the reason names the input. A dry piezometer (water
+below the sensor, vocab.model.DRY) is such a bad input: a gradient on it is not computed
+and its reason says ``dry_input``. Rules on a derived
 point then hold their alarms rather than judge it, as for a measured point.
 
 ```yaml
@@ -93,6 +95,11 @@ class DerivedPoint:
             reading = ctx.latest.get(ref)
             if reading is None:
                 bad.append(f"missing_input: {ref}")
+                continue
+            if reading.dry:
+                # The water is below the sensor: its level is unknown, so a gradient or
+                # anything else on it is not computed, and says why.
+                bad.append(f"dry_input: {ref} (water below the sensor)")
                 continue
             if reading.quality == "bad" or reading.value is None:
                 bad.append(f"bad_input: {ref} {reading.reason or 'no value'}")

@@ -27,11 +27,9 @@ provider the bins are rebuilt from the store at start.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Iterator, Sequence
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -105,10 +103,8 @@ class LagCorrelationRule:
         self.lag_bins = int(config.lag / config.sample)
         self.window_bins = int(config.window / config.sample)
         self.min_pairs = max(3, math.ceil(config.min_coverage * self.window_bins))
-        # Bins start at local midnight: a fixed offset, since dam sites keep standard time
-        # (Beijing time has no daylight saving).
-        offset = ZoneInfo(env.timezone).utcoffset(dt.datetime(2000, 1, 1))
-        self.offset_ms = int(offset.total_seconds() * 1000) if offset else 0
+        # Bins start at local midnight (rules.base.standard_offset_ms).
+        self.offset_ms = env.offset_ms
         self.limits: LimitJudge = limit_judge([], config.low, config.hysteresis, env,
                                               config.on_delay, config.off_delay)
         self.history: HistoryProvider | None = env.history
