@@ -58,9 +58,10 @@ def check_rules(rules: Sequence[Any], derived: Sequence[Any], real: Mapping[str,
             path: PathKey = ("rules", index, "device" if getattr(rule, "device", None)
                              else "id")
             virtual_device(outputs[0].split("/", 1)[0], outputs[0], path)
+        output_units = rule.output_units()
         for key in outputs:
             define(key, path)
-            units[key] = rule.output_unit()
+            units[key] = output_units.get(key, "")
 
     known = set(real) | set(defined)
     all_devices = devices | {key.split("/", 1)[0] for key in defined}
@@ -97,14 +98,15 @@ def check_rules(rules: Sequence[Any], derived: Sequence[Any], real: Mapping[str,
                     f"constant {name!r} has the name of a site level: rename it")
     for index, rule in enumerate(rules):
         for key in rule.outputs():
-            graph[key] = [rule.point]
+            graph[key] = [point for _, point in rule.read_points()]
             where[key] = ("rules", index, "point")
     cycle = find_cycle(graph)
     if cycle is not None:
         problem(where[cycle[0]], "circular derived points: " + " → ".join(cycle))
 
     retention_s = retention_days * 86400.0
-    site = SiteView(real, frozenset(known), units, levels, retention_s)
+    site = SiteView(real, frozenset(known), units, levels, retention_s,
+                    {rule.id: rule for rule in rules})
     for r_index, rule in enumerate(rules):
         base: PathKey = ("rules", r_index)
         for path, key in rule.read_points():

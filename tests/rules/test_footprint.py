@@ -65,7 +65,7 @@ def test_the_daemon_loads_no_numpy_without_an_hst_fit() -> None:
 
 def test_an_hst_rule_fitting_from_history_loads_numpy_when_built() -> None:
     hst = {"id": "head-hst", "type": "hst", "point": "piezo-1/head2",
-           "level": "level-1/water_level", "fit": {"history": "730d"}}
+           "level": "level-1/water_level", "fit": {"base_date": "2023-01-01", "history": "730d"}}
     assert "numpy" in loaded_after(engine_for([hst]))
 
 

@@ -54,7 +54,7 @@ rules:
       - {window: 3h, high: [{severity: alarm, value: 50}]}
     event: {dry_gap: 6h}
   - {id: seepage-hst, type: hst, point: piezo-1/head, level: level-1/water_level,
-     head_reference: dead, fit: {history: 365d}}
+     head_reference: dead, fit: {base_date: 2023-01-01, history: 365d}}
   - {id: piezo-lag, type: lag_correlation, point: piezo-1/head,
      level: level-1/water_level, lag: 10d, low: [{severity: warning, value: 0.5}]}
 """
