@@ -40,9 +40,8 @@ that holdout more than 5 % worse (RMS) than the model in use does.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -62,6 +61,7 @@ from rules.base import (
     Verdict,
     input_problem,
 )
+from rules.bins import BinSums, add_to_bins, history_bin_means, means
 from rules.limits import Debounce, DelaySpec
 from rules.smallstats import HstFit, hst_residual_verdict, hst_term_names
 from rules.threshold import resolve
@@ -80,7 +80,8 @@ if TYPE_CHECKING:
 # rule that fits from history loads numpy when it is built, at start, not at a refit
 # hours or weeks later.
 
-__all__ = ["FitPlan", "HstConfig", "HstRule", "build", "fit_from_bins", "fit_from_history"]
+__all__ = ["FitPlan", "HstConfig", "HstRule", "build", "fit_from_bins", "fit_from_history",
+           "history_bin_means"]
 
 log = structlog.get_logger("rules.hst")
 
@@ -169,23 +170,6 @@ def configured_model(config: HstConfig, timezone: str) -> HstFit | None:
                   len(names), model.s)
 
 
-def _bin_means(readings: Sequence[Reading], bin_ms: int, offset_ms: int) -> dict[int, float]:
-    sums: dict[int, list[float]] = {}
-    _add_to_bins(sums, readings, bin_ms, offset_ms)
-    return {b: total / count for b, (total, count) in sums.items()}
-
-
-def _add_to_bins(sums: dict[int, list[float]], readings: Iterable[Reading],
-                 bin_ms: int, offset_ms: int) -> None:
-    # Bin b covers [b·bin, (b + 1)·bin) of site-local time: daily bins are local days.
-    for r in readings:
-        if r.quality == "good" and r.value is not None and math.isfinite(r.value) \
-                and not r.dry:
-            acc = sums.setdefault((r.ts_ms + offset_ms) // bin_ms, [0.0, 0.0])
-            acc[0] += r.value
-            acc[1] += 1
-
-
 def bin_centre_days(bins: Sequence[int], bin_ms: int, offset_ms: int) -> np.ndarray:
     """The middle of each site-local bin, in days since the Unix epoch."""
     import numpy as np
@@ -193,24 +177,10 @@ def bin_centre_days(bins: Sequence[int], bin_ms: int, offset_ms: int) -> np.ndar
     return ((np.array(bins, dtype=np.float64) + 0.5) * bin_ms - offset_ms) / DAY_MS
 
 
-def history_bin_means(history: HistoryProvider, point: str, from_ms: int, to_ms: int,
-                      bin_ms: int, offset_ms: int = 0) -> dict[int, float]:
-    """Bin means of a point's whole stored history between two times, page by page.
-
-    A history provider returns at most a bounded number of the oldest readings of a
-    range (HistoryReader.MAX_ROWS): two years of one-minute polls are a million
-    readings, and one call would fit the model on its oldest 139 days only. Each page
-    is binned and dropped before the next is read.
-    """
-    sums: dict[int, list[float]] = {}
-    cursor = from_ms
-    while cursor <= to_ms:
-        page = history(point, cursor, to_ms)
-        if not page:
-            break
-        _add_to_bins(sums, page, bin_ms, offset_ms)
-        cursor = max(r.ts_ms for r in page) + 1
-    return {b: total / count for b, (total, count) in sums.items()}
+def _bin_means(readings: Sequence[Reading], bin_ms: int, offset_ms: int) -> dict[int, float]:
+    sums: BinSums = {}
+    add_to_bins(sums, readings, bin_ms, offset_ms)
+    return means(sums)
 
 
 def _rms(fit: HstFit, t: np.ndarray, head: np.ndarray, y: np.ndarray) -> float:

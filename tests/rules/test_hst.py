@@ -329,7 +329,7 @@ def test_a_fitted_model_needs_a_base_date_that_agrees_with_the_configured_one() 
         HstConfig.model_validate({**base, "fit": {"history": "730d"}})
     model = {"base_date": "2022-01-01", "s": 0.1,
              "coefficients": dict.fromkeys(hst_term_names(), 0.0)}
-    with pytest.raises(ValueError, match="model.base_date 2022-01-01 and fit.base_date "
-                                         "2021-06-01 differ"):
+    with pytest.raises(ValueError, match=r"model\.base_date 2022-01-01 and fit\.base_date "
+                                         r"2021-06-01 differ"):
         HstConfig.model_validate({**base, "model": model,
                                   "fit": {"base_date": "2021-06-01"}})
