@@ -41,7 +41,6 @@ start (on the rules' worker), so a restart forgets nothing.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -61,6 +60,7 @@ from rules.base import (
 from rules.bins import SeededBins
 from rules.configtypes import Delay, Limit, unique_severities
 from rules.derived import gather_inputs
+from rules.smallstats import median
 from rules.threshold import LimitJudge, limit_judge, resolve
 from vocab.checking import PathKey, Report
 from vocab.configbase import StrictModel
@@ -279,7 +279,7 @@ class PotentialRule:
             return None, (f"insufficient_history: {len(similar)} days at reservoir level "
                           f"{level:.2f} ± {self.drift.level_band:g} m, need "
                           f"{self.drift.min_samples}")
-        return statistics.median(similar), None
+        return median(similar), None
 
     # --- judging -------------------------------------------------------------------------
 
