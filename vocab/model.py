@@ -59,7 +59,9 @@ class Reading:
     @property
     def dry(self) -> bool:
         """A piezometer reading with the water below the sensor (reason ``dry``)."""
-        return self.reason is not None and self.reason.partition(";")[0].strip() == DRY
+        # The calibration's flags are joined by ',' and reasons added later by '; '.
+        return (self.reason is not None
+                and self.reason.replace(",", ";").partition(";")[0].strip() == DRY)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,3 +56,16 @@ def test_a_dry_reading_stored_good_by_an_older_release_is_still_no_level() -> No
     out = engine.evaluate([reading(DRY_KEY, T0, 105.0, "good", DRY)])
     assert out.transitions == []
     assert [n.reason for n in out.notes] == [f"dry_input: {DRY_KEY} (water below the sensor)"]
+
+
+def test_which_reasons_mean_dry() -> None:
+    from vocab.model import Reading
+
+    def dry(reason: str | None) -> bool:
+        return Reading("piezo-1", "head", T0, 100.0, "m", "bad", None, reason).dry
+
+    # The calibration's flag, with a flag or a later reason after it: dry.
+    assert dry("dry") and dry("dry; clock_invalid") and dry("dry,other_flag")
+    # A derived point on a dry input, or another reason: not itself a dry sensor.
+    assert not dry("dry_input: piezo-1/head2 (water below the sensor)")
+    assert not dry("out_of_range; dry") and not dry(None)
