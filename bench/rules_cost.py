@@ -29,7 +29,7 @@ from _common import machine
 
 from edge.config import GatewaySettings
 from rules.engine import RuleEngine
-from rules.hst import fit_from_history
+from rules.hst import FitPlan, fit_from_history
 from rules.statistics import fit_hst, hst_term_names
 from vocab.model import Reading
 
@@ -150,19 +150,19 @@ def main() -> int:
     fits = []
     for _ in range(args.runs):
         start = time.perf_counter()
-        fit_hst(t, level - 110, y)
+        fit_hst(t, level - 110, y, base_day=float(t[0]))
         fits.append(time.perf_counter() - start)
     ts = (t * 86_400_000).astype(np.int64)
     ys = [Reading("w", "flow", int(a), float(b), "L/s", "good") for a, b in zip(ts, y, strict=True)]
     levels = [Reading("l", "level", int(a), float(b), "m", "good")
               for a, b in zip(ts, level, strict=True)]
-    old = fit_hst(t[:-24 * 60], level[:-24 * 60] - 110, y[:-24 * 60])
+    old = fit_hst(t[:-24 * 60], level[:-24 * 60] - 110, y[:-24 * 60], base_day=float(t[0]))
+    plan = FitPlan(base_day=float(t[0]), bin_ms=3_600_000, offset_ms=0, head_reference=110.0,
+                   degree=3, seasonal=True, min_samples=500, holdout_ms=30 * 86_400_000)
     refits = []
     for _ in range(args.runs):
         start = time.perf_counter()
-        fit_from_history(ys, levels, bin_ms=3_600_000, head_reference=110.0, degree=3,
-                         seasonal=True, min_samples=500, now_ms=int(ts[-1]),
-                         holdout_ms=30 * 86_400_000, excluded_bins=set(), old=old)
+        fit_from_history(ys, levels, plan, now_ms=int(ts[-1]), excluded_bins=set(), old=old)
         refits.append(time.perf_counter() - start)
 
     blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")

@@ -27,6 +27,7 @@ from typing import Annotated, Literal
 from pydantic import Field, FiniteFloat, model_validator
 
 from vocab.configbase import StrictModel
+from vocab.model import DRY
 
 PositiveFiniteFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
@@ -68,10 +69,17 @@ class RawOutOfDomain(CalibrationError):
 
 @dataclass(frozen=True)
 class CalibrationResult:
-    """An engineering value and the reasons it is qualified ("dry", "weir_below_notch")."""
+    """An engineering value and the reasons it is qualified ("dry", "weir_below_notch").
+
+    ``measured`` is False when the value only bounds the quantity: a dry piezometer's
+    level is somewhere below the sensor, and the sensor's elevation stands in for it. The
+    reading is then stored ``bad`` with the flags as its reason, so no limit or derived
+    point takes it as a measurement. A weir below its notch does measure: no flow is 0 L/s.
+    """
 
     value: float
     flags: tuple[str, ...] = ()
+    measured: bool = True
 
 
 def _finite_raw(raw: float) -> float:
@@ -216,7 +224,8 @@ class VibratingWireCalibration(StrictModel):
     With ``output: head_m`` the value is the piezometric level H_p = z_install + P/g (§2.1). At
     or below ``dry_threshold_kpa`` the sensor is flagged "dry" (water below the sensor): the
     level is then z_install, never above it, while ``pressure_kpa`` output keeps the measured
-    pressure so the reading stays traceable.
+    pressure so the reading stays traceable. Either way a dry value is not a measurement of
+    the water (``CalibrationResult.measured`` is False).
     """
 
     type: Literal["vibrating_wire"] = "vibrating_wire"
@@ -299,13 +308,13 @@ class VibratingWireCalibration(StrictModel):
     def apply(self, raw: float, companions: Mapping[str, float]) -> CalibrationResult:
         pressure = self.pressure_kpa(raw, companions)
         dry = pressure <= self.dry_threshold_kpa
-        flags = ("dry",) if dry else ()
+        flags = (DRY,) if dry else ()
         elevation = self.install_elevation_m
         # head_m without an elevation is rejected at validation.
         if self.output == "pressure_kpa" or elevation is None:
-            return CalibrationResult(pressure, flags)
+            return CalibrationResult(pressure, flags, measured=not dry)
         if dry:
-            return CalibrationResult(elevation, flags)
+            return CalibrationResult(elevation, flags, measured=False)
         return CalibrationResult(elevation + pressure / self.g_kpa_per_m, flags)
 
 

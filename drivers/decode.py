@@ -112,6 +112,11 @@ class DeviceConversions:
                            "bad", reading.raw, f"{exc.reason}: {exc}")
         value = round(result.value, 9)
         reason = ",".join(result.flags) or None
+        if not result.measured:
+            # A dry piezometer: the value bounds the level but is not one (vocab DRY), so
+            # it is kept for the record and marked bad, and no range applies to it.
+            return Reading(reading.device, reading.point, reading.ts_ms, value, reading.unit,
+                           "bad", reading.raw, reason)
         if not in_range(point, value):
             return Reading(reading.device, reading.point, reading.ts_ms, value, reading.unit,
                            "bad", reading.raw, "out_of_range")

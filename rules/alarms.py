@@ -25,9 +25,18 @@ _SEVERITY_WORDS = {
 # What the value is, as the message names it; '' is the point's own value.
 _QUANTITY_WORDS = {
     "en": {"": "", "rate": "rate ", "rainfall": "rainfall ", "residual": "HST residual ",
-           "correlation": "level-piezometer correlation r = "},
+           "correlation": "level-piezometer correlation r = ",
+           "potential": "piezometric potential α = ",
+           "drift": "rise of α at similar reservoir levels ",
+           "forecast": "time to reach the level ",
+           "excess": "excess over the level expected at this reservoir level, in standard "
+                     "errors: "},
     "zh": {"": "当前值 ", "rate": "变化速率 ", "rainfall": "累计雨量 ", "residual": "HST残差 ",
-           "correlation": "库水位-渗压相关系数 r = "},
+           "correlation": "库水位-渗压相关系数 r = ",
+           "potential": "渗压系数（位势）α = ",
+           "drift": "同库水位下位势升幅 ",
+           "forecast": "预计到达该水位还需 ",
+           "excess": "渗压水位超出同库水位预期值（标准误差倍数） "},
 }
 
 _WHERE = {

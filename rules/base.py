@@ -14,10 +14,12 @@ quiet would be the worst possible reading of "no data".
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, get_args, runtime_checkable
+from zoneinfo import ZoneInfo
 
 from rules.configtypes import Limit
 from vocab.checking import PathKey, Report
@@ -77,6 +79,9 @@ class RuleEnv:
     # Where rules run blocking work (model fits over years of history) so the event
     # loop and every bus keep their schedule; None runs it inline (tests, tools).
     worker: Executor | None = None
+    # The site's rule configs by id: a rule may take a figure from another (the lag a
+    # seepage-versus-level rule shares with a lag-correlation rule).
+    rules: Mapping[str, Any] = field(default_factory=dict)
 
     def interval_s(self, point: str) -> float:
         return self.intervals_s.get(point, 60.0)
@@ -84,6 +89,22 @@ class RuleEnv:
     def stale_after_ms(self, point: str, intervals: float = 3.0) -> int:
         """Age after which a point's latest reading no longer stands for 'now'."""
         return int(self.interval_s(point) * intervals * 1000)
+
+    @property
+    def offset_ms(self) -> int:
+        """The site's offset from UTC, for bins aligned to local midnight."""
+        return standard_offset_ms(self.timezone)
+
+
+def standard_offset_ms(timezone: str) -> int:
+    """A time zone's standard offset from UTC in ms (its offset on 1 January 2000).
+
+    Daily bins of the statistical rules start at local midnight. A fixed offset is
+    right for dam sites, which report in standard time (Beijing time has no daylight
+    saving, domain reference §0), and it keeps every bin 24 h long.
+    """
+    offset = ZoneInfo(timezone).utcoffset(dt.datetime(2000, 1, 1))
+    return int(offset.total_seconds() * 1000) if offset else 0
 
 
 @dataclass
@@ -109,6 +130,10 @@ class Context:
 
 def input_problem(reading: Reading) -> str | None:
     """Why a reading cannot be judged (quality and reason), or None when it can."""
+    if reading.dry:
+        # Stored as bad; also caught when an older store kept it good (before dry
+        # readings were marked bad), so no history read back takes it as a level.
+        return f"dry_input: {reading.key} (water below the sensor)"
     if reading.quality == "good" and reading.value is not None:
         return None
     quality = reading.quality if reading.quality != "good" else "bad"
@@ -134,6 +159,20 @@ class Rule(Protocol):
     def restore_alarm(self, point: str, severity: Severity, side: str) -> None:
         """Resume from an alarm the store kept active across a restart."""
         ...
+
+
+class Producer(Protocol):
+    """A rule that publishes derived readings (rainfall sums, potential, forecasts).
+
+    The engine runs it, before the rules judge, on each new reading of ``source``; what it
+    publishes is screened and judged like any reading. Other points it reads come from
+    the context's latest readings.
+    """
+
+    id: str
+    source: str
+
+    def produce(self, reading: Reading, ctx: Context) -> list[Reading]: ...
 
 
 @runtime_checkable
@@ -170,6 +209,7 @@ class SiteView:
     units: Mapping[str, str]  # of every known point
     levels: Mapping[str, float]  # site.levels
     retention_s: float  # how far back the store keeps readings
+    rules: Mapping[str, Any] = field(default_factory=dict)  # the rule configs by id
 
     def level_names(self) -> str:
         return ", ".join(self.levels) or "none defined"
@@ -211,6 +251,10 @@ class RuleShape:
 
     def output_unit(self) -> str:
         return ""
+
+    def output_units(self) -> dict[str, str]:
+        """Unit of each published reading; by default all in ``output_unit``."""
+        return dict.fromkeys(self.outputs(), self.output_unit())
 
     def check(self, site: SiteView, report: Report) -> None:
         """Checks only this rule type needs; paths relative to the rule."""

@@ -31,7 +31,7 @@ def check_rules(rules: Sequence[Any], derived: Sequence[Any], real: Mapping[str,
     checker.define_virtual_points(rules, derived)
     checker.check_derived(rules, derived)
     site = SiteView(real, frozenset(checker.known), checker.units, levels,
-                    retention_days * 86400.0)
+                    retention_days * 86400.0, {rule.id: rule for rule in rules})
     for index, rule in enumerate(rules):
         checker.check_rule(("rules", index), rule, site, retention_days)
 
@@ -89,8 +89,9 @@ class _SiteChecker:
                              else "id")
             if outputs:
                 self._virtual_device(outputs[0].split("/", 1)[0], outputs[0], path)
+            output_units = rule.output_units()
             for key in outputs:
-                self._define(key, path, rule.output_unit())
+                self._define(key, path, output_units.get(key, ""))
 
     def check_derived(self, rules: Sequence[Any], derived: Sequence[Any]) -> None:
         """Derived expressions: references, names, and no circle through any producer."""
@@ -108,7 +109,7 @@ class _SiteChecker:
             self._check_expression(index, point, expression)
         for index, rule in enumerate(rules):
             for key in rule.outputs():
-                graph[key] = [rule.point]
+                graph[key] = [point for _, point in rule.read_points()]
                 where[key] = ("rules", index, "point")
         cycle = find_cycle(graph)
         if cycle is not None:

@@ -9,7 +9,9 @@ rule can use them (``derived/freeboard``).
 
 A derived value is only as good as its inputs, so quality propagates: a missing or bad
 input makes the derived reading bad (no value), a suspect input or one older than
-``stale_after`` makes it suspect, and the reason names the input. Rules on a derived
+``stale_after`` makes it suspect, and the reason names the input. A dry piezometer (water
+below the sensor, vocab.model.DRY) is such a bad input: a gradient on it is not computed
+and its reason says ``dry_input``. Rules on a derived
 point then hold their alarms rather than judge it, as for a measured point.
 
 ```yaml
@@ -27,7 +29,7 @@ Names in the expression are the site's characteristic levels (``crest``,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pydantic import Field, field_validator
 
@@ -38,7 +40,7 @@ from vocab.durations import Duration
 from vocab.ids import Ident
 from vocab.model import Quality, Reading
 
-__all__ = ["DerivedPoint", "DerivedPointConfig", "build"]
+__all__ = ["DerivedPoint", "DerivedPointConfig", "build", "gather_inputs"]
 
 _CONSTANT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -86,23 +88,7 @@ class DerivedPoint:
         self.inputs = tuple(sorted(expression.point_refs))
 
     def compute(self, ctx: Context, ts_ms: int) -> Reading:
-        values: dict[str, float] = {}
-        bad: list[str] = []
-        doubtful: list[str] = []
-        for ref in self.inputs:
-            reading = ctx.latest.get(ref)
-            if reading is None:
-                bad.append(f"missing_input: {ref}")
-                continue
-            if reading.quality == "bad" or reading.value is None:
-                bad.append(f"bad_input: {ref} {reading.reason or 'no value'}")
-                continue
-            if reading.quality == "suspect":
-                doubtful.append(f"suspect_input: {ref} {reading.reason or ''}".rstrip())
-            age = ts_ms - reading.ts_ms
-            if age > self.stale_after_ms[ref]:
-                doubtful.append(f"stale_input: {ref} is {age / 1000:.0f} s old")
-            values[ref] = reading.value
+        values, bad, doubtful = gather_inputs(ctx, self.inputs, ts_ms, self.stale_after_ms)
         if bad:
             return self._reading(ts_ms, None, "bad", "; ".join(bad))
         try:
@@ -115,6 +101,36 @@ class DerivedPoint:
     def _reading(self, ts_ms: int, value: float | None, quality: Quality,
                  reason: str | None) -> Reading:
         return Reading(self.device, self.point, ts_ms, value, self.unit, quality, None, reason)
+
+
+def gather_inputs(ctx: Context, refs: Sequence[str], ts_ms: int,
+                  stale_after_ms: Mapping[str, int]
+                  ) -> tuple[dict[str, float], list[str], list[str]]:
+    """The latest values of ``refs`` for a value stamped ``ts_ms``, and the reasons any is
+    unusable (missing, bad, dry: the value is bad) or doubtful (suspect, stale: suspect)."""
+    values: dict[str, float] = {}
+    bad: list[str] = []
+    doubtful: list[str] = []
+    for ref in refs:
+        reading = ctx.latest.get(ref)
+        if reading is None:
+            bad.append(f"missing_input: {ref}")
+            continue
+        if reading.dry:
+            # The water is below the sensor: its level is unknown, so a gradient or
+            # anything else on it is not computed, and says why.
+            bad.append(f"dry_input: {ref} (water below the sensor)")
+            continue
+        if reading.quality == "bad" or reading.value is None:
+            bad.append(f"bad_input: {ref} {reading.reason or 'no value'}")
+            continue
+        if reading.quality == "suspect":
+            doubtful.append(f"suspect_input: {ref} {reading.reason or ''}".rstrip())
+        age = ts_ms - reading.ts_ms
+        if age > stale_after_ms[ref]:
+            doubtful.append(f"stale_input: {ref} is {age / 1000:.0f} s old")
+        values[ref] = reading.value
+    return values, bad, doubtful
 
 
 def build(config: DerivedPointConfig, env: RuleEnv) -> DerivedPoint:

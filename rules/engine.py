@@ -5,8 +5,9 @@ Per poll, in this order:
 1. **quality screening**: every reading of a point with a ``quality`` rule is checked and
    possibly re-qualified (bad / suspect, with the reason); points that stopped reporting
    altogether are found offline here too;
-2. **derived points**: derived expressions and rainfall sums whose inputs changed are
-   computed, in dependency order, from the screened latest values (and screened in turn);
+2. **derived points**: derived expressions, and the readings rules publish (rainfall sums,
+   piezometric potentials, forecasts), whose inputs changed are computed, in dependency
+   order, from the screened latest values (and screened in turn);
 3. **rules**: every rule whose input has a new reading judges it. A reading that is not
    good is not judged: the rule returns a ``Stale`` note instead, which holds the alarm
    state (an alarm is neither raised on doubtful data nor cleared because the data went
@@ -23,19 +24,19 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from rules.accumulation import AccumulationRule
 from rules.alarms import AlarmBook
 from rules.base import (
     Context,
     HistoryProvider,
     Judgement,
+    Producer,
     Rule,
     RuleEnv,
     RuleSite,
@@ -83,19 +84,23 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class ProducerSpec:
-    """A derived expression or an accumulation rule, before it is built."""
+    """A derived expression or a rule publishing readings, before it is built."""
 
     outputs: tuple[str, ...]
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...]  # a new reading of one of these makes it produce
     config: Any
-    unit: str
-    from_rule: bool  # a rule publishing sums, rather than a derived expression
+    units: Mapping[str, str]  # of each output
+    from_rule: bool  # a rule publishing readings, rather than a derived expression
+    # Further points it reads (the reservoir level of a potential): their producers,
+    # if any, must run before it.
+    reads: tuple[str, ...] = ()
 
 
 def producer_specs(site: RuleSite) -> list[ProducerSpec]:
     specs = [ProducerSpec((d.key,), tuple(sorted(Expression.parse(d.expression).point_refs)), d,
-                          d.unit, False) for d in site.derived]
-    specs += [ProducerSpec(tuple(r.outputs()), (r.point,), r, r.output_unit(), True)
+                          {d.key: d.unit}, False) for d in site.derived]
+    specs += [ProducerSpec(tuple(r.outputs()), (r.point,), r, r.output_units(), True,
+                           tuple(key for _, key in r.read_points()))
               for r in site.rules if r.outputs()]
     return specs
 
@@ -103,8 +108,8 @@ def producer_specs(site: RuleSite) -> list[ProducerSpec]:
 def dependency_order(specs: Sequence[ProducerSpec]) -> list[ProducerSpec]:
     """Producers ordered so that each comes after those whose outputs it reads."""
     made_by = {out: i for i, spec in enumerate(specs) for out in spec.outputs}
-    needs = {i: {made_by[x] for x in spec.inputs if x in made_by} for i, spec in
-             enumerate(specs)}
+    needs = {i: {made_by[x] for x in (*spec.inputs, *spec.reads) if x in made_by}
+             for i, spec in enumerate(specs)}
     order: list[int] = []
     done: set[int] = set()
     while len(order) < len(specs):
@@ -125,8 +130,9 @@ def rule_env(site: RuleSite, specs: Sequence[ProducerSpec],
         interval = max((intervals.get(x, 60.0) for x in spec.inputs), default=60.0)
         for out in spec.outputs:
             intervals[out] = interval
-            units[out] = spec.unit
-    return RuleEnv(dict(site.levels), site.timezone, intervals, units, history, worker)
+            units[out] = spec.units.get(out, "")
+    return RuleEnv(dict(site.levels), site.timezone, intervals, units, history, worker,
+                   {rule.id: rule for rule in site.rules})
 
 
 # --- the engine --------------------------------------------------------------------------
@@ -152,7 +158,7 @@ class RuleEngine:
                 continue
             for key in rule.inputs:
                 self.by_input[key].append(rule)
-        self.producers: list[DerivedPoint | AccumulationRule] = [
+        self.producers: list[DerivedPoint | Producer] = [
             self.rules[spec.config.id] if spec.from_rule else build_derived(spec.config, self.env)
             for spec in specs]
         # Input point → indices (in dependency order) of the producers that read it.
@@ -268,7 +274,7 @@ class RuleEngine:
             self._judged(screen.id, reading.key, reading.ts_ms, judgements, transitions, notes)
         return reading
 
-    def _produce(self, producer: DerivedPoint | AccumulationRule, changed: dict[str, int],
+    def _produce(self, producer: DerivedPoint | Producer, changed: dict[str, int],
                  ctx: Context) -> list[Reading]:
         if isinstance(producer, DerivedPoint):
             stamps = [changed[x] for x in producer.inputs if x in changed]

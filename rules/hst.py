@@ -11,7 +11,11 @@ displacement than the model expects) or 'below'.
 The model comes from configuration (coefficients of an offline analysis, in the order of
 ``rules.statistics.hst_term_names``, with t in days since ``base_date`` at 00:00 site
 time and H centred on ``head_centre``), or is fitted from stored history through the
-engine's history provider, with readings binned (``bin``) into means of both series.
+engine's history provider, with readings binned (``bin``, aligned to site-local
+midnight) into means of both series. A fitted model needs its own ``base_date`` too
+(the first impoundment or the start of monitoring): time effects θ = t/100 and
+ln(1 + θ) count from that fixed date, so a creep coefficient means the same thing at
+every refit; bins before it are left out, and a reading before it is not judged.
 It is refitted every ``refit_every`` on the history without the readings this rule
 flagged (and without those screening marked suspect, which the store keeps as such); the
 refit replaces the model in use unless, fitted without the last ``holdout``, it predicts
@@ -24,7 +28,8 @@ that holdout more than 5 % worse (RMS) than the model in use does.
   level: level-1/water_level
   head_reference: dead          # H = level - reference, a site level or a number (m)
   consecutive: 3
-  fit: {history: 730d, refit_every: 30d, bin: 1h, min_samples: 500, holdout: 30d}
+  fit: {base_date: 2019-06-01, history: 730d, refit_every: 30d, bin: 1h,
+        min_samples: 500, holdout: 30d}
   # or, from an offline analysis:
   # model: {base_date: 2023-01-01, head_centre: 15.2, s: 0.012,
   #         coefficients: {a0: 1.1, a1: 0.02, a2: 0.001, a3: 0.0, b11: 0.03, b21: -0.01,
@@ -35,10 +40,10 @@ that holdout more than 5 % worse (RMS) than the model in use does.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
@@ -56,6 +61,7 @@ from rules.base import (
     Verdict,
     input_problem,
 )
+from rules.bins import BinSums, add_to_bins, history_bin_means, means
 from rules.limits import Debounce, DelaySpec
 from rules.smallstats import HstFit, hst_residual_verdict, hst_term_names
 from rules.threshold import resolve
@@ -74,7 +80,8 @@ if TYPE_CHECKING:
 # rule that fits from history loads numpy when it is built, at start, not at a refit
 # hours or weeks later.
 
-__all__ = ["HstConfig", "HstRule", "build", "fit_from_bins", "fit_from_history"]
+__all__ = ["FitPlan", "HstConfig", "HstRule", "build", "fit_from_bins", "fit_from_history",
+           "history_bin_means"]
 
 log = structlog.get_logger("rules.hst")
 
@@ -95,6 +102,8 @@ class HstModel(StrictModel):
 
 
 class HstFitConfig(StrictModel):
+    # Origin of the time effects: the first impoundment or the start of monitoring.
+    base_date: dt.date
     history: Duration = 730 * 86400.0
     refit_every: Duration = 30 * 86400.0
     bin: Duration = 3600.0
@@ -125,6 +134,11 @@ class HstConfig(StrictModel, RuleShape):
                                  f"(degree {self.degree}, seasonal {self.seasonal})")
         if self.fit is not None and self.fit.holdout >= self.fit.history:
             raise ValueError("fit.holdout must be shorter than fit.history")
+        if self.model is not None and self.fit is not None \
+                and self.model.base_date != self.fit.base_date:
+            raise ValueError(f"model.base_date {self.model.base_date} and fit.base_date "
+                             f"{self.fit.base_date} differ: a refit would change what the "
+                             "time-effect coefficients mean; give both the same date")
         return self
 
     def read_points(self) -> list[tuple[PathKey, str]]:
@@ -139,52 +153,34 @@ class HstConfig(StrictModel, RuleShape):
             yield ("fit", "history"), self.fit.history
 
 
+def base_day(date: dt.date, timezone: str) -> float:
+    """00:00 site time of a date, in days since the Unix epoch (the fits' day scale)."""
+    return dt.datetime.combine(date, dt.time(0), ZoneInfo(timezone)).timestamp() / 86400.0
+
+
 def configured_model(config: HstConfig, timezone: str) -> HstFit | None:
     model = config.model
     if model is None:
         return None
-    midnight = dt.datetime.combine(model.base_date, dt.time(0), ZoneInfo(timezone))
     names = hst_term_names(config.degree, config.seasonal)
     coefficients = tuple(float(model.coefficients[name]) for name in names)
     # n is unknown for a model fitted elsewhere; p and rank are its number of terms.
     return HstFit(coefficients, config.degree, config.seasonal,
-                  midnight.timestamp() / 86400.0, model.head_centre, 0, len(names),
+                  base_day(model.base_date, timezone), model.head_centre, 0, len(names),
                   len(names), model.s)
 
 
-def _bin_means(readings: Sequence[Reading], bin_ms: int) -> dict[int, float]:
-    sums: dict[int, list[float]] = {}
-    _add_to_bins(sums, readings, bin_ms)
-    return {b: total / count for b, (total, count) in sums.items()}
+def bin_centre_days(bins: Sequence[int], bin_ms: int, offset_ms: int) -> np.ndarray:
+    """The middle of each site-local bin, in days since the Unix epoch."""
+    import numpy as np
+
+    return ((np.array(bins, dtype=np.float64) + 0.5) * bin_ms - offset_ms) / DAY_MS
 
 
-def _add_to_bins(sums: dict[int, list[float]], readings: Iterable[Reading],
-                 bin_ms: int) -> None:
-    for r in readings:
-        if r.quality == "good" and r.value is not None and math.isfinite(r.value):
-            acc = sums.setdefault(r.ts_ms // bin_ms, [0.0, 0.0])
-            acc[0] += r.value
-            acc[1] += 1
-
-
-def history_bin_means(history: HistoryProvider, point: str, from_ms: int, to_ms: int,
-                      bin_ms: int) -> dict[int, float]:
-    """Bin means of a point's whole stored history between two times, page by page.
-
-    A history provider returns at most a bounded number of the oldest readings of a
-    range (HistoryReader.MAX_ROWS): two years of one-minute polls are a million
-    readings, and one call would fit the model on its oldest 139 days only. Each page
-    is binned and dropped before the next is read.
-    """
-    sums: dict[int, list[float]] = {}
-    cursor = from_ms
-    while cursor <= to_ms:
-        page = history(point, cursor, to_ms)
-        if not page:
-            break
-        _add_to_bins(sums, page, bin_ms)
-        cursor = max(r.ts_ms for r in page) + 1
-    return {b: total / count for b, (total, count) in sums.items()}
+def _bin_means(readings: Sequence[Reading], bin_ms: int, offset_ms: int) -> dict[int, float]:
+    sums: BinSums = {}
+    add_to_bins(sums, readings, bin_ms, offset_ms)
+    return means(sums)
 
 
 def _rms(fit: HstFit, t: np.ndarray, head: np.ndarray, y: np.ndarray) -> float:
@@ -199,20 +195,31 @@ def _rms(fit: HstFit, t: np.ndarray, head: np.ndarray, y: np.ndarray) -> float:
 FitOutcome = Literal["fitted", "too_few", "not_better"]
 
 
-def fit_from_history(ys: Sequence[Reading], levels: Sequence[Reading], *, bin_ms: int,
-                     head_reference: float, degree: int, seasonal: bool, min_samples: int,
-                     now_ms: int, holdout_ms: int, excluded_bins: set[int],
+@dataclass(frozen=True)
+class FitPlan:
+    """How a rule fits its model: the bins, the time origin and the model's terms."""
+
+    base_day: float  # fixed origin of time, days since the Unix epoch
+    bin_ms: int
+    offset_ms: int  # the site's offset from UTC: bins are site-local
+    head_reference: float
+    degree: int
+    seasonal: bool
+    min_samples: int
+    holdout_ms: int
+
+
+def fit_from_history(ys: Sequence[Reading], levels: Sequence[Reading], plan: FitPlan, *,
+                     now_ms: int, excluded_bins: set[int],
                      old: HstFit | None) -> tuple[HstFit | None, FitOutcome]:
     """A new model from stored readings, or None and why not (too few, not better)."""
-    return fit_from_bins(_bin_means(ys, bin_ms), _bin_means(levels, bin_ms), bin_ms=bin_ms,
-                         head_reference=head_reference, degree=degree, seasonal=seasonal,
-                         min_samples=min_samples, now_ms=now_ms, holdout_ms=holdout_ms,
-                         excluded_bins=excluded_bins, old=old)
+    return fit_from_bins(_bin_means(ys, plan.bin_ms, plan.offset_ms),
+                         _bin_means(levels, plan.bin_ms, plan.offset_ms), plan,
+                         now_ms=now_ms, excluded_bins=excluded_bins, old=old)
 
 
-def fit_from_bins(y_bins: dict[int, float], level_bins: dict[int, float], *, bin_ms: int,
-                  head_reference: float, degree: int, seasonal: bool, min_samples: int,
-                  now_ms: int, holdout_ms: int, excluded_bins: set[int],
+def fit_from_bins(y_bins: dict[int, float], level_bins: dict[int, float], plan: FitPlan, *,
+                  now_ms: int, excluded_bins: set[int],
                   old: HstFit | None) -> tuple[HstFit | None, FitOutcome]:
     """``fit_from_history`` on the bin means of both series (bin number → mean)."""
     import numpy as np
@@ -220,26 +227,36 @@ def fit_from_bins(y_bins: dict[int, float], level_bins: dict[int, float], *, bin
     from rules.statistics import fit_hst
 
     bins = sorted(b for b in y_bins if b in level_bins and b not in excluded_bins)
-    p = len(hst_term_names(degree, seasonal))
-    if len(bins) < max(min_samples, p + 1):
+    # Bins before the base date are left out: time effects start at the base date.
+    t_all = bin_centre_days(bins, plan.bin_ms, plan.offset_ms)
+    kept = t_all >= plan.base_day
+    bins = [b for b, keep in zip(bins, kept, strict=True) if keep]
+    p = len(hst_term_names(plan.degree, plan.seasonal))
+    if len(bins) < max(plan.min_samples, p + 1):
         return None, "too_few"
-    t = (np.array(bins, dtype=np.float64) + 0.5) * bin_ms / DAY_MS
-    head = np.array([level_bins[b] for b in bins]) - head_reference
+    t = t_all[kept]
+    head = np.array([level_bins[b] for b in bins]) - plan.head_reference
     y = np.array([y_bins[b] for b in bins])
+
+    def fit(which: slice | np.ndarray) -> HstFit:
+        return fit_hst(t[which], head[which], y[which], plan.degree, base_day=plan.base_day,
+                       seasonal=plan.seasonal)
+
+    everything = slice(None)
     if old is None:
-        return fit_hst(t, head, y, degree, seasonal=seasonal), "fitted"
-    recent = t >= (now_ms - holdout_ms) / DAY_MS
-    if recent.sum() >= 3 and (~recent).sum() >= max(min_samples, p + 1):
+        return fit(everything), "fitted"
+    recent = t >= (now_ms - plan.holdout_ms) / DAY_MS
+    if recent.sum() >= 3 and (~recent).sum() >= max(plan.min_samples, p + 1):
         # Judge the refit by how it predicts data it has not seen, against the model in
         # use; if it is not worse, take the fit on everything, the last days included.
-        trial = fit_hst(t[~recent], head[~recent], y[~recent], degree, seasonal=seasonal)
+        trial = fit(~recent)
         worse = (_rms(trial, t[recent], head[recent], y[recent])
                  > _WORSE_BY * _rms(old, t[recent], head[recent], y[recent]))
     else:
-        worse = fit_hst(t, head, y, degree, seasonal=seasonal).s > _WORSE_BY * old.s
+        worse = fit(everything).s > _WORSE_BY * old.s
     if worse:
         return None, "not_better"
-    return fit_hst(t, head, y, degree, seasonal=seasonal), "fitted"
+    return fit(everything), "fitted"
 
 
 class HstRule:
@@ -253,9 +270,13 @@ class HstRule:
         self.alarm_points = (config.point,)
         self.unit = env.units.get(config.point, "")
         self.head_reference = resolve(env.levels, config.head_reference)
-        self.degree = config.degree
-        self.seasonal = config.seasonal
         self.fit_config = config.fit
+        self.plan: FitPlan | None = None
+        if config.fit is not None:
+            self.plan = FitPlan(base_day(config.fit.base_date, env.timezone),
+                                int(config.fit.bin * 1000), env.offset_ms,
+                                self.head_reference, config.degree, config.seasonal,
+                                config.fit.min_samples, int(config.fit.holdout * 1000))
         self.history: HistoryProvider | None = env.history
         self.level_max_age_ms = env.stale_after_ms(config.level)
         self.model = configured_model(config, env.timezone)
@@ -271,8 +292,8 @@ class HstRule:
     def _refit(self, now_ms: int) -> None:
         """Refit when due. With a worker the fit (about 0.1 s per two years of hourly
         history) runs there and the model in use judges until it is done."""
-        fit = self.fit_config
-        if fit is None or self.history is None:
+        plan = self.plan
+        if plan is None or self.history is None:
             return
         if self._fitting is not None:
             if not self._fitting.done():
@@ -286,7 +307,7 @@ class HstRule:
             return
         if self.next_fit_ms is not None and now_ms < self.next_fit_ms:
             return
-        excluded = {ts // int(fit.bin * 1000) for ts in self.flagged}
+        excluded = {(ts + plan.offset_ms) // plan.bin_ms for ts in self.flagged}
         if self.worker is None:
             self._adopt(*self._fit(now_ms, excluded, self.model), now_ms)
         else:
@@ -295,19 +316,17 @@ class HstRule:
     def _fit(self, now_ms: int, excluded_bins: set[int],
              old: HstFit | None) -> tuple[HstFit | None, FitOutcome]:
         """Read the history and fit (blocking: the worker's, when there is one)."""
-        fit = self.fit_config
-        assert fit is not None and self.history is not None
-        bin_ms = int(fit.bin * 1000)
+        fit, plan = self.fit_config, self.plan
+        assert fit is not None and plan is not None and self.history is not None
         start = now_ms - int(fit.history * 1000)
         # One page of one series at a time, each dropped once binned: a refit never holds
         # more than a page (HistoryReader.MAX_ROWS readings) as objects.
-        y_bins = history_bin_means(self.history, self.point, start, now_ms, bin_ms)
-        level_bins = history_bin_means(self.history, self.level, start, now_ms, bin_ms)
-        return fit_from_bins(
-            y_bins, level_bins,
-            bin_ms=bin_ms, head_reference=self.head_reference, degree=self.degree,
-            seasonal=self.seasonal, min_samples=fit.min_samples, now_ms=now_ms,
-            holdout_ms=int(fit.holdout * 1000), excluded_bins=excluded_bins, old=old)
+        y_bins = history_bin_means(self.history, self.point, start, now_ms, plan.bin_ms,
+                                   plan.offset_ms)
+        level_bins = history_bin_means(self.history, self.level, start, now_ms, plan.bin_ms,
+                                       plan.offset_ms)
+        return fit_from_bins(y_bins, level_bins, plan, now_ms=now_ms,
+                             excluded_bins=excluded_bins, old=old)
 
     def _adopt(self, new: HstFit | None, outcome: FitOutcome, now_ms: int) -> None:
         fit = self.fit_config
@@ -331,6 +350,8 @@ class HstRule:
             why = ("no_model: not enough history yet" if self.history is not None
                    else "no_model: no coefficients and no history provider")
             return [Stale(why)]
+        if reading.ts_ms / DAY_MS < self.model.base_day:
+            return [Stale("before_base_date: time effects start at the model's base date")]
         level, why = ctx.current(self.level, self.level_max_age_ms)
         if level is None:
             return [Stale(why or "no_level")]

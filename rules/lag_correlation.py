@@ -12,7 +12,8 @@ midnight) and r is recomputed when a piezometer bin completes. Bins missing from
 series are left out of the pairs; with fewer than ``min_coverage`` of the window's pairs,
 or with a series constant over the window (a full reservoir at the spillway crest: r is
 then undefined, not low), the rule holds its state and says why. With a history
-provider the bins are rebuilt from the store at start.
+provider the bins are rebuilt from the store at start, on the rules' worker
+(rules.bins.SeededBins), page by page: never on the event loop.
 
 ```yaml
 - id: piezo-1-lag
@@ -27,17 +28,14 @@ provider the bins are rebuilt from the store at start.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Iterator, Sequence
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rules.base import (
     Context,
-    HistoryProvider,
     Judgement,
     RuleEnv,
     RuleShape,
@@ -46,6 +44,7 @@ from rules.base import (
     Verdict,
     input_problem,
 )
+from rules.bins import SeededBins
 from rules.configtypes import Delay, Limit, unique_severities
 from rules.smallstats import pearson_r
 from rules.threshold import LimitJudge, limit_judge
@@ -105,47 +104,22 @@ class LagCorrelationRule:
         self.lag_bins = int(config.lag / config.sample)
         self.window_bins = int(config.window / config.sample)
         self.min_pairs = max(3, math.ceil(config.min_coverage * self.window_bins))
-        # Bins start at local midnight: a fixed offset, since dam sites keep standard time
-        # (Beijing time has no daylight saving).
-        offset = ZoneInfo(env.timezone).utcoffset(dt.datetime(2000, 1, 1))
-        self.offset_ms = int(offset.total_seconds() * 1000) if offset else 0
+        # Bins start at local midnight (rules.base.standard_offset_ms).
+        self.offset_ms = env.offset_ms
         self.limits: LimitJudge = limit_judge([], config.low, config.hysteresis, env,
                                               config.on_delay, config.off_delay)
-        self.history: HistoryProvider | None = env.history
-        self.bins: dict[str, dict[int, list[float]]] = {config.point: {}, config.level: {}}
+        # The stored bins are read at the first reading, on the rules' worker.
+        self.bins = SeededBins((config.point, config.level), self.bin_ms, self.offset_ms,
+                               (self.window_bins + self.lag_bins + 1) * self.bin_ms,
+                               env.history, env.worker, config.id)
         self.last_judged_bin: int | None = None
 
     def restore_alarm(self, point: str, severity: Severity, side: str) -> None:
         self.limits.restore(severity, side)
 
-    def _bin(self, ts_ms: int) -> int:
-        return (ts_ms + self.offset_ms) // self.bin_ms
-
-    def _add(self, reading: Reading) -> None:
-        if input_problem(reading) is not None or reading.key not in self.bins:
-            return
-        assert reading.value is not None
-        acc = self.bins[reading.key].setdefault(self._bin(reading.ts_ms), [0.0, 0])
-        acc[0] += reading.value
-        acc[1] += 1
-
-    def _seed(self, now_ms: int) -> None:
-        assert self.history is not None
-        span = (self.window_bins + self.lag_bins + 1) * self.bin_ms
-        for key in (self.point, self.level):
-            for stored in self.history(key, now_ms - span, now_ms - 1):
-                self._add(stored)
-        self.history = None
-
-    def _prune(self, current: int) -> None:
-        oldest = current - self.window_bins - self.lag_bins - 1
-        for series in self.bins.values():
-            for b in [b for b in series if b < oldest]:
-                del series[b]
-
     def correlation(self, current_bin: int) -> tuple[float | None, str | None]:
         """r at the site lag over the completed bins of the window, or why not."""
-        piezo, level = self.bins[self.point], self.bins[self.level]
+        piezo, level = self.bins.sums[self.point], self.bins.sums[self.level]
         pairs = [(level[b - self.lag_bins], piezo[b])
                  for b in range(current_bin - self.window_bins, current_bin)
                  if b in piezo and b - self.lag_bins in level]
@@ -162,19 +136,20 @@ class LagCorrelationRule:
         return r, None
 
     def judge(self, reading: Reading, ctx: Context) -> Sequence[Judgement]:
-        if self.history is not None:
-            self._seed(reading.ts_ms)
-        self._add(reading)
+        self.bins.start(reading.ts_ms)
+        self.bins.add(reading)
         if reading.key != self.point:
             return []
         problem = input_problem(reading)
         if problem is not None:
             return [Stale(problem)]
-        current = self._bin(reading.ts_ms)
+        if self.bins.loading:
+            return [Stale("loading: reading the stored history")]
+        current = self.bins.bin(reading.ts_ms)
         if self.last_judged_bin is not None and current <= self.last_judged_bin:
             return []  # r only changes when a bin completes
         self.last_judged_bin = current
-        self._prune(current)
+        self.bins.prune(reading.ts_ms)
         r, why = self.correlation(current)
         if r is None:
             return [Stale(why or "insufficient_history")]

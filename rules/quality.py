@@ -13,6 +13,13 @@ Models the gross-error (粗差) screening and its companion checks of the domain
 * ``stuck``: unchanged within ``epsilon`` for ``samples`` readings → ``suspect``;
 * ``offline``: no good reading for ``after`` poll intervals.
 
+Every check runs on every value within the range, and the reading's reason names each
+that failed (``jump: ...; gross_error: ...``): a jump can also be a gross error, and a
+sensor stuck after a jump must still be counted stuck. A value outside the range is
+``bad`` and goes no further: it would only pollute the statistical checks' windows.
+A dry piezometer's reading (vocab.model.DRY, already ``bad``) is not checked but counts
+as the sensor answering: the water being below the sensor is no reason to call it offline.
+
 Re-qualified readings are what the engine returns, stores and publishes, with the reason;
 a suspect reading raises no threshold alarm on its own (the rules on it hold their state).
 Out of range, offline and stuck also raise this rule's own alarm (one at a time, in that
@@ -196,6 +203,20 @@ class QualityRule:
                          and max(self.recent) - min(self.recent) <= self.stuck.epsilon)
         return f"stuck: unchanged for {self.stuck.samples} readings" if self.is_stuck else None
 
+    def _checks(self, ts_ms: int, value: float, clock_only: bool) -> tuple[Quality, str | None]:
+        """The quality of a value and every reason it is doubtful."""
+        out_of_range = self._check_range(value)
+        if out_of_range is not None:
+            # An impossible value is no value of the process: fed to the statistical
+            # checks it would only pollute their windows.
+            return "bad", out_of_range
+        # Every check sees every value and every failure is named: a jump may also be a
+        # gross error, and a sensor stuck behind a jump must still be counted stuck.
+        reasons = [why for why in (self._check_jump(ts_ms, value), self._check_gross(value),
+                                   self._check_stuck(value)) if why]
+        reason = "; ".join(reasons) or None
+        return ("suspect" if reason or clock_only else "good"), reason
+
     def _is_offline(self, now_ms: int) -> bool:
         if self.offline is None:
             return False
@@ -218,16 +239,12 @@ class QualityRule:
         # A reading suspect only because the gateway's clock is wrong still proves the
         # sensor answers: its value is judged, and it keeps its suspect quality.
         clock_only = reading.quality == "suspect" and reading.reason == CLOCK_INVALID
-        if (reading.quality == "good" or clock_only) and reading.value is not None:
-            value = reading.value
-            reason = self._check_range(value)
-            if reason is not None:
-                quality = "bad"
-            else:
-                reason = (self._check_jump(reading.ts_ms, value)
-                          or self._check_gross(value) or self._check_stuck(value))
-                quality = "suspect" if reason or clock_only else "good"
-        if quality == "good" or (clock_only and reason is None):
+        if (reading.quality == "good" or clock_only) and reading.value is not None \
+                and not reading.dry:
+            quality, reason = self._checks(reading.ts_ms, reading.value, clock_only)
+        # A dry piezometer answers too: the water is below it, no fault of the sensor. Its
+        # value (the sensor's elevation) is no level, so no check sees it.
+        if quality == "good" or (clock_only and reason is None) or reading.dry:
             self.last_good_ms = reading.ts_ms
             self.not_good_run = 0
         else:

@@ -10,8 +10,14 @@ The rule must say how the rate is taken, because the two common ways differ:
 * ``endpoint``: (L(t) − L(t − W)) / span, with L(t − W) the latest reading at or before
   t − W, so the span is at least the window;
 * ``least_squares``: the slope of the least-squares line through the readings in the
-  half-open window (t − W, t], which averages out quantisation noise (at 0.01 m
-  resolution a rate over less than about 30 min is mostly noise).
+  window, which averages out quantisation noise (at 0.01 m resolution a rate over less
+  than about 30 min is mostly noise).
+
+Both take the window closed, [t − W, t]: a reading stamped exactly at t − W is in it,
+as the endpoint method and most practice take it. A level reading is a sample of the
+level at its stamp, so the one at t − W belongs to the window's start. (Rainfall sums
+differ on purpose: an increment is stamped at the end of its counting interval, so the
+one stamped at t − W fell before the window, hence their (t − W, t].)
 
 ``per`` names the rate unit: ``m/h``, ``mm/day``, ``cm/h``, or ``<point unit>/<time>``
 (``L/s/h`` for a seepage flow in L/s); lengths are converted (a point in m with
@@ -58,7 +64,7 @@ from vocab.durations import Duration
 from vocab.ids import Ident, PointRef
 from vocab.model import Reading, Severity
 
-__all__ = ["RateConfig", "RateRule", "build", "rate_factor"]
+__all__ = ["RateConfig", "RateRule", "RateWindow", "build", "least_squares_slope", "rate_factor"]
 
 LENGTH_M = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 TIME_S = {"s": 1.0, "min": 60.0, "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
@@ -114,35 +120,23 @@ def least_squares_slope(ts_ms: Sequence[int], values: Sequence[float]) -> float:
     return sxy / sxx
 
 
-class RateRule:
-    def __init__(self, rule_id: str, point: str, method: str, window_s: float, factor: float,
-                 unit: str, limits: LimitJudge, min_samples: int = 3,
-                 history: HistoryProvider | None = None) -> None:
-        self.id = rule_id
-        self.point = point
-        self.inputs = (point,)
-        self.alarm_points = (point,)
+class RateWindow:
+    """The readings of one point over a rate window, and the rate through them.
+
+    Both methods use the closed window [t − W, t] (see the module's docstring): the
+    endpoint's reference is the latest reading at or before t − W, and the least-squares
+    line runs through every reading stamped from t − W to t, ends included.
+    """
+
+    def __init__(self, method: str, window_s: float, factor: float, min_samples: int) -> None:
         self.method = method
         self.window_ms = int(window_s * 1000)
         self.factor = factor
-        self.unit = unit
-        self.limits = limits
         self.min_samples = min_samples
-        # Good readings, oldest first; endpoint needs one reading older than the window.
+        # Good readings, oldest first; endpoint needs one reading at or before t − W.
         self.samples: deque[tuple[int, float]] = deque()
-        self.history = history
 
-    def restore_alarm(self, point: str, severity: Severity, side: str) -> None:
-        self.limits.restore(severity, side)
-
-    def seed(self, stored: Sequence[Reading]) -> None:
-        """Fill the window from stored readings, so a restart does not blind the rule."""
-        for reading in stored:
-            if input_problem(reading) is None:
-                assert reading.value is not None
-                self._add(reading.ts_ms, reading.value)
-
-    def _add(self, ts_ms: int, value: float) -> None:
+    def add(self, ts_ms: int, value: float) -> None:
         if self.samples and ts_ms <= self.samples[-1][0]:
             return  # a repeated or older stamp would make the slope meaningless
         self.samples.append((ts_ms, value))
@@ -154,6 +148,8 @@ class RateRule:
 
     def rate(self, now_ms: int) -> tuple[float | None, str | None]:
         """The rate in the rule's unit at ``now_ms`` (the newest sample), or why not."""
+        if not self.samples:
+            return None, "insufficient_history: no reading"
         start = now_ms - self.window_ms
         if self.method == "endpoint":
             reference = self.samples[0]
@@ -163,13 +159,40 @@ class RateRule:
                 return None, "insufficient_history: gap at the start of the window"
             ts, value = self.samples[-1]
             return (value - reference[1]) / ((ts - reference[0]) / 1000.0) * self.factor, None
-        inside = [(t, v) for t, v in self.samples if t > start]
+        inside = [(t, v) for t, v in self.samples if t >= start]
         if len(inside) < self.min_samples:
             return None, f"insufficient_history: {len(inside)} readings in the window"
         if inside[-1][0] - inside[0][0] < self.window_ms / 2:
             return None, "insufficient_history: readings cover less than half the window"
         slope = least_squares_slope([t for t, _ in inside], [v for _, v in inside])
         return slope * self.factor, None
+
+
+class RateRule:
+    def __init__(self, rule_id: str, point: str, method: str, window_s: float, factor: float,
+                 unit: str, limits: LimitJudge, min_samples: int = 3,
+                 history: HistoryProvider | None = None) -> None:
+        self.id = rule_id
+        self.point = point
+        self.inputs = (point,)
+        self.alarm_points = (point,)
+        self.window = RateWindow(method, window_s, factor, min_samples)
+        self.unit = unit
+        self.limits = limits
+        self.history = history
+
+    def restore_alarm(self, point: str, severity: Severity, side: str) -> None:
+        self.limits.restore(severity, side)
+
+    def seed(self, stored: Sequence[Reading]) -> None:
+        """Fill the window from stored readings, so a restart does not blind the rule."""
+        for reading in stored:
+            if input_problem(reading) is None:
+                assert reading.value is not None
+                self.window.add(reading.ts_ms, reading.value)
+
+    def rate(self, now_ms: int) -> tuple[float | None, str | None]:
+        return self.window.rate(now_ms)
 
     def judge(self, reading: Reading, ctx: Context) -> Sequence[Judgement]:
         problem = input_problem(reading)
@@ -178,10 +201,10 @@ class RateRule:
         assert reading.value is not None
         if self.history is not None:
             # Once, at the first reading: the window as stored before this start.
-            self.seed(self.history(self.point, reading.ts_ms - 2 * self.window_ms,
+            self.seed(self.history(self.point, reading.ts_ms - 2 * self.window.window_ms,
                                    reading.ts_ms - 1))
             self.history = None
-        self._add(reading.ts_ms, reading.value)
+        self.window.add(reading.ts_ms, reading.value)
         value, why = self.rate(reading.ts_ms)
         if value is None:
             return [Stale(why or "insufficient_history")]

@@ -10,13 +10,24 @@ module and one line here.
 
 from __future__ import annotations
 
-from rules import accumulation, hst, lag_correlation, quality, rate, threshold
+from rules import (
+    accumulation,
+    hst,
+    lag_correlation,
+    potential,
+    quality,
+    rate,
+    seepage_level,
+    threshold,
+    time_to_level,
+)
 from rules.base import RuleType
 
 RULE_TYPES: dict[str, RuleType] = {
     rule_type.name: rule_type
     for rule_type in (threshold.RULE_TYPE, rate.RULE_TYPE, accumulation.RULE_TYPE,
-                      quality.RULE_TYPE, hst.RULE_TYPE, lag_correlation.RULE_TYPE)
+                      quality.RULE_TYPE, hst.RULE_TYPE, lag_correlation.RULE_TYPE,
+                      potential.RULE_TYPE, time_to_level.RULE_TYPE, seepage_level.RULE_TYPE)
 }
 
 

@@ -91,11 +91,17 @@ def pauta_outliers(x: Sequence[float] | npt.ArrayLike, sigma: float = 3.0) -> Bo
     is flagged. Removing the worst value first matters because a large gross error
     inflates s and masks a smaller one.
 
-    Returns all False while fewer than :data:`PAUTA_MIN_SAMPLES` (11) values remain: at
-    n ≤ 10 even a wild value cannot reach 3s, since max|xᵢ − x̄|/s ≤ (n − 1)/√n = 2.846.
-    Use :func:`robust_outliers` for short series.
+    Refuses (ValueError) fewer than :data:`PAUTA_MIN_SAMPLES` (11) values: at n ≤ 10
+    even a wild value cannot reach 3s, since max|xᵢ − x̄|/s ≤ (n − 1)/√n = 2.846, so an
+    answer of "no outliers" would be a verdict the test cannot give. Use
+    :func:`robust_outliers` for short series. Once values are flagged, the iteration
+    stops when fewer than 11 remain, for the same reason.
     """
     values = _series(x)
+    if values.size < PAUTA_MIN_SAMPLES:
+        raise ValueError(
+            f"Pauta (3σ) cannot judge {values.size} values: at n ≤ 10 no value can lie "
+            f"beyond 3s; it needs at least {PAUTA_MIN_SAMPLES} (use robust_outliers)")
     flagged = np.zeros(values.size, dtype=bool)
     while values.size - int(flagged.sum()) >= PAUTA_MIN_SAMPLES:
         good = values[~flagged]
@@ -199,15 +205,22 @@ def fit_hst(
     head: Sequence[float] | npt.ArrayLike,
     y: Sequence[float] | npt.ArrayLike,
     degree: int = 3,
-    base_day: float | None = None,
+    *,
+    base_day: float,
     seasonal: bool = True,
 ) -> HstFit:
     """Fit the HST model to observations ``y`` by least squares (§3.1).
 
     Solved with :func:`numpy.linalg.lstsq` (SVD), never the normal equations, which
     square the condition number of an already ill-conditioned polynomial design. The
-    head is centred on its mean. ``base_day`` defaults to the first day in ``t_days``.
-    Fit on readings without gross errors or flagged anomalies; refit on a schedule.
+    head is centred on its mean. Fit on readings without gross errors or flagged
+    anomalies; refit on a schedule.
+
+    ``base_day`` (same day scale as ``t_days``) is the fixed origin of time, the first
+    impoundment or the start of monitoring: it is required, because the time-effect
+    terms θ and ln(1 + θ) mean something only from a fixed date. Taking the oldest
+    reading of each window instead would give every refit a different origin, and
+    creep coefficients that cannot be compared from one refit to the next.
     """
     t = _series(t_days, "t_days")
     h = _series(head, "head")
@@ -216,7 +229,9 @@ def fit_hst(
         raise ValueError(f"y and t_days differ in length: {obs.size} != {t.size}")
     if t.size == 0:
         raise ValueError("no readings to fit")
-    base = float(t.min()) if base_day is None else float(base_day)
+    base = float(base_day)
+    if not math.isfinite(base):
+        raise ValueError(f"base_day must be a finite day number, got {base_day}")
     centre = float(h.mean()) if h.size else 0.0
     design = hst_design_matrix(t, h, base, degree, seasonal, centre)
     n, p = design.shape

@@ -21,6 +21,13 @@ SEVERITY_RANK: dict[str, int] = {"warning": 1, "alarm": 2, "critical": 3}
 # the value is real, the timestamp is not.
 CLOCK_INVALID = "clock_invalid"
 
+# The reason of a piezometer reading taken with the water below the sensor (domain
+# reference §2.1): its value (the sensor's elevation, or a pressure at or below zero)
+# bounds the water level from above but does not measure it. Such a reading is stored
+# and published as ``bad`` with this reason, so that no limit, derived point or model
+# takes it as a level; the quality rule still counts it as the sensor answering.
+DRY = "dry"
+
 
 def now_ms() -> int:
     """Wall-clock time in UTC epoch milliseconds: the timestamp of every reading."""
@@ -48,6 +55,13 @@ class Reading:
     @property
     def key(self) -> str:
         return f"{self.device}/{self.point}"
+
+    @property
+    def dry(self) -> bool:
+        """A piezometer reading with the water below the sensor (reason ``dry``)."""
+        # The calibration's flags are joined by ',' and reasons added later by '; '.
+        return (self.reason is not None
+                and self.reason.replace(",", ";").partition(";")[0].strip() == DRY)
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,21 +277,21 @@ def test_dry_sensor_level_is_install_elevation() -> None:
     calibration = vw(output="head_m", install_elevation_m=100.0)
     # 2810 Hz is above the 2800 Hz zero: negative pressure, water below the sensor.
     result = calibration.apply(2810.0, {})
-    assert result == CalibrationResult(100.0, ("dry",))
+    assert result == CalibrationResult(100.0, ("dry",), measured=False)
 
 
 def test_dry_at_exactly_zero_pressure() -> None:
     result = vw(output="head_m", install_elevation_m=100.0).apply(2800.0, {})
-    assert result == CalibrationResult(100.0, ("dry",))
+    assert result == CalibrationResult(100.0, ("dry",), measured=False)
 
 
 def test_dry_threshold_never_lets_level_exceed_install_elevation() -> None:
     calibration = vw(output="head_m", install_elevation_m=100.0, dry_threshold_kpa=0.5)
     # F = 7838 → P = 0.266 kPa: positive, but within the threshold.
     f = math.sqrt(7838.0 * 1000.0)
-    assert calibration.apply(f, {}) == CalibrationResult(100.0, ("dry",))
+    assert calibration.apply(f, {}) == CalibrationResult(100.0, ("dry",), measured=False)
     wet = calibration.apply(2500.0, {})
-    assert wet.flags == ()
+    assert wet.flags == () and wet.measured
     assert wet.value > 100.0
 
 
@@ -301,6 +301,7 @@ def test_dry_pressure_output_keeps_measured_pressure() -> None:
     assert expected < 0
     assert result.value == pytest.approx(expected)
     assert result.flags == ("dry",)
+    assert not result.measured  # a pressure at or below zero does not measure the water
 
 
 def test_temperature_companion_missing() -> None:
@@ -388,8 +389,41 @@ def test_v_notch_custom_coefficient() -> None:
 def test_v_notch_at_or_below_notch_is_zero_and_flagged(reading: float) -> None:
     result = VNotchWeirCalibration(notch_zero=0.120).apply(reading, {})
     assert result == CalibrationResult(0.0, ("weir_below_notch",))
+    assert result.measured  # no flow over the notch is a measured 0 L/s
 
 
 def test_v_notch_non_positive_coefficient_rejected() -> None:
     with pytest.raises(ValidationError):
         VNotchWeirCalibration(notch_zero=0.1, coefficient=0.0)
+
+
+# --- a dry piezometer beside a wet one, as the device's readings ------------------------------
+
+
+def test_a_dry_piezometer_beside_a_wet_one_is_bad_with_its_reason() -> None:
+    # Two piezometers of one reader, certificate zero 2800 Hz (F0 = 7840, k = −0.1330).
+    # P1 rings at 2500 Hz: F = 6250, P = −0.1330·(6250 − 7840) = 211.47 kPa, so its level is
+    # 100.0 + 211.47/9.81 = 121.5566 m. P2 rings at 2810 Hz: F = 7896.1, P = −7.461 kPa,
+    # water below the sensor: its value stays the sensor's elevation 98.0 m, for the record,
+    # but the reading is bad ("dry") and no range is applied to it.
+    from drivers.decode import DeviceConversions
+    from drivers.devices import DeviceConfig
+    from vocab.model import Reading
+
+    def piezo(point_id: str, address: int, elevation: float) -> dict[str, object]:
+        return {"id": point_id, "quantity": "piezometric_level", "unit": "m",
+                "range": [99.0, 130.0],  # P2's 98.0 m would be out of it, were it a level
+                "register": {"table": "input", "address": address, "type": "uint16"},
+                "calibration": {"type": "vibrating_wire", "certificate": VENDOR_CERTIFICATE,
+                                "output": "head_m", "install_elevation_m": elevation}}
+
+    device = DeviceConfig.model_validate({
+        "id": "vw-1", "bus": "rs485", "unit": 1, "poll_interval_s": 600,
+        "points": [piezo("p1", 0, 100.0), piezo("p2", 1, 98.0)]})
+    raw = [Reading("vw-1", "p1", 0, 2500.0, "m", "good", 2500.0),
+           Reading("vw-1", "p2", 0, 2810.0, "m", "good", 2810.0)]
+    wet, dry = DeviceConversions(device).apply(raw)
+    assert (wet.quality, wet.reason) == ("good", None)
+    assert wet.value == pytest.approx(100.0 + 211.47 / 9.81) == pytest.approx(121.5566, abs=1e-4)
+    assert (dry.quality, dry.value, dry.reason, dry.raw) == ("bad", 98.0, "dry", 2810.0)
+    assert dry.dry and not wet.dry

@@ -16,7 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Every rule type; the HST rule judges with coefficients from an offline analysis.
+# Every rule type; the HST rule judges with coefficients from an offline analysis. The
+# potential, forecast and seepage-versus-level rules fit nothing with numpy.
 RULES_WITHOUT_A_FIT = [
     {"id": "level-high", "type": "threshold", "point": "level-1/water_level",
      "high": [{"severity": "warning", "value": "flood_limit"}]},
@@ -29,6 +30,14 @@ RULES_WITHOUT_A_FIT = [
     {"id": "head-lag", "type": "lag_correlation", "point": "piezo-1/head",
      "level": "level-1/water_level", "lag": "10d", "low": [{"severity": "warning",
                                                             "value": 0.5}]},
+    {"id": "head-potential", "type": "potential", "point": "piezo-1/head",
+     "reservoir": "level-1/water_level", "downstream": "dead",
+     "drift": {"high": [{"severity": "warning", "value": 0.05}]}},
+    {"id": "level-forecast", "type": "time_to_level", "point": "level-1/water_level",
+     "targets": [{"level": "crest", "alarms": [{"severity": "critical", "within": "3h"}]}]},
+    {"id": "head-vs-level", "type": "seepage_level", "point": "piezo-1/head",
+     "level": "level-1/water_level", "lag_rule": "head-lag",
+     "high": [{"severity": "warning", "value": 2.0}]},
     {"id": "head-hst", "type": "hst", "point": "piezo-1/head2",
      "level": "level-1/water_level", "head_reference": "dead",
      "model": {"base_date": "2023-01-01", "s": 0.01, "coefficients": {
@@ -65,7 +74,7 @@ def test_the_daemon_loads_no_numpy_without_an_hst_fit() -> None:
 
 def test_an_hst_rule_fitting_from_history_loads_numpy_when_built() -> None:
     hst = {"id": "head-hst", "type": "hst", "point": "piezo-1/head2",
-           "level": "level-1/water_level", "fit": {"history": "730d"}}
+           "level": "level-1/water_level", "fit": {"base_date": "2023-01-01", "history": "730d"}}
     assert "numpy" in loaded_after(engine_for([hst]))
 
 

@@ -18,6 +18,9 @@ from tests.rules.hst_site import FLOW, HOURS, LEVEL, NOISE, START, flow_law, lev
 from tests.rules.sample_site import DAY, HOUR, reading
 from vocab.model import AlarmTransition, Reading
 
+# The site's base date: the law's time effects count from 2022-01-01 00:00 Beijing time.
+BASE_DATE = "2022-01-01"
+
 
 class Site:
     """Three years of hourly level and seepage flow, the store's view of them."""
@@ -45,6 +48,8 @@ def make(site: Site | None, **config: Any) -> HstRule:
             "head_reference": 110.0}
     env = RuleEnv({}, "Asia/Shanghai", {FLOW: 3600.0, LEVEL: 3600.0}, {FLOW: "L/s"},
                   site.history if site else None)
+    if "fit" in config:
+        config["fit"] = {"base_date": BASE_DATE, **config["fit"]}
     return HstRule(HstConfig.model_validate({**base, **config}), env)
 
 
@@ -218,3 +223,113 @@ def test_refit_history_is_read_page_by_page_over_the_whole_window() -> None:
     assert len(bins) == 730
     assert bins[729] == sum(float(i % 7) for i in range(729 * 24, 730 * 24)) / 24
     assert len(calls) == 19  # 18 pages and the empty one that ends the walk
+
+
+def creep(model: Any) -> tuple[float, float]:
+    """(c1, c2), the last two coefficients: θ and ln(1 + θ)."""
+    c1, c2 = model.coefficients[-2:]
+    return c1, c2
+
+
+def test_a_refit_a_year_later_gives_the_same_creep_coefficients() -> None:
+    # The law's creep is 0.002·θ + 0.05·ln(1 + θ), θ counted from 2022-01-01 (the base
+    # date). Without noise, a fit on years 1–2 and a refit on years 2–3 must both find
+    # those coefficients, because both count θ from the same base date. (Not to the last
+    # digit: each hourly reading stands for its bin at the bin's middle, half an hour on.)
+    clean = Site()
+    clean.flow = clean.law.copy()
+    year = 365 * DAY
+    fits = []
+    for years in (2, 3):
+        rule = make(clean, fit={"history": "730d", "min_samples": 500})
+        rule._refit(START + years * year)
+        assert rule.model is not None and rule.model.base_day == START / DAY
+        fits.append(rule.model)
+    for fit in fits:
+        assert creep(fit) == pytest.approx((0.002, 0.05), rel=1e-3)
+    # Taking each window's oldest reading as t = 0, as fit_hst did, the refit's creep
+    # terms mean something else: its "coefficients" are not comparable at all.
+    from rules.statistics import fit_hst
+
+    late = slice(365 * 24, 3 * 365 * 24)
+    t = clean.ts[late] / DAY
+    moved = fit_hst(t, clean.level[late] - 110.0, clean.flow[late], base_day=float(t[0]))
+    assert abs(creep(moved)[1] - 0.05) > 0.01
+
+
+def test_with_noise_the_creep_coefficients_of_a_refit_stay_put(site: Site) -> None:
+    # Uniform noise of ±0.01 L/s: θ and ln(1 + θ) are nearly collinear over a late window,
+    # so each coefficient moves a little, yet stays within 15 % of the law's; the creep
+    # they add over the refit's year agrees to 1 % of the flow's creep.
+    year = 365 * DAY
+    fits = []
+    for years in (2, 3):
+        rule = make(site, fit={"history": "730d", "min_samples": 500})
+        rule._refit(START + years * year)
+        assert rule.model is not None
+        fits.append(rule.model)
+    for fit in fits:
+        assert creep(fit) == pytest.approx((0.002, 0.05), rel=0.15)
+
+    def added(fit: Any) -> float:  # creep over the third year, θ = 7.3 → 10.95
+        c1, c2 = creep(fit)
+        return c1 * (10.95 - 7.3) + c2 * (math.log1p(10.95) - math.log1p(7.3))
+
+    truth = 0.002 * 3.65 + 0.05 * (math.log1p(10.95) - math.log1p(7.3))
+    assert added(fits[0]) == pytest.approx(truth, rel=0.05)
+    assert added(fits[1]) == pytest.approx(truth, rel=0.05)
+
+
+def test_fit_bins_are_site_local_days_and_start_no_earlier_than_the_base_date() -> None:
+    from rules.hst import FitPlan, bin_centre_days, fit_from_bins, history_bin_means
+
+    rule = make(None, fit={"history": "730d", "bin": "1d"})
+    assert rule.plan is not None and rule.plan.offset_ms == 8 * HOUR
+    # 23:30 and 00:30 Beijing time are one UTC day (15:30, 16:30) but two local days.
+    evening = START + 365 * DAY - 30 * 60_000
+    stored = [reading(FLOW, evening, 1.0, unit="L/s"),
+              reading(FLOW, evening + HOUR, 3.0, unit="L/s")]
+
+    def provider(point: str, from_ms: int, to_ms: int) -> list[Reading]:
+        return [r for r in stored if from_ms <= r.ts_ms <= to_ms]
+
+    utc = history_bin_means(provider, FLOW, 0, evening + DAY, DAY)
+    local = history_bin_means(provider, FLOW, 0, evening + DAY, DAY, 8 * HOUR)
+    assert list(utc.values()) == [2.0]
+    assert list(local.values()) == [1.0, 3.0]
+    # A bin's time is its local noon: the base date's own bin is at t = 0.5 day.
+    first = (START + 8 * HOUR) // DAY
+    assert bin_centre_days([first], DAY, 8 * HOUR)[0] == pytest.approx(START / DAY + 0.5)
+    # Bins before the base date are left out of the fit: with 30 of the 60 days before
+    # it, 30 remain, too few for min_samples 40.
+    plan = FitPlan(START / DAY, DAY, 8 * HOUR, 110.0, 3, False, 40, 10 * DAY)
+    bins = {first + d: 1.0 + 0.01 * d for d in range(-30, 30)}
+    levels = {b: 115.0 + math.sin(b) for b in bins}
+    assert fit_from_bins(bins, levels, plan, now_ms=START + 30 * DAY, excluded_bins=set(),
+                         old=None) == (None, "too_few")
+    fitted, outcome = fit_from_bins({b: v for b, v in bins.items()}, levels,
+                                    FitPlan(START / DAY - 30, DAY, 8 * HOUR, 110.0, 3, False,
+                                            40, 10 * DAY),
+                                    now_ms=START + 30 * DAY, excluded_bins=set(), old=None)
+    assert outcome == "fitted" and fitted is not None and fitted.n == 60
+
+
+def test_a_reading_before_the_base_date_is_not_judged() -> None:
+    configured = make(None, model={"base_date": dt.date(2022, 1, 1), "s": 0.01,
+                                   "coefficients": dict.fromkeys(hst_term_names(), 0.0)})
+    t = START - HOUR
+    level = {LEVEL: reading(LEVEL, t, 115.0)}
+    assert configured.judge(reading(FLOW, t, 3.0, unit="L/s"), Context(t, level)) == [
+        Stale("before_base_date: time effects start at the model's base date")]
+
+
+def test_a_fitted_model_needs_a_base_date_that_agrees_with_the_configured_one() -> None:
+    base = {"id": "h", "type": "hst", "point": FLOW, "level": LEVEL}
+    with pytest.raises(ValueError, match="base_date"):
+        HstConfig.model_validate({**base, "fit": {"history": "730d"}})
+    model = {"base_date": "2022-01-01", "s": 0.1,
+             "coefficients": dict.fromkeys(hst_term_names(), 0.0)}
+    with pytest.raises(ValueError, match=r"model\.base_date 2022-01-01 and fit\.base_date "
+                                         r"2021-06-01 differ"):
+        HstConfig.model_validate({**base, "model": model,
+                                  "fit": {"base_date": "2021-06-01"}})

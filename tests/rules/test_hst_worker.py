@@ -26,7 +26,8 @@ from vocab.model import Reading
 
 HOURS = 2 * 365 * 24
 RULE = {"id": "flow-hst", "type": "hst", "point": FLOW, "level": LEVEL,
-        "head_reference": "dead", "fit": {"history": "730d", "refit_every": "30d"}}
+        "head_reference": "dead", "fit": {"base_date": "2022-01-01", "history": "730d",
+                                             "refit_every": "30d"}}
 
 
 def fill_store(path: Path) -> int:

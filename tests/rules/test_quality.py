@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from rules.alarms import AlarmBook
 from rules.base import Verdict
 from rules.engine import RuleEngine
@@ -161,3 +163,32 @@ def test_clock_invalid_readings_are_judged_and_never_look_offline() -> None:
     out_of_range, _ = rule.screen(Reading("d", "p", 7000, 50.0, "m", "suspect", 50.0,
                                           CLOCK_INVALID))
     assert out_of_range.quality == "bad"
+
+
+def test_a_jump_that_is_also_a_gross_error_is_reported_as_both() -> None:
+    screen = Screen(make(jump={"max_step": 0.5}, gross_error={"window": 30, "floor": 0.05}))
+    calm = [118.0, 118.02] * 10
+    out = screen.feed([*calm, 121.0])
+    # Jump: 121.0 − 118.02 = +2.98 m in one interval, beyond 0.5 m. Gross error: the 20
+    # values have mean 118.01 and s = 0.01·√(20/19) = 0.01026 m, below floor/3 = 0.01667 m,
+    # so the score is |121.0 − 118.01| / 0.01667 = 179.4, beyond 3.
+    window = np.array(calm)
+    assert window.std(ddof=1) < 0.05 / 3
+    score = abs(121.0 - window.mean()) / (0.05 / 3)
+    assert round(score, 1) == 179.4
+    assert out[-1].quality == "suspect"
+    assert out[-1].reason == f"jump: +2.98 in 300 s (max 0.5); gross_error: {score:.1f} (pauta)"
+
+
+def test_a_sensor_stuck_after_a_jump_is_counted_stuck_from_the_jump_on() -> None:
+    # A transmitter fails and freezes at 20.0 m: the first two frozen readings are a jump
+    # (not yet confirmed), the third confirms the new level. The stuck check sees all three,
+    # so the sensor is stuck at the third reading, not two readings later.
+    screen = Screen(make(jump={"max_step": 0.5, "confirm": 3}, stuck={"samples": 3}))
+    out = screen.feed([18.0, 18.1, 18.2, 20.0, 20.0, 20.0])
+    assert qualities(out) == ["good", "good", "good", "suspect", "suspect", "suspect"]
+    assert out[3].reason == "jump: +1.8 in 300 s (max 0.5)"
+    assert out[4].reason == "jump: +1.8 in 600 s (max 1)"
+    assert out[5].reason == "stuck: unchanged for 3 readings"
+    assert screen.states() == [("raised", "stuck")]
+    assert screen.transitions[0].ts_ms == T0 + 5 * STEP

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rules.base import Context, RuleEnv, Stale, Verdict
@@ -65,26 +66,61 @@ def test_endpoint_refuses_a_reference_far_older_than_the_window() -> None:
     assert results[-1] == Stale("insufficient_history: gap at the start of the window")
 
 
-def test_least_squares_window_is_half_open() -> None:
-    # Readings every 10 min; at t = 60 min the reading at exactly t − 1 h is outside
-    # (t − W, t], so the slope is fitted through 10 … 60 min only. Those five lie on a
-    # line of 0.6 m/h; the 0-min reading (off the line by +0.3 m) must not pull it down.
+def test_least_squares_window_is_closed_like_the_endpoint() -> None:
+    # Readings every 10 min; at t = 60 min the reading at exactly t − 1 h is inside
+    # [t − W, t], as it is the endpoint's reference. The 10 … 60-min readings lie on the
+    # line 120.0 + 0.6 m/h·t and the 0-min one is δ = 0.4 m above it, so the slope through
+    # all seven is 0.6 + δ·(0 − 0.5)/Σ(tᵢ − 0.5)² = 0.6 − 0.2/(28/36) = 12/35 m/h.
     series = [(T0, 120.4), *[(T0 + m * MIN, 120.0 + 0.01 * m) for m in range(10, 61, 10)]]
+    hours = np.array([(t - T0) / HOUR for t, _ in series])
+    assert np.polyfit(hours, np.array([v for _, v in series]), 1)[0] == pytest.approx(12 / 35)
     last = feed(make("least_squares", high=None, low=-5.0), series)[-1]
-    assert isinstance(last, Verdict) and last.value == pytest.approx(0.6)
+    assert isinstance(last, Verdict) and last.value == pytest.approx(12 / 35)
+    endpoint = feed(make("endpoint", high=None, low=-5.0), series)[-1]
+    assert isinstance(endpoint, Verdict)
+    assert endpoint.value == pytest.approx(120.6 - 120.4)  # from the same 0-min reading
+
+
+@pytest.mark.parametrize("method", ["endpoint", "least_squares"])
+def test_at_a_change_of_slope_both_methods_start_at_t_minus_w(method: str) -> None:
+    # Flat at 120.0 m until 13:00 (T0 + 1 h), then rising 0.6 m/h; readings every 15 min,
+    # W = 1 h. At 14:00 the window [13:00, 14:00] starts at the bend: both methods give
+    # exactly 0.6 m/h.
+    bend = T0 + HOUR
+    series = [(T0 + m * MIN, 120.0) for m in range(0, 60, 15)]
+    series += [(bend + m * MIN, round(120.0 + 0.01 * m, 6)) for m in range(0, 61, 15)]
+    results = feed(make(method, high=None, low=-5.0), series)
+    at_14 = results[-1]
+    assert isinstance(at_14, Verdict) and at_14.value == pytest.approx(0.6)
+    # At 13:45 the window [12:45, 13:45] holds 12:45 (flat) … 13:45 (0.45 m up).
+    at_1345 = results[-2]
+    assert isinstance(at_1345, Verdict)
+    hours = np.array([-0.25, 0.0, 0.25, 0.5, 0.75])
+    levels = np.array([120.0, 120.0, 120.15, 120.3, 120.45])
+    if method == "endpoint":
+        expected = (120.45 - 120.0) / 1.0
+    else:
+        # Through all five readings, 12:45 included: t̄ = 0.25 h, L̄ = 120.18 m,
+        # Σ(t − t̄)² = 0.625, Σ(t − t̄)(L − L̄) = 0.3, slope 0.48 m/h. The half-open
+        # window would drop 12:45 and fit the last four only: 0.6 m/h, the rise
+        # without the flat quarter-hour the window starts with.
+        expected = 0.3 / 0.625
+        assert np.polyfit(hours, levels, 1)[0] == pytest.approx(expected)
+        assert np.polyfit(hours[1:], levels[1:], 1)[0] == pytest.approx(0.6)
+    assert at_1345.value == pytest.approx(expected)
 
 
 def test_an_error_on_the_last_reading_moves_the_slope_less_than_the_endpoint() -> None:
     # 0.6 m/h, with the 60-min reading 5 cm too high. The endpoint rate takes the whole
-    # error: 0.65 m/h. The slope through the 12 readings in (0, 60] min moves by
-    # δ·(tₙ − t̄)/Σ(tᵢ − t̄)² = 0.05 × (5.5/12 h) / (143/144 h²) = 3/130 = 0.0231 m/h.
+    # error: 0.65 m/h. The slope through the 13 readings in [0, 60] min moves by
+    # δ·(t_n − mean t)/Σ(t_i − mean t)² = 0.05 × (0.5 h) / (182/144 h²) = 9/455 = 0.0198 m/h.
     series = steady_rise(0.05, 60)
     series[-1] = (series[-1][0], series[-1][1] + 0.05)
     endpoint = feed(make("endpoint", high=None, low=-5.0), series)[-1]
     slope = feed(make("least_squares", high=None, low=-5.0), series)[-1]
     assert isinstance(endpoint, Verdict) and isinstance(slope, Verdict)
     assert endpoint.value == pytest.approx(0.65)
-    assert slope.value == pytest.approx(0.6 + 3 / 130)
+    assert slope.value == pytest.approx(0.6 + 9 / 455)
 
 
 def test_least_squares_needs_half_the_window_covered() -> None:

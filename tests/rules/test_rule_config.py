@@ -54,7 +54,7 @@ rules:
       - {window: 3h, high: [{severity: alarm, value: 50}]}
     event: {dry_gap: 6h}
   - {id: seepage-hst, type: hst, point: piezo-1/head, level: level-1/water_level,
-     head_reference: dead, fit: {history: 365d}}
+     head_reference: dead, fit: {base_date: 2023-01-01, history: 365d}}
   - {id: piezo-lag, type: lag_correlation, point: piezo-1/head,
      level: level-1/water_level, lag: 10d, low: [{severity: warning, value: 0.5}]}
 """
@@ -114,3 +114,57 @@ def test_the_yaml_examples_in_the_rule_modules_are_valid(module_name: str) -> No
     assert items
     for item in items:
         model.model_validate(item)
+
+
+ANALYSES = """\
+  - {id: p1-potential, type: potential, point: piezo-1/head, reservoir: level-1/water_level,
+     downstream: dead, high: [{severity: warning, value: 0.6}]}
+  - {id: forecast, type: time_to_level, point: level-1/water_level,
+     targets: [{level: crest, alarms: [{severity: critical, within: 3h}]}]}
+  - {id: p1-sl, type: seepage_level, point: piezo-1/head, level: level-1/water_level,
+     lag_rule: piezo-lag, high: [{severity: warning, value: 2}]}
+  - {id: alpha-high, type: threshold, point: p1-potential/alpha,
+     high: [{severity: alarm, value: 0.7}]}
+"""
+
+
+def test_the_analyses_load_and_their_readings_are_points(tmp_path: Path) -> None:
+    s = load_config(write(tmp_path, SITE + ANALYSES)).settings
+    assert [r.type for r in s.rules[7:]] == ["potential", "time_to_level", "seepage_level",
+                                            "threshold"]
+    result = run_edge(["check", "-c", str(write(tmp_path, SITE + ANALYSES))])
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("downstream: dead", "downstream: tailwater",
+     "site.yaml:48: rules[7].downstream: rule 'p1-potential' uses site level 'tailwater', "
+     "which is not in site.levels (dead, flood_limit, design_flood, crest)"),
+    ("downstream: dead", "downstream: level-1/rain",
+     "site.yaml:48: rules[7].downstream: rule 'p1-potential': point 'level-1/rain' is in "
+     "'mm'; the piezometric potential needs levels in m"),
+    ("{level: crest,", "{level: check_flood,",
+     "site.yaml:50: rules[8].targets[0].level: rule 'forecast' uses site level "
+     "'check_flood', which is not in site.levels (dead, flood_limit, design_flood, crest)"),
+    ("type: time_to_level, point: level-1/water_level", "type: time_to_level, point: "
+     "level-1/rain",
+     "site.yaml:49: rules[8].point: rule 'forecast': point 'level-1/rain' is in 'mm'; "
+     "time to a level needs a level in m"),
+    ("lag_rule: piezo-lag", "lag_rule: level-rise",
+     "site.yaml:52: rules[9].lag_rule: rule 'p1-sl': lag_rule 'level-rise' is not a "
+     "lag_correlation rule of this site"),
+    ("point: p1-potential/alpha", "point: p1-potential/alpha_drift",
+     "site.yaml:53: rules[10].point: rule 'alpha-high' refers to point "
+     "'p1-potential/alpha_drift', which is not defined (device exists but has no such "
+     "point)"),
+])
+def test_analysis_errors(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert errors(tmp_path, SITE + ANALYSES.replace(old, new)) == [expected]
+
+
+def test_seepage_level_history_and_lag_must_be_retained(tmp_path: Path) -> None:
+    text = (SITE + ANALYSES).replace("store: {path: /tmp/edge-test.db}",
+                                     "store: {path: /tmp/edge-test.db, retention_days: 370}")
+    assert errors(tmp_path, text) == [
+        "site.yaml:51: rules[9].history: rule 'p1-sl' needs 375d of history (history + the "
+        "lag), longer than the store keeps"]

@@ -58,7 +58,7 @@ def test_hst_verdict_without_numpy_predicts_like_the_design_matrix() -> None:
     head = 10.0 + 3.0 * np.sin(t / 40.0)
     y = 2.0 + 0.1 * head + 0.05 * np.sin(2 * np.pi * t / 365) + rng.normal(0, 0.01, t.size)
     for degree, seasonal in ((3, True), (4, False)):
-        fit = fit_hst(t, head, y, degree, seasonal=seasonal)
+        fit = fit_hst(t, head, y, degree, base_day=float(t[0]), seasonal=seasonal)
         for day, h in ((19100.5, 9.2), (19850.25, 12.7)):
             design = hst_design_matrix([day], [h], fit.base_day, degree, seasonal,
                                        fit.head_centre)

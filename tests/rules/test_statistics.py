@@ -23,13 +23,17 @@ from rules.statistics import (
 # --- batch Pauta -------------------------------------------------------------------------
 
 
-def test_pauta_cannot_flag_anything_at_ten_values() -> None:
+def test_pauta_refuses_ten_values_it_cannot_judge() -> None:
     # Nine equal values and one wild one reach the bound exactly: max|x − x̄|/s =
-    # (n − 1)/√n = 9/√10 = 2.846 < 3, however wild the tenth value is.
+    # (n − 1)/√n = 9/√10 = 2.846 < 3, however wild the tenth value is. "No outliers"
+    # would be a verdict the test cannot give: it refuses, and says what to use.
     x = np.array([10.0] * 9 + [1000.0])
     z = np.abs(x - x.mean()).max() / x.std(ddof=1)
     assert z == pytest.approx(9 / math.sqrt(10))
-    assert not pauta_outliers(x).any()
+    with pytest.raises(ValueError, match=r"cannot judge 10 values.*at least 11.*robust"):
+        pauta_outliers(x)
+    with pytest.raises(ValueError, match="cannot judge 0 values"):
+        pauta_outliers([])
 
 
 def test_pauta_flags_the_same_outlier_at_eleven_values() -> None:
@@ -85,7 +89,8 @@ def test_mad_scores_known_answer() -> None:
 
 
 def test_mad_fallback_flags_what_pauta_cannot_at_ten_values() -> None:
-    assert not pauta_outliers(TEN_WITH_OUTLIER).any()
+    with pytest.raises(ValueError, match="cannot judge 10"):
+        pauta_outliers(TEN_WITH_OUTLIER)
     assert robust_outliers(TEN_WITH_OUTLIER).tolist() == [False] * 9 + [True]
 
 
@@ -334,7 +339,8 @@ def test_hst_rejects_invalid_input() -> None:
     with pytest.raises(ValueError, match="ln"):
         hst_design_matrix([BASE_DAY - 100.0], [20.0], BASE_DAY)
     with pytest.raises(ValueError, match="more readings"):
-        fit_hst(BASE_DAY + np.arange(10.0), np.full(10, 20.0), np.zeros(10))
+        fit_hst(BASE_DAY + np.arange(10.0), np.full(10, 20.0), np.zeros(10),
+                base_day=BASE_DAY)
 
 
 def test_hst_degree_four_fits_a_quartic_head_response() -> None:
