@@ -344,6 +344,7 @@ class KeeperWeb:
         if new_session:
             session = secrets.token_urlsafe(24)
         request[SESSION] = session
+        self.counters["requests"] += 1
         response: web.StreamResponse
         query = request.rel_url.raw_query_string
         if len(query) > MAX_QUERY:
@@ -497,7 +498,8 @@ class KeeperWeb:
         if refusal is not None:
             status, message = refusal
             return await self._render_alarms(request, error=message, status=status)
-        by = f"{name} (web)"
+        # Who, as given; how (the page) travels as the event's ``via``.
+        by = name
         outcome = await self.port.acknowledge(alarm_id, by)
         if outcome.status == "acknowledged":
             log.info("web_alarm_acknowledged", alarm_id=alarm_id, by=by, client=client)

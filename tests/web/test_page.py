@@ -136,7 +136,7 @@ def test_alarms_list_active_first_then_history_and_notifications(
     assert level.find_element(By.CSS_SELECTOR, ".ack-status").text == "未确认"
     assert level.find_elements(By.CSS_SELECTOR, "form.ack")
     acked = cards[1]
-    assert "李四 (web)" in acked.find_element(By.CSS_SELECTOR, ".ack-status").text
+    assert "李四（本地页面）" in acked.find_element(By.CSS_SELECTOR, ".ack-status").text
     assert not acked.find_elements(By.CSS_SELECTOR, "form.ack")
     history = [(r.get_attribute("data-alarm"), r.get_attribute("data-state"))
                for r in css(browser, "#history tr[data-alarm]")]
@@ -216,9 +216,9 @@ def test_wrong_pin_refused_right_pin_acknowledges_through_the_port(
     submit_ack(browser, "a-level", "张三", PIN)
     assert browser.current_url.endswith("/alarms?acked=a-level")
     assert one(browser, "#notice").text == "报警 a-level 已确认。"
-    assert keeper.acks == [("a-level", "张三 (web)")]
+    assert keeper.acks == [("a-level", "张三")]
     card = one(browser, 'li[data-alarm="a-level"]')
-    assert "张三 (web)" in card.find_element(By.CSS_SELECTOR, ".ack-status").text
+    assert "张三（本地页面）" in card.find_element(By.CSS_SELECTOR, ".ack-status").text
     assert not card.find_elements(By.CSS_SELECTOR, "form.ack")
     history = [(r.get_attribute("data-alarm"), r.get_attribute("data-state"))
                for r in css(browser, "#history tr[data-alarm]")]
