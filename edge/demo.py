@@ -1,7 +1,8 @@
 """``edge demo``: a simulated reservoir, a private broker and the gateway, on loopback.
 
 Prints what a district platform subscribed to the gateway receives: readings as they are
-polled and alarms as the simulated flood passes the flood-limit level.
+polled and alarms as the simulated flood passes the flood-limit level; with the demo's
+``web:`` section, also the address of the keeper's page (docs/web.md).
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> bool:
     return False
 
 
+DEMO_PIN = "246810"  # config/demo.yaml's pin_hash is its hash; a real site's PIN is its own
+
+
+def _pin_note(web: dict[str, object]) -> str:
+    """Say the PIN only when the configuration still has the demo's."""
+    from edge.web.pin import parse_pin_hash, verify_pin
+
+    stored = web.get("pin_hash")
+    if isinstance(stored, str) and verify_pin(DEMO_PIN, parse_pin_hash(stored)):
+        return f"  (the demo's PIN to acknowledge alarms: {DEMO_PIN})"
+    return ""
+
+
 def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None = None) -> int:
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
@@ -54,6 +68,10 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
     for bus in config["buses"]:
         if bus["type"] == "modbus_tcp":
             bus["port"] = modbus_port
+    page = None
+    if config.get("web"):
+        page = f"127.0.0.1:{_free_port()}"
+        config["web"]["listen"] = page
     site_file = work / "demo.yaml"
     site_file.write_text(yaml.safe_dump(config, sort_keys=False))
     (work / "mosquitto.conf").write_text(
@@ -78,7 +96,10 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
               "simulator.log")
         _wait_for_port(modbus_port)
         print(f"broker 127.0.0.1:{mqtt_port}  simulator 127.0.0.1:{modbus_port}  "
-              f"subscribed to {root}/#  (Ctrl-C to stop)\n")
+              f"subscribed to {root}/#  (Ctrl-C to stop)")
+        if page is not None:
+            print(f"keeper's page: http://{page}/{_pin_note(config['web'])}")
+        print()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-platform")
         client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{root}/#", qos=1)
         client.on_message = lambda c, u, m: print_message(m.topic, m.payload)
