@@ -215,21 +215,23 @@ class DaemonKeeper:
     # --- buses, channels, history, inspection --------------------------------------------
 
     async def buses(self) -> Sequence[BusHealth]:
+        """Every configured bus and its devices; a device its task has not polled yet (or a
+        bus without a task: no devices, or not started) shows as never polled."""
         settings = self.ports.settings()
         pollers = self.ports.buses.pollers
         found = []
         for bus in settings.buses:
             poller = pollers.get(bus.id)
-            if poller is None:  # a bus without devices is not polled
-                continue
+            known = poller.health.devices if poller is not None else {}
             devices = []
             for device in (d for d in settings.devices if d.bus == bus.id):
-                h = poller.health.devices.get(device.id)
+                h = known.get(device.id)
                 devices.append(
                     DeviceHealth(device.id, "", False, None, 0, 0, 0, None) if h is None else
                     DeviceHealth(device.id, "", h.online, h.last_good_ms, h.polls, h.errors,
                                  h.consecutive_failures, h.last_error))
-            found.append(BusHealth(bus.id, bus.type, poller.health.connected, tuple(devices)))
+            found.append(BusHealth(bus.id, bus.type, bool(poller and poller.health.connected),
+                                   tuple(devices)))
         return found
 
     async def channels(self) -> Sequence[ChannelHealth]:

@@ -2,20 +2,22 @@
 
 Switched on by the site file's ``web:`` section (issue #17). It sends nothing through the
 outbox; it serves the page (edge/web/app.py) on the daemon's loop from a ``KeeperPort``
-on the running gateway (edge/web/keeper_port.py). aiohttp and the pages are imported in
-``build``, so a gateway without ``web:`` never loads them (about 13 MiB and 0.15 s,
-docs/web.md; tests/rules/test_footprint.py checks it).
+on the running gateway (edge/web/keeper_port.py).
+
+aiohttp and the pages (about 13 MiB and 0.15-0.3 s of import, docs/web.md) are loaded
+when the service starts, on a worker thread: a gateway without ``web:`` never loads them
+(tests/rules/test_footprint.py), and one with it is READY as early as one without, its
+first polls not held while the page's code loads.
 
 Its health (in the gateway's health topic under ``channels.web``) counts requests,
-refusals (4xx, malformed requests), wrong PINs and lock-outs, and failures (5xx).
+refusals (4xx, malformed requests), failures (5xx), wrong PINs and lock-outs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import TYPE_CHECKING, Any
-
-import structlog
 
 from edge.config import GatewaySettings
 from edge.ports import Ports, ServiceType
@@ -27,7 +29,13 @@ if TYPE_CHECKING:
 
 __all__ = ["SERVICE_TYPE", "KeeperPage", "build"]
 
-log = structlog.get_logger("edge.web")
+# Loaded when the page starts; ``edge.web.app`` brings aiohttp.
+PAGE_MODULES = ("edge.web.app", "edge.web.keeper_port")
+
+
+def _load_page_modules() -> None:
+    for name in PAGE_MODULES:
+        importlib.import_module(name)
 
 
 class KeeperPage:
@@ -35,15 +43,22 @@ class KeeperPage:
 
     name = "web"
 
-    def __init__(self, config: WebConfig, keeper: DaemonKeeper, server: KeeperWeb) -> None:
+    def __init__(self, config: WebConfig, ports: Ports) -> None:
         self.config = config
-        self.keeper = keeper
-        self.server = server
+        self.ports = ports
+        self.keeper: DaemonKeeper | None = None
+        self.server: KeeperWeb | None = None
         self._stopped = asyncio.Event()
 
     async def run(self) -> None:
-        if self._stopped.is_set():
+        await asyncio.to_thread(_load_page_modules)
+        if self._stopped.is_set():  # stopped while its code loaded
             return
+        from edge.web.app import KeeperWeb
+        from edge.web.keeper_port import DaemonKeeper
+
+        self.keeper = DaemonKeeper(self.ports)
+        self.server = KeeperWeb(self.keeper, self.config)
         await self.server.start()  # a busy or absent address is retried in the background
         if self._stopped.is_set():  # stopped while it started
             await self.server.stop()
@@ -52,34 +67,31 @@ class KeeperPage:
 
     async def stop(self) -> None:
         self._stopped.set()
-        await self.server.stop()
-        await self.keeper.close()
+        if self.server is not None:
+            await self.server.stop()
+        if self.keeper is not None:
+            await self.keeper.close()
 
     def health(self) -> dict[str, Any]:
-        counters = self.server.counters
+        server = self.server
+        counters = server.counters if server is not None else {}
         refusals = sum(n for key, n in counters.items()
-                       if key.startswith("http_4")) + counters["protocol_errors"]
+                       if key.startswith("http_4")) + counters.get("protocol_errors", 0)
         return {
             "kind": "web",
             "listen": self.config.listen,
-            "listening": self.server.listening,
-            "requests": counters["requests"],
+            "listening": bool(server and server.listening),
+            "requests": counters.get("requests", 0),
             "refusals": refusals,
             "failures": sum(n for key, n in counters.items() if key.startswith("http_5")),
-            "wrong_pins": self.server.guard.failures_total,
-            "lockouts": self.server.guard.lockouts_total,
+            "wrong_pins": server.guard.failures_total if server is not None else 0,
+            "lockouts": server.guard.lockouts_total if server is not None else 0,
         }
 
 
 def build(settings: GatewaySettings, ports: Ports) -> KeeperPage:
-    config = settings.web
-    assert config is not None, "built only when web: is configured"
-    # Here, not at module level: aiohttp only for a site that has the page.
-    from edge.web.app import KeeperWeb
-    from edge.web.keeper_port import DaemonKeeper
-
-    keeper = DaemonKeeper(ports)
-    return KeeperPage(config, keeper, KeeperWeb(keeper, config))
+    assert settings.web is not None, "built only when web: is configured"
+    return KeeperPage(settings.web, ports)
 
 
 SERVICE_TYPE = ServiceType("web", lambda s: s.web, lambda s: {}, build)

@@ -15,6 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.support import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Every rule type; the HST rule judges with coefficients from an offline analysis.
@@ -85,14 +87,25 @@ def _gateway_with_page(path: Path, web: dict[str, object] | None) -> str:
               **({"web": web} if web else {})}
     path.write_text(json.dumps(config))
     return f"""
+        import asyncio
         from edge.config import load_config
         from edge.gateway import Gateway
         from edge.services import configured
+
+        async def main():
+            gateway = Gateway(loaded)
+            for service_type in configured(loaded.settings):
+                service = service_type.build(loaded.settings, gateway.ports)
+                task = asyncio.create_task(service.run())
+                while not service.health()["listening"]:
+                    await asyncio.sleep(0.02)
+                await service.stop()
+                await task
+            gateway.store.close()
+            gateway.history.close()
+
         loaded = load_config({str(path)!r})
-        gateway = Gateway(loaded)
-        services = [t.build(loaded.settings, gateway.ports) for t in configured(loaded.settings)]
-        gateway.store.close()
-        gateway.history.close()
+        asyncio.run(main())
     """
 
 
@@ -101,7 +114,7 @@ def test_aiohttp_is_loaded_only_for_a_site_with_the_keepers_page(tmp_path: Path)
     assert not {"aiohttp", "edge.web.app", "edge.web.keeper_port"} & without
     assert "edge.web.config" in without  # the web: section's model, with the configuration
     paged = loaded_after(_gateway_with_page(tmp_path / "paged.yaml",
-                                            {"listen": "127.0.0.1:8080"}))
+                                            {"listen": f"127.0.0.1:{free_port()}"}))
     assert {"aiohttp", "edge.web.app", "edge.web.keeper_port"} <= paged
 
 

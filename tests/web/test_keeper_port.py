@@ -5,6 +5,7 @@ hand them over."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 import threading
 from pathlib import Path
@@ -300,5 +301,33 @@ def test_a_reload_changes_the_points_without_a_restart_of_the_page(tmp_path: Pat
         assert "level-1/battery" not in before
         assert (after["level-1/battery"].name, after["level-1/battery"].section) == (
             "电池电压", "other")
+
+    asyncio.run(scenario())
+
+
+def test_buses_and_devices_as_the_bus_tasks_see_them(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a Modbus TCP endpoint that refuses connections
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+
+    async def scenario() -> None:
+        async with running(site(tmp_path / "edge.db", interval_s=0.2, tcp_port=port)
+                           ) as daemon:
+            keeper = DaemonKeeper(daemon.ports)
+            [before] = await keeper.buses()  # started, not polled yet
+            assert (before.bus, before.kind, before.connected) == ("lan", "modbus_tcp", False)
+            assert [(d.device, d.polls, d.last_good_ms) for d in before.devices] == [
+                ("level-1", 0, None), ("piezo-1", 0, None)]
+            daemon.buses.start_all()
+            for _ in range(100):
+                [bus] = await keeper.buses()
+                if all(d.consecutive_failures >= 1 for d in bus.devices):
+                    break
+                await asyncio.sleep(0.05)
+            assert not bus.connected
+            for device in bus.devices:
+                assert device.failures >= 1 and device.last_good_ms is None
+                assert device.last_failure, device
+            await keeper.close()
 
     asyncio.run(scenario())
