@@ -174,6 +174,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.config), args.seconds, args.fault)
 
 
+def _add_site_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Tools that help write a site file."""
+    p = sub.add_parser("schema", help="print the JSON Schema of the configuration (for "
+                                      "editors validating site YAML)")
+    p.add_argument("--output", metavar="FILE", help="write it to FILE instead of stdout")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("hash-pin", help="the web.pin_hash of the keeper's PIN (asked twice "
+                                        "on a terminal, or read once from stdin)")
+    p.set_defaults(func=cmd_hash_pin)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="reservoir-edge gateway")
     parser.add_argument("--version", action="version", version=f"reservoir-edge {__version__}")
@@ -232,14 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the configuration (for "
-                                      "editors validating site YAML)")
-    p.add_argument("--output", metavar="FILE", help="write it to FILE instead of stdout")
-    p.set_defaults(func=cmd_schema)
-
-    p = sub.add_parser("hash-pin", help="the web.pin_hash of the keeper's PIN (asked twice "
-                                        "on a terminal, or read once from stdin)")
-    p.set_defaults(func=cmd_hash_pin)
+    _add_site_tools(sub)
 
     p = sub.add_parser("demo", help="simulator + broker + gateway, printing what arrives")
     p.add_argument("-c", "--config", default=str(Path(__file__).parent.parent / "config"

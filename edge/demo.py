@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
@@ -52,16 +53,9 @@ def _pin_note(web: dict[str, object]) -> str:
     return ""
 
 
-def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None = None) -> int:
-    mosquitto = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if mosquitto is None:
-        print("The demo needs the Mosquitto MQTT broker. Install it with:\n"
-              "  sudo apt-get install -y mosquitto\n"
-              "(scripts/demo does this for you on Debian.)", file=sys.stderr)
-        return 1
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    work = Path(tempfile.mkdtemp(prefix="reservoir-edge-demo-"))
+def _on_loopback(config: dict[str, Any], work: Path) -> tuple[int, int, str | None]:
+    """Free ports on 127.0.0.1 for the broker, the Modbus TCP simulator and the keeper's
+    page (when configured), and a store in the work directory; returns them."""
     mqtt_port, modbus_port = _free_port(), _free_port()
     config["mqtt"]["port"] = mqtt_port
     config["store"]["path"] = str(work / "demo.db")
@@ -72,6 +66,36 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
     if config.get("web"):
         page = f"127.0.0.1:{_free_port()}"
         config["web"]["listen"] = page
+    return mqtt_port, modbus_port, page
+
+
+def _run_gateway(gateway: subprocess.Popen[bytes], seconds: float | None, log: Path) -> int:
+    """Until Ctrl-C or ``seconds``, then stop the gateway as systemd would (SIGTERM)."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    with contextlib.suppress(KeyboardInterrupt):
+        while deadline is None or time.monotonic() < deadline:
+            if gateway.poll() is not None:
+                print(f"the gateway stopped; see {log}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    print("\nstopping the gateway (it publishes 'offline' before it exits)...")
+    gateway.terminate()
+    gateway.wait(15)
+    time.sleep(0.5)  # the subscriber prints the offline status
+    return 0
+
+
+def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None = None) -> int:
+    mosquitto = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if mosquitto is None:
+        print("The demo needs the Mosquitto MQTT broker. Install it with:\n"
+              "  sudo apt-get install -y mosquitto\n"
+              "(scripts/demo does this for you on Debian.)", file=sys.stderr)
+        return 1
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    work = Path(tempfile.mkdtemp(prefix="reservoir-edge-demo-"))
+    mqtt_port, modbus_port, page = _on_loopback(config, work)
     site_file = work / "demo.yaml"
     site_file.write_text(yaml.safe_dump(config, sort_keys=False))
     (work / "mosquitto.conf").write_text(
@@ -106,20 +130,10 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
         client.connect("127.0.0.1", mqtt_port)
         client.loop_start()
         gateway = spawn([*edge, "run", "-c", str(site_file)], "gateway.log")
-        deadline = None if seconds is None else time.monotonic() + seconds
-        with contextlib.suppress(KeyboardInterrupt):
-            while deadline is None or time.monotonic() < deadline:
-                if gateway.poll() is not None:
-                    print(f"the gateway stopped; see {work / 'gateway.log'}", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
-        print("\nstopping the gateway (it publishes 'offline' before it exits)...")
-        gateway.terminate()
-        gateway.wait(15)
-        time.sleep(0.5)
+        code = _run_gateway(gateway, seconds, work / "gateway.log")
         client.loop_stop()
         client.disconnect()
-        return 0
+        return code
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:

@@ -120,6 +120,7 @@ class DaemonKeeper:
         # Stored latest readings of devices the pipeline had not polled yet at start.
         self._stored_latest: dict[str, Reading] = {}
         self._looked_up: set[str] = set()
+        self._lookup = asyncio.Lock()
         self._notification_problem_logged = False
 
     async def close(self) -> None:
@@ -140,11 +141,13 @@ class DaemonKeeper:
     async def _latest(self, entries: Sequence[PointEntry]) -> dict[str, Reading]:
         latest = self.ports.pipeline.latest
         missing = {p.ref.split("/", 1)[0] for p in entries if p.ref not in latest}
-        unread = sorted(missing - self._looked_up)
-        if unread:
-            self._looked_up.update(unread)
-            found = await self.reader.run(lambda conn: latest_per_point(conn, unread))
-            self._stored_latest.update((r.key, r) for r in found)
+        if missing - self._looked_up:
+            async with self._lookup:  # pages at once look a device up once, all see it
+                unread = sorted(missing - self._looked_up)
+                if unread:
+                    found = await self.reader.run(lambda conn: latest_per_point(conn, unread))
+                    self._stored_latest.update((r.key, r) for r in found)
+                    self._looked_up.update(unread)
         return {p.ref: reading for p in entries
                 if (reading := latest.get(p.ref) or self._stored_latest.get(p.ref))}
 

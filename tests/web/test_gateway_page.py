@@ -19,8 +19,6 @@ from urllib.parse import quote
 import pytest
 import yaml
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
-from selenium.webdriver.support.wait import WebDriverWait
 
 from edge.history import read_point_history
 from edge.web.pin import hash_pin
@@ -33,10 +31,10 @@ from tests.support import (
     start_edge,
     wait_for_port,
 )
+from tests.web.browsing import Browser, click_and_wait, css, one
 from tests.web.sample import PIN, raw_request
 from vocab.model import now_ms
 
-Browser = Any  # selenium's WebDriver
 GATEWAY = "gw-page"
 ROOT = f"reservoir/test-site/{GATEWAY}"
 LEVEL = "level-1/water_level"
@@ -93,22 +91,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterato
             gateway.kill()
         simulator.kill()
         platform.close()
-
-
-def css(browser: Browser, selector: str) -> list[Any]:
-    return list(browser.find_elements(By.CSS_SELECTOR, selector))
-
-
-def one(browser: Browser, selector: str) -> Any:
-    found = css(browser, selector)
-    assert len(found) == 1, f"{selector}: {len(found)} elements"
-    return found[0]
-
-
-def click_and_wait(browser: Browser, button: Any) -> None:
-    old = browser.find_element(By.TAG_NAME, "html")
-    button.click()
-    WebDriverWait(browser, 30).until(staleness_of(old))
 
 
 def test_the_overview_shows_the_simulated_level_with_its_unit(browser: Browser,

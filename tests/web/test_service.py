@@ -5,6 +5,7 @@ health, stopping cleanly; ``edge hash-pin``; the ``web:`` section in a site file
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from edge.services import SERVICE_TYPES, configured
 from edge.web.config import WebConfig
 from edge.web.pin import hash_pin, parse_pin_hash, verify_pin
 from edge.web.service import SERVICE_TYPE, KeeperPage
-from tests.support import REPO, free_port, run_edge
+from tests.support import REPO, free_port, run_edge, wait_for_port
 from tests.web.daemon import level, running, site
 from tests.web.sample import PIN, raw_request
 from vocab.model import now_ms
@@ -161,3 +162,24 @@ def test_edge_check_says_where_the_page_is_and_whether_it_acknowledges(tmp_path:
     with_pin = run_edge(["check", "-c", str(_site_file(tmp_path, {
         "listen": "[::1]:8080", "pin_hash": hash_pin(PIN)}))])
     assert "keeper's page: http://[::1]:8080/ (acknowledging with the PIN)" in with_pin.stdout
+
+
+def test_edge_demo_serves_the_page_and_says_where() -> None:
+    demo = subprocess.Popen([sys.executable, "-m", "edge", "demo", "--seconds", "6"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert demo.stdout is not None
+        lines = [demo.stdout.readline() for _ in range(3)]
+        found = re.search(r"keeper's page: http://127\.0\.0\.1:(\d+)/  \(the demo's PIN to "
+                          r"acknowledge alarms: 246810\)", "".join(lines))
+        assert found, lines
+        port = int(found.group(1))
+        wait_for_port(port, 15)
+        status, _, overview = raw_request(port, "GET", "/")
+        assert status == 200 and "Demo reservoir" in overview
+        assert "Level at the dam" in overview  # the names of config/demo.yaml
+        assert demo.wait(30) == 0
+    finally:
+        demo.kill()
+        demo.wait()
