@@ -90,8 +90,8 @@ class StoreReader:
                                           lambda: work(self._connection()))
 
     async def close(self) -> None:
-        """Close the connection on its own thread (after any read under way), then the
-        thread; the loop does not wait for a read to finish."""
+        """Close the connection on its own thread, after any read under way (awaited, so
+        the loop is never blocked by it), then let the thread go."""
         def close_connection() -> None:
             if self._conn is not None:
                 self._conn.close()
