@@ -46,6 +46,8 @@ class DeviceSchedule:
         self.devices = {d.id: d for d in devices}
         self.due: dict[str, float] = {}
         self.listening: set[str] = set()
+        # When each device was last asked for now (an inspection), until its next poll.
+        self.asked: dict[str, float] = {}
 
     def start(self, listening: Iterable[str] = ()) -> None:
         """Everyone is due now, except ``listening`` devices (free-running instruments):
@@ -70,8 +72,17 @@ class DeviceSchedule:
         for device_id in list(self.due if device_ids is None else device_ids):
             if device_id in self.due:
                 self.due[device_id] = min(self.due[device_id], now)
+                self.asked[device_id] = now
 
-    def reschedule(self, device: DeviceConfig, state: DeviceHealth) -> None:
+    def reschedule(self, device: DeviceConfig, state: DeviceHealth,
+                   started: float | None = None) -> None:
+        """The next due time after a poll that began at ``started`` (monotonic)."""
+        asked = self.asked.pop(device.id, None)
+        if asked is not None and started is not None and asked > started:
+            # Asked for while this poll ran: what it read may predate the question (the
+            # one-click inspection must report readings taken after the button).
+            self.due[device.id] = time.monotonic()
+            return
         interval = device.poll_interval_s
         if not state.online and device.id not in self.listening:
             excess = state.consecutive_failures - device.offline_after
@@ -213,8 +224,9 @@ class BusTask:
         return result
 
     async def _poll_and_hand_over(self, device: DeviceConfig) -> None:
+        started = time.monotonic()
         result = await self.poll_device(device)
-        self.schedule.reschedule(device, self.health.devices[device.id])
+        self.schedule.reschedule(device, self.health.devices[device.id], started)
         self._catch_up()
         await self.sink(result)
         self.health.cycles += 1

@@ -86,6 +86,9 @@ class PointConfig(StrictModel):
     """One value of a device: where it sits in the register map and what it measures."""
 
     id: Ident
+    # What the keeper calls it ("坝前水位", "P1 渗压计"): shown by the keeper's page in place
+    # of the id. Only shown, never used to name anything.
+    name: str = ""
     quantity: Quantity = "other"
     unit: str = ""
     # Modbus devices locate a point by its register; serial-line devices by a named group

@@ -1,4 +1,4 @@
-"""The ``edge`` command: check, run, simulate and demo."""
+"""The ``edge`` command: check, run, simulate, demo and the local tools."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"devices: {len(s.devices)}, points: {points}")
     print(f"rules: {len(s.rules)}" + (
         f" ({', '.join(f'{n} {t}' for t, n in sorted(rule_types.items()))})" if s.rules else ""))
+    if s.web is not None:
+        print(f"keeper's page: http://{s.web.listen}/ (" + (
+            "acknowledging with the PIN" if s.web.pin_hash else "read-only: no pin_hash") + ")")
     if loaded.warnings:
         print(f"warnings: {len(loaded.warnings)}")
         for warning in loaded.warnings:
@@ -159,10 +162,28 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hash_pin(args: argparse.Namespace) -> int:
+    from edge.web.hashpin import run
+
+    return run(sys.stdin, sys.stdout, sys.stderr)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
     return run_demo(Path(args.config), args.seconds, args.fault)
+
+
+def _add_site_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Tools that help write a site file."""
+    p = sub.add_parser("schema", help="print the JSON Schema of the configuration (for "
+                                      "editors validating site YAML)")
+    p.add_argument("--output", metavar="FILE", help="write it to FILE instead of stdout")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("hash-pin", help="the web.pin_hash of the keeper's PIN (asked twice "
+                                        "on a terminal, or read once from stdin)")
+    p.set_defaults(func=cmd_hash_pin)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,10 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the configuration (for "
-                                      "editors validating site YAML)")
-    p.add_argument("--output", metavar="FILE", help="write it to FILE instead of stdout")
-    p.set_defaults(func=cmd_schema)
+    _add_site_tools(sub)
 
     p = sub.add_parser("demo", help="simulator + broker + gateway, printing what arrives")
     p.add_argument("-c", "--config", default=str(Path(__file__).parent.parent / "config"

@@ -23,6 +23,7 @@ from drivers.registry import bus_models, check_devices
 from edge.channels import mqtt
 from edge.channels.mqtt import MqttConfig
 from edge.configerrors import validation_problems
+from edge.web.config import WebConfig
 from edge.yamlsource import (
     ConfigProblem,
     ConfigSourceError,
@@ -119,6 +120,8 @@ class GatewaySettings(StrictModel):
     health: HealthConfig = Field(default_factory=HealthConfig)
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # The keeper's page (edge/web, docs/web.md): off unless configured.
+    web: WebConfig | None = None
 
     def bus(self, bus_id: str) -> Any:
         return next(b for b in self.buses if b.id == bus_id)

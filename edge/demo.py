@@ -1,7 +1,8 @@
 """``edge demo``: a simulated reservoir, a private broker and the gateway, on loopback.
 
 Prints what a district platform subscribed to the gateway receives: readings as they are
-polled and alarms as the simulated flood passes the flood-limit level.
+polled and alarms as the simulated flood passes the flood-limit level; with the demo's
+``web:`` section, also the address of the keeper's page (docs/web.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
@@ -38,6 +40,51 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> bool:
     return False
 
 
+DEMO_PIN = "246810"  # config/demo.yaml's pin_hash is its hash; a real site's PIN is its own
+
+
+def _pin_note(web: dict[str, object]) -> str:
+    """Say the PIN only when the configuration still has the demo's."""
+    from edge.web.pin import parse_pin_hash, verify_pin
+
+    stored = web.get("pin_hash")
+    if isinstance(stored, str) and verify_pin(DEMO_PIN, parse_pin_hash(stored)):
+        return f"  (the demo's PIN to acknowledge alarms: {DEMO_PIN})"
+    return ""
+
+
+def _on_loopback(config: dict[str, Any], work: Path) -> tuple[int, int, str | None]:
+    """Free ports on 127.0.0.1 for the broker, the Modbus TCP simulator and the keeper's
+    page (when configured), and a store in the work directory; returns them."""
+    mqtt_port, modbus_port = _free_port(), _free_port()
+    config["mqtt"]["port"] = mqtt_port
+    config["store"]["path"] = str(work / "demo.db")
+    for bus in config["buses"]:
+        if bus["type"] == "modbus_tcp":
+            bus["port"] = modbus_port
+    page = None
+    if config.get("web"):
+        page = f"127.0.0.1:{_free_port()}"
+        config["web"]["listen"] = page
+    return mqtt_port, modbus_port, page
+
+
+def _run_gateway(gateway: subprocess.Popen[bytes], seconds: float | None, log: Path) -> int:
+    """Until Ctrl-C or ``seconds``, then stop the gateway as systemd would (SIGTERM)."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    with contextlib.suppress(KeyboardInterrupt):
+        while deadline is None or time.monotonic() < deadline:
+            if gateway.poll() is not None:
+                print(f"the gateway stopped; see {log}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    print("\nstopping the gateway (it publishes 'offline' before it exits)...")
+    gateway.terminate()
+    gateway.wait(15)
+    time.sleep(0.5)  # the subscriber prints the offline status
+    return 0
+
+
 def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None = None) -> int:
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
@@ -48,12 +95,7 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
         return 1
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     work = Path(tempfile.mkdtemp(prefix="reservoir-edge-demo-"))
-    mqtt_port, modbus_port = _free_port(), _free_port()
-    config["mqtt"]["port"] = mqtt_port
-    config["store"]["path"] = str(work / "demo.db")
-    for bus in config["buses"]:
-        if bus["type"] == "modbus_tcp":
-            bus["port"] = modbus_port
+    mqtt_port, modbus_port, page = _on_loopback(config, work)
     site_file = work / "demo.yaml"
     site_file.write_text(yaml.safe_dump(config, sort_keys=False))
     (work / "mosquitto.conf").write_text(
@@ -78,27 +120,20 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
               "simulator.log")
         _wait_for_port(modbus_port)
         print(f"broker 127.0.0.1:{mqtt_port}  simulator 127.0.0.1:{modbus_port}  "
-              f"subscribed to {root}/#  (Ctrl-C to stop)\n")
+              f"subscribed to {root}/#  (Ctrl-C to stop)")
+        if page is not None:
+            print(f"keeper's page: http://{page}/{_pin_note(config['web'])}")
+        print()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-platform")
         client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{root}/#", qos=1)
         client.on_message = lambda c, u, m: print_message(m.topic, m.payload)
         client.connect("127.0.0.1", mqtt_port)
         client.loop_start()
         gateway = spawn([*edge, "run", "-c", str(site_file)], "gateway.log")
-        deadline = None if seconds is None else time.monotonic() + seconds
-        with contextlib.suppress(KeyboardInterrupt):
-            while deadline is None or time.monotonic() < deadline:
-                if gateway.poll() is not None:
-                    print(f"the gateway stopped; see {work / 'gateway.log'}", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
-        print("\nstopping the gateway (it publishes 'offline' before it exits)...")
-        gateway.terminate()
-        gateway.wait(15)
-        time.sleep(0.5)
+        code = _run_gateway(gateway, seconds, work / "gateway.log")
         client.loop_stop()
         client.disconnect()
-        return 0
+        return code
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:

@@ -74,7 +74,8 @@ class Gateway:
         self.inspection = handlers.Inspection(lambda: self.settings.iter_points(), self.buses,
                                               self.pipeline)
         self.ports = Ports(self.store, self.outbox, self.pipeline, self.buses, self.inspection,
-                           lambda: self.settings)
+                           lambda: self.settings,
+                           lambda: {c.name: c.health() for c in self._channels()})
 
     @property
     def settings(self) -> GatewaySettings:

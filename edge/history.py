@@ -3,18 +3,22 @@
 Readings are stored once, as the telemetry message that carries them (edge/store.py):
 one row per message and device, its readings as compressed JSON array items. These
 functions read them back per device and time range, on any connection, so the rules'
-history reader and ``edge status``/``export`` never touch the writer's connection.
+history reader and ``edge status``/``export`` never touch the writer's connection. The
+alarm log (``alarm_events``) and the notification log are read back here too, for the
+keeper's page, on a read-only connection of its own.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.payloads import point_readings_in_fragment, readings_from_fragment
-from vocab.model import Reading
+from vocab.model import AlarmTransition, Reading
 
 PARTS = 256
 # A message's readings span at most this long (a GNSS averaging interval is minutes):
@@ -87,6 +91,72 @@ def latest_per_point(conn: sqlite3.Connection, devices: Iterable[str]) -> list[R
                 if known is None or r.ts_ms > known.ts_ms:
                     latest[(r.device, r.point)] = r
     return [latest[k] for k in sorted(latest)]
+
+
+def read_alarm_events(conn: sqlite3.Connection, from_ms: int, to_ms: int,
+                      limit: int) -> list[AlarmTransition]:
+    """Stored alarm transitions with from_ms <= ts_ms <= to_ms, newest first, at most limit.
+
+    Each as it was published: its rule and point from the alarm, who acknowledged and how
+    in ``extra``. The log is never pruned, so this scans it (a few hundred bytes a row):
+    run it on a reader connection, never the writer's.
+    """
+    rows = conn.execute(
+        "SELECT e.alarm_id, a.rule, a.device, a.point, e.severity, e.state, e.value,"
+        " e.limit_value, e.ts_ms, e.message, a.side, e.extra FROM alarm_events e"
+        " JOIN alarms a ON a.alarm_id = e.alarm_id WHERE e.ts_ms BETWEEN ? AND ?"
+        " ORDER BY e.ts_ms DESC, e.seq DESC LIMIT ?", (from_ms, to_ms, limit))
+    found = []
+    for (alarm_id, rule, device, point, severity, state, value, limit_value, ts_ms, message,
+         side, extra) in rows:
+        try:
+            details = json.loads(extra) if extra else {}
+        except ValueError:
+            details = {}
+        found.append(AlarmTransition(alarm_id, rule, device, point, severity, state, value,
+                                     limit_value, ts_ms, message or "", side or "",
+                                     details if isinstance(details, dict) else {}))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotification:
+    """One row of the notification log (SMS texts, siren calls and their outcome)."""
+
+    ts_ms: int
+    channel: str
+    recipient: str
+    alarm_id: str | None
+    status: str
+    detail: str
+
+
+NOTIFICATION_COLUMNS = ("ts_ms", "channel", "recipient", "alarm_id", "status", "detail")
+
+
+def read_notifications(conn: sqlite3.Connection, from_ms: int, to_ms: int,
+                       limit: int) -> list[StoredNotification]:
+    """The notification log between two times, newest first, at most limit.
+
+    The notification service (SMS, sirens) owns the ``notifications`` table and writes
+    it; the keeper's page only reads it here. Until that service has created the table
+    there is nothing to read. The columns read are ``NOTIFICATION_COLUMNS``: if the
+    service's table names them otherwise, this function is where to say so.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(notifications)")}
+    if not columns:
+        return []
+    missing = [c for c in NOTIFICATION_COLUMNS if c not in columns]
+    if missing:
+        raise sqlite3.OperationalError(
+            f"table notifications lacks column(s) {', '.join(missing)}")
+    rows = conn.execute(
+        f"SELECT {', '.join(NOTIFICATION_COLUMNS)} FROM notifications "
+        "WHERE ts_ms BETWEEN ? AND ? ORDER BY ts_ms DESC LIMIT ?", (from_ms, to_ms, limit))
+    return [StoredNotification(int(ts), str(channel or ""), str(recipient or ""),
+                               None if alarm_id is None else str(alarm_id), str(status or ""),
+                               str(detail or ""))
+            for ts, channel, recipient, alarm_id, status, detail in rows]
 
 
 class HistoryReader:

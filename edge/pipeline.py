@@ -62,7 +62,10 @@ class Pipeline:
         # The newest reading of every point, as the rules saw it: the one cache the rules,
         # the inspection, the commands and the page read. It outlives rule-engine rebuilds.
         self.latest: dict[str, Reading] = {}
-        self.last_poll: dict[str, int] = {}  # device -> epoch ms of its last stored poll
+        # device -> epoch ms its last stored poll began reading (its first reading's
+        # time): a poll under way when an inspection was asked for does not count as
+        # read after it.
+        self.last_poll: dict[str, int] = {}
         self.polled = asyncio.Event()  # set whenever a poll was stored
         self.engine: RuleEngine | None = None
         # Held while a poll is evaluated and committed, and while the engine is rebuilt:
@@ -113,7 +116,8 @@ class Pipeline:
         stamp = now_ms()
         for (polled, _, _), readings_stored in zip(cycles, stored, strict=True):
             if readings_stored:
-                self.last_poll[polled.device] = stamp
+                self.last_poll[polled.device] = min(
+                    (r.ts_ms for r in polled.readings), default=stamp)
         if any(stored):
             self.polled.set()
         if anything:

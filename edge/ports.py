@@ -10,8 +10,8 @@ is a module and a line in the table of edge/services.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge.buses import BusSupervisor
@@ -32,6 +32,10 @@ class Ports:
     buses: BusSupervisor
     inspection: Inspection
     settings: Callable[[], GatewaySettings]
+    # The health() of the MQTT channel and of every running service, by name: whether
+    # each uplink is connected now (the keeper's page shows it).
+    channel_health: Callable[[], Mapping[str, Mapping[str, Any]]] = field(
+        default=lambda: {})
 
 
 class Service(Protocol):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from edge.config import GatewaySettings
 from edge.ports import ServiceType
+from edge.web import service as web
 
-SERVICE_TYPES: tuple[ServiceType, ...] = ()
+SERVICE_TYPES: tuple[ServiceType, ...] = (web.SERVICE_TYPE,)
 
 
 def configured(settings: GatewaySettings) -> list[ServiceType]:

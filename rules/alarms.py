@@ -155,7 +155,7 @@ class AlarmBook:
         assert new is not None
         if current is None:
             alarm = ActiveAlarm(f"{rule}@{ts_ms}", rule, device, point, new,
-                                verdict.direction, verdict.limit)
+                                verdict.direction, verdict.limit, raised_ms=ts_ms)
             self.active[key] = alarm
             state: AlarmState = "raised"
         else:
@@ -163,8 +163,13 @@ class AlarmBook:
             rising = SEVERITY_RANK[new] > SEVERITY_RANK[alarm.severity]
             state = "escalated" if rising else "de-escalated"
             alarm.severity, alarm.side, alarm.limit = new, verdict.direction, verdict.limit
-        out.append(self._transition(alarm, state, verdict, ts_ms, unit, limit=verdict.limit,
-                                    side=alarm.side))
+        transition = self._transition(alarm, state, verdict, ts_ms, unit, limit=verdict.limit,
+                                      side=alarm.side)
+        # The book's alarm reads as the store's row does (edge/store.py): whoever shows
+        # the active alarms (the keeper's page) sees when, at what value and why.
+        alarm.state, alarm.updated_ms = state, ts_ms
+        alarm.value, alarm.message = verdict.value, transition.message
+        out.append(transition)
         return out
 
     def _transition(self, alarm: ActiveAlarm, state: AlarmState, verdict: Verdict,

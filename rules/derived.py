@@ -47,6 +47,8 @@ _CONSTANT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 class DerivedPointConfig(StrictModel):
     id: Ident
+    # What the keeper calls it ("超高"), shown by the keeper's page in place of the id.
+    name: str = ""
     # The virtual device the point belongs to; its readings are {device}/{id}.
     device: Ident = "derived"
     expression: str

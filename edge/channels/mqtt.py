@@ -191,7 +191,9 @@ class MqttChannel:
         # in the outbox is sent again (same seq: at-least-once).
         self._pending_cut = False
         self._connected_at = 0.0
-        self._suspect: tuple[int, int] | None = None  # (oldest in-flight seq, disconnects)
+        # (seqs in flight at each of the last quick disconnects, how many disconnects)
+        self._suspect: tuple[set[int], int] | None = None
+        self._sizes: dict[int, int] = {}  # in-flight seq -> payload bytes
         self._poison: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -303,16 +305,22 @@ class MqttChannel:
             return
         # Alarms are never set aside: they are small (never over a broker's packet limit),
         # and a flapping link must not park one. Only telemetry can be poison.
-        telemetry = [seq for seq in self._inflight.values() if seq not in self._inflight_alarms]
+        telemetry = {seq for seq in self._inflight.values() if seq not in self._inflight_alarms}
         if not telemetry or min(self._inflight.values()) in self._inflight_alarms:
             self._suspect = None
             return
-        oldest = min(telemetry)
-        count = self._suspect[1] + 1 if self._suspect and self._suspect[0] == oldest else 1
-        self._suspect = (oldest, count)
+        # The poison message is in flight at every one of the quick disconnects; a small
+        # message sent just before it may be too, when the broker drops the link before
+        # its PUBACK is read. Of those in flight every time, the largest is the one a
+        # broker refuses (over its max_packet_size), so that is the one set aside.
+        candidates = telemetry & self._suspect[0] if self._suspect else telemetry
+        count = self._suspect[1] + 1 if self._suspect and candidates else 1
+        self._suspect = (candidates or telemetry, count)
         if count >= POISON_DISCONNECTS:
-            log.error("mqtt_poison_message", seq=oldest, disconnects=count, reason=reason)
-            self._poison = oldest
+            poison = max(self._suspect[0], key=lambda seq: (self._sizes.get(seq, 0), -seq))
+            log.error("mqtt_poison_message", seq=poison, disconnects=count, reason=reason,
+                      bytes=self._sizes.get(poison))
+            self._poison = poison
             self._suspect = None
             self._wake.set()
 
@@ -320,6 +328,7 @@ class MqttChannel:
         seq = self._inflight.pop(mid, None)
         if seq is not None:
             self._inflight_alarms.discard(seq)
+            self._sizes.pop(seq, None)
         if seq is None:
             return  # the status message, or a duplicate ack
         if failed:
@@ -408,6 +417,7 @@ class MqttChannel:
         others = sorted(set(self._inflight.values()) - {seq})
         self._inflight.clear()
         self._inflight_alarms.clear()
+        self._sizes.clear()
         try:
             await self.outbox.set_aside(seq, "broker drops the connection on this message")
             self.health_figures.set_aside += 1
@@ -441,6 +451,7 @@ class MqttChannel:
                 payload = mark_replay(message.payload) if message.replay else message.payload
                 info = self.client.publish(self.topics[message.kind], payload, qos=1)
                 self._inflight[info.mid] = message.seq
+                self._sizes[message.seq] = len(payload)
                 if message.kind != "telemetry":
                     self._inflight_alarms.add(message.seq)
                 self.health_figures.published += 1

@@ -344,6 +344,7 @@ class KeeperWeb:
         if new_session:
             session = secrets.token_urlsafe(24)
         request[SESSION] = session
+        self.counters["requests"] += 1
         response: web.StreamResponse
         query = request.rel_url.raw_query_string
         if len(query) > MAX_QUERY:
@@ -497,7 +498,8 @@ class KeeperWeb:
         if refusal is not None:
             status, message = refusal
             return await self._render_alarms(request, error=message, status=status)
-        by = f"{name} (web)"
+        # Who, as given; how (the page) travels as the event's ``via``.
+        by = name
         outcome = await self.port.acknowledge(alarm_id, by)
         if outcome.status == "acknowledged":
             log.info("web_alarm_acknowledged", alarm_id=alarm_id, by=by, client=client)
@@ -572,7 +574,8 @@ class KeeperWeb:
             while True:
                 want = min(HISTORY_PAGE, MAX_PLOT_READINGS - read)
                 rows = await self.port.history(ref, cursor, end, want)
-                decimator.feed(rows)
+                # Decimating 5,000 readings is CPU work: a worker's, not the loop's.
+                await asyncio.to_thread(decimator.feed, rows)
                 read += len(rows)
                 if len(rows) < want or not rows:
                     break
@@ -584,8 +587,9 @@ class KeeperWeb:
                 await asyncio.sleep(0)  # let polls and the uplink run between pages
             series = decimator.finish(min(end, ctx.now_ms))
             label = pages.point_label(ctx, point, ref)
-            svg = render_svg(series, self._plot_lines(point, site), site.timezone, point.unit,
-                             self.t("plot.off_scale"), self.t("plot.no_data"), label)
+            svg = await asyncio.to_thread(
+                render_svg, series, self._plot_lines(point, site), site.timezone, point.unit,
+                self.t("plot.off_scale"), self.t("plot.no_data"), label)
         return self._html(pages.plot_page(ctx, point, period, svg, series, start, end,
                                           truncated_at))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["LANGUAGES", "Language", "text"]
+__all__ = ["LANGUAGES", "Language", "has_text", "text"]
 
 Language = Literal["zh", "en"]
 LANGUAGES: tuple[Language, ...] = ("zh", "en")
@@ -87,6 +87,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "alarm.unacked": ("未确认", "Not acknowledged"),
     "alarm.rule": ("规则", "Rule"),
     "alarm.by": ("确认人", "By"),
+    # how an alarm was acknowledged (the alarm event's ``via``)
+    "via.mqtt": ("平台", "platform"),
+    "via.sms": ("短信", "SMS"),
+    "via.page": ("本地页面", "local page"),
+    "via.button": ("按钮", "push button"),
     "alarm.state": ("状态", "State"),
     "alarm.severity": ("等级", "Severity"),
     "alarm.message": ("说明", "Message"),
@@ -203,6 +208,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "error.internal": ("页面出错，已记录。请稍后重试。",
                        "The page failed; this was logged. Try again shortly."),
 }
+
+
+def has_text(key: str) -> bool:
+    return key in TEXTS
 
 
 def text(lang: Language, key: str, **values: object) -> str:

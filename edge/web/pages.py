@@ -19,7 +19,7 @@ from html import escape
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from edge.web.i18n import Language, text
+from edge.web.i18n import Language, has_text, text
 from edge.web.plots import Series
 from edge.web.port import (
     AlarmEvent,
@@ -356,14 +356,24 @@ def _unit_of(by_ref: Mapping[str, PointStatus], ref: str) -> str:
     return point.unit if point else ""
 
 
+def acknowledger(ctx: PageContext, by: str | None, via: str | None) -> str:
+    """Who acknowledged and how: 张三（本地页面）; either part may be missing."""
+    how = ""
+    if via:
+        how = ctx.t("via." + via) if has_text("via." + via) else via
+    if by and how:
+        return f"{by}（{how}）" if ctx.lang == "zh" else f"{by} ({how})"
+    return by or how
+
+
 def _alarm_card(ctx: PageContext, alarm: AlarmStatus, by_ref: Mapping[str, PointStatus],
                 ack_enabled: bool) -> str:
     unit = _unit_of(by_ref, alarm.point)
     label = point_label(ctx, by_ref.get(alarm.point), alarm.point)
     if alarm.acknowledged:
-        status = (ctx.t("alarm.acked_by", by=alarm.acknowledged_by,
-                        time=fmt_time(alarm.acknowledged_ms, ctx.tz))
-                  if alarm.acknowledged_by else ctx.t("alarm.acked_unknown"))
+        who = acknowledger(ctx, alarm.acknowledged_by, alarm.acknowledged_via)
+        status = (ctx.t("alarm.acked_by", by=who, time=fmt_time(alarm.acknowledged_ms, ctx.tz))
+                  if who else ctx.t("alarm.acked_unknown"))
     else:
         status = ctx.t("alarm.unacked")
     form = ""
@@ -423,7 +433,7 @@ def alarms_page(ctx: PageContext, active: Sequence[AlarmStatus],
             f'<td>{_e(ctx.t("state." + event.state))}</td>'
             f"<td>{_e(fmt_number(event.value))} {_e(unit)}</td>"
             f"<td>{_e(fmt_number(event.limit))} {_e(unit)}</td>"
-            f"<td>{_e(event.by or '')}</td></tr>")
+            f"<td>{_e(acknowledger(ctx, event.by, event.via))}</td></tr>")
     head = "".join(f"<th>{_e(ctx.t(k))}</th>" for k in (
         "col.time", "col.point", "alarm.severity", "alarm.state", "alarm.value",
         "alarm.limit", "alarm.by"))

@@ -145,6 +145,7 @@ class AlarmStatus:
     acknowledged: bool
     acknowledged_by: str | None = None  # "" when acknowledged by someone unnamed
     acknowledged_ms: int | None = None
+    acknowledged_via: str | None = None  # how: mqtt (the platform), sms, page, button
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,7 @@ class AlarmEvent:
     limit: float | None
     message: str
     by: str | None = None  # who acknowledged, for state 'acknowledged'
+    via: str | None = None  # how, for state 'acknowledged': mqtt, sms, page, button
 
 
 @dataclass(frozen=True, slots=True)

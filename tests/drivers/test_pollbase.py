@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from drivers.bus import DeviceHealth
 from drivers.bustask import MAX_BACKOFF_S, DeviceSchedule
 from drivers.devices import DeviceConfig
@@ -20,3 +22,22 @@ def test_backoff_of_a_device_offline_for_days_stays_bounded() -> None:
         schedule.reschedule(device, state)
         # Monotonic times near 4,000 s lose the last bits of 300.0 in the subtraction.
         assert schedule.due["dead"] - before <= MAX_BACKOFF_S + 1e-6
+
+
+def test_a_device_asked_for_while_it_is_polled_is_polled_again_at_once() -> None:
+    device = DeviceConfig.model_validate({
+        "id": "level-1", "bus": "lan", "poll_interval_s": 60,
+        "points": [{"id": "p", "register": {"table": "holding", "address": 0}}]})
+    schedule = DeviceSchedule([device])
+    schedule.start()
+    state = DeviceHealth()
+    started = time.monotonic()
+    schedule.all_now()  # asked for before the poll began: that poll answers it
+    schedule.reschedule(device, state, time.monotonic())
+    assert schedule.due["level-1"] >= started + 59
+    polling = time.monotonic()
+    schedule.all_now()  # asked for while a poll ran: its readings may predate the ask
+    schedule.reschedule(device, state, polling)
+    assert schedule.due["level-1"] <= time.monotonic()
+    schedule.reschedule(device, state, time.monotonic())  # that poll answered it
+    assert schedule.due["level-1"] >= time.monotonic() + 59

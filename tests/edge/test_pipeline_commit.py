@@ -62,3 +62,24 @@ def test_alarms_that_cannot_be_stored_are_carried_to_the_next_commit(tmp_path: P
     assert gateway._uncommitted == [broken]
     assert store.outbox.pending("telemetry", 0, 10) == [] and store.last_seq == 0
     gateway.store.close()
+
+
+def test_a_poll_counts_from_its_first_reading_for_the_inspection(tmp_path: Path) -> None:
+    """An inspection asked for while a poll was reading must not take that poll as its
+    answer: the poll is dated by its first reading, not by its commit."""
+    from rules.engine import RuleEngine
+    from tests.rules.sample_site import settings
+    from vocab.model import PollResult
+
+    async def scenario() -> None:
+        gateway = pipeline(StoreWorker(Store(tmp_path / "edge.db")))
+        await gateway.rebuild_engine(lambda active: RuleEngine(settings([]).rule_site(), active))
+        task = asyncio.create_task(gateway.run())
+        await gateway.enqueue(PollResult("lan", "level-1", (
+            level(123.0, T0 + 500), level(123.1, T0)), 2, True))
+        await gateway.stop()
+        await task
+        assert gateway.last_poll == {"level-1": T0}
+        gateway.store.close()
+
+    asyncio.run(scenario())

@@ -48,3 +48,25 @@ def test_a_disconnect_after_a_long_connection_is_a_network_problem(tmp_path: Pat
         up._connected_at = time.monotonic() - 60
         up._watch_for_poison("keepalive timeout")
     assert up._poison is None
+
+
+def test_of_the_messages_in_flight_every_time_the_largest_is_the_poison(
+        tmp_path: Path) -> None:
+    # A small message sent just before the oversized one is still unacknowledged when the
+    # broker drops the link, at every reconnect: the oversized one is set aside, not it.
+    up = uplink(tmp_path)
+    up._inflight = {11: 7, 12: 8}
+    up._sizes = {7: 300, 8: 4000}
+    disconnect_quickly(up, POISON_DISCONNECTS)
+    assert up._poison == 8
+
+
+def test_a_message_acknowledged_between_disconnects_is_no_longer_suspected(
+        tmp_path: Path) -> None:
+    up = uplink(tmp_path)
+    up._inflight = {11: 7, 12: 8, 13: 9}
+    up._sizes = {7: 300, 8: 200, 9: 100}
+    disconnect_quickly(up, 1)
+    up._inflight = {12: 8, 13: 9}  # 7 got its PUBACK after the reconnect
+    disconnect_quickly(up, POISON_DISCONNECTS - 1)
+    assert up._poison == 8

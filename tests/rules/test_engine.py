@@ -249,3 +249,14 @@ def test_units_of_derived_points_and_sums() -> None:
     assert engine.units["derived/freeboard"] == "m"
     assert engine.units["rain/rain_24h"] == "mm"
     assert engine.env.interval_s("derived/gradient") == 300
+
+
+def test_the_book_keeps_when_and_why_of_each_active_alarm_as_the_store_does() -> None:
+    engine = RuleEngine(settings([LEVEL_HIGH]).rule_site())
+    (raised,) = engine.evaluate([reading(LEVEL, T0, 123.6)]).transitions
+    engine.evaluate([reading(LEVEL, T0 + MIN, 123.7)])  # the same level: no transition
+    (escalated,) = engine.evaluate([reading(LEVEL, T0 + 2 * MIN, 125.0)]).transitions
+    (alarm,) = engine.book.active.values()
+    assert (alarm.state, alarm.raised_ms, alarm.updated_ms, alarm.value, alarm.limit) == (
+        "escalated", T0, T0 + 2 * MIN, 125.0, 124.8)
+    assert alarm.message == escalated.message and alarm.message != raised.message

@@ -1,8 +1,9 @@
-"""What the daemon imports: numpy only for an HST fit, never the offline or simulator code.
+"""What the daemon imports: numpy only for an HST fit, aiohttp only for the keeper's page,
+never the offline or simulator code.
 
-numpy alone is about 12 MiB of the gateway's RSS (docs/performance.md), so it must stay
-out of a site whose rules do not fit an HST model from history. Each case runs in a fresh
-interpreter, where ``sys.modules`` shows what was loaded.
+numpy alone is about 12 MiB of the gateway's RSS (docs/performance.md), aiohttp and the
+page about 13 MiB (docs/web.md), so each must stay out of a site that does not use it.
+Each case runs in a fresh interpreter, where ``sys.modules`` shows what was loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,8 +84,47 @@ def test_an_hst_rule_fitting_from_history_loads_numpy_when_built() -> None:
 def test_the_daemon_loads_no_offline_or_simulator_code() -> None:
     modules = loaded_after("import edge.cli, edge.gateway, drivers.registry")
     for unwanted in ("sqlite_utils", "simulator.reservoir", "simulator.faultplan",
-                     "pymodbus.server", "numpy"):
+                     "pymodbus.server", "numpy", "aiohttp", "edge.web.app",
+                     "edge.web.pages"):
         assert unwanted not in modules
+
+
+def _gateway_with_page(path: Path, web: dict[str, object] | None) -> str:
+    """A fresh interpreter builds a gateway and its configured services, as `edge run`."""
+    config = {"site": {"id": "s"}, "gateway": {"id": "g"}, "mqtt": {"host": "127.0.0.1"},
+              "store": {"path": str(path.parent / "edge.db")},
+              **({"web": web} if web else {})}
+    path.write_text(json.dumps(config))
+    return f"""
+        import asyncio
+        from edge.config import load_config
+        from edge.gateway import Gateway
+        from edge.services import configured
+
+        async def main():
+            gateway = Gateway(loaded)
+            for service_type in configured(loaded.settings):
+                service = service_type.build(loaded.settings, gateway.ports)
+                task = asyncio.create_task(service.run())
+                while not service.health()["listening"]:
+                    await asyncio.sleep(0.02)
+                await service.stop()
+                await task
+            gateway.store.close()
+            gateway.history.close()
+
+        loaded = load_config({str(path)!r})
+        asyncio.run(main())
+    """
+
+
+def test_aiohttp_is_loaded_only_for_a_site_with_the_keepers_page(tmp_path: Path) -> None:
+    without = loaded_after(_gateway_with_page(tmp_path / "plain.yaml", None))
+    assert not {"aiohttp", "edge.web.app", "edge.web.keeper_port"} & without
+    assert "edge.web.config" in without  # the web: section's model, with the configuration
+    paged = loaded_after(_gateway_with_page(tmp_path / "paged.yaml",
+                                            {"listen": f"127.0.0.1:{free_port()}"}))
+    assert {"aiohttp", "edge.web.app", "edge.web.keeper_port"} <= paged
 
 
 def test_a_driver_is_loaded_with_the_first_bus_of_its_type() -> None:

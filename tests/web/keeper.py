@@ -136,7 +136,7 @@ class StoreKeeper:
                 r["alarm_id"], f"{r['device']}/{r['point']}", r["rule"], r["severity"],
                 r["state"], r["raised_ms"], r["updated_ms"], r["value"], r["limit_value"],
                 r["message"], bool(r["acked"]), by if r["acked"] else None,
-                at if r["acked"] else None))
+                at if r["acked"] else None, "page" if r["acked"] else None))
         return sorted(found, key=lambda a: (-SEVERITY_RANK[a.severity], a.since_ms))
 
     async def active_alarms(self) -> Sequence[AlarmStatus]:
@@ -151,7 +151,8 @@ class StoreKeeper:
                            r["severity"], r["state"], r["ts_ms"], r["value"],
                            r["limit_value"], r["message"],
                            self._acked_by.get(r["alarm_id"], (None, 0))[0]
-                           if r["state"] == "acknowledged" else None)
+                           if r["state"] == "acknowledged" else None,
+                           "page" if r["state"] == "acknowledged" else None)
                 for r in rows]
 
     async def alarm_history(self, from_ms: int, to_ms: int,

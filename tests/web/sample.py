@@ -148,7 +148,7 @@ def build_site(path: Path) -> tuple[StoreKeeper, Facts]:
     alarm("a-settle", "gnss-1/settlement_mm", "critical", "raised", t0 - 30 * 60_000, 3.2,
           3.0, "坝顶沉降 3.2 mm 超过 3.0 mm")
     keeper.write(cycles)
-    keeper.mark_acknowledged("a-piezo", "李四 (web)", t0 - HOUR)
+    keeper.mark_acknowledged("a-piezo", "李四", t0 - HOUR)
     return keeper, facts
 
 

@@ -1,19 +1,26 @@
 """The page on the daemon's loop: it starts without its address, stops cleanly, and its
-heaviest work (a 30-day plot, a PIN check) never holds the loop for long."""
+heaviest work (decimating and drawing a 30-day plot, a PIN check) runs on worker threads,
+never on the loop. Which thread did the work is checked, not how long the loop waited:
+a timing bound would pass or fail with the machine's load.
+
+(bench/web_cost.py measures the loop's lag during that work: 38 ms for 30 days.)"""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+import edge.web.app as app_module
+import edge.web.pin as pin_module
 from edge.web.app import KeeperWeb
+from edge.web.plots import Decimator
 from tests.web.keeper import LoopThread, PointSpec, StoreKeeper, serve
 from tests.web.sample import SITE, raw_request, web_config
 from vocab.model import AlarmTransition, Reading, now_ms
@@ -21,8 +28,6 @@ from vocab.model import AlarmTransition, Reading, now_ms
 T = TypeVar("T")
 
 MIN = 60_000
-# A poll every 10 ms; a lag this long would be noticed by no bus (RTU timeouts are 1 s).
-MAX_LAG_S = 0.15
 
 
 def test_starts_without_its_address_and_listens_once_free(loop: LoopThread,
@@ -70,51 +75,48 @@ def month(loop: LoopThread, tmp_path_factory: pytest.TempPathFactory,
     keeper.close()
 
 
-async def _max_lag(work: asyncio.Future[T], tick_s: float = 0.01) -> float:
-    worst = 0.0
-    while not work.done():
-        before = time.monotonic()
-        await asyncio.sleep(tick_s)
-        worst = max(worst, time.monotonic() - before - tick_s)
-    return worst
+def on_threads(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> set[str]:
+    """Record the names of the threads that call ``owner.name``."""
+    threads: set[str] = set()
+    original = getattr(owner, name)
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        threads.add(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return threads
 
 
-def lag_during(loop: LoopThread, request: Callable[[], T]) -> tuple[float, T]:
-    """The longest the loop was held while ``request`` ran on another thread."""
-
-    async def measure() -> tuple[float, T]:
-        work = asyncio.get_running_loop().run_in_executor(None, request)
-        lag = await _max_lag(work)
-        return lag, await work
-
-    return loop.run(measure(), timeout=60)
-
-
-def test_a_30_day_plot_never_holds_the_loop(loop: LoopThread,
-                                            month: tuple[KeeperWeb, StoreKeeper]) -> None:
+def test_a_30_day_plot_is_drawn_off_the_loop(loop: LoopThread,
+                                            month: tuple[KeeperWeb, StoreKeeper],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     server, keeper = month
     port = server.config.port
-    lag, answer = lag_during(loop, lambda: raw_request(
-        port, "GET", "/plot/level-1/water_level?period=30d"))
-    status, _, text = answer
+    drawing = on_threads(monkeypatch, app_module, "render_svg")
+    decimating = on_threads(monkeypatch, Decimator, "feed")
+    status, _, text = raw_request(port, "GET", "/plot/level-1/water_level?period=30d")
     assert status == 200
     counts = re.search(r'id="plot-counts">(\d+) ', text)
     assert counts is not None and int(counts.group(1)) >= 43_000
     assert len(text) < 60_000  # decimated: the page stays small on a phone's link
-    assert lag < MAX_LAG_S, f"the loop was held {lag * 1000:.0f} ms"
+    assert drawing and decimating
+    assert "test-loop" not in drawing | decimating, "the plot was drawn on the loop"
     assert keeper.history_calls >= 9  # read page by page
 
 
 def test_a_pin_check_runs_off_the_loop(loop: LoopThread,
-                                      month: tuple[KeeperWeb, StoreKeeper]) -> None:
+                                      month: tuple[KeeperWeb, StoreKeeper],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    hashing = on_threads(monkeypatch, pin_module, "_scrypt")
     port = month[0].config.port
     _, headers, text = raw_request(port, "GET", "/devices")
     cookie = headers["set-cookie"].split(";")[0]
     token = re.search(r'name="csrf" value="([^"]+)"', text)
     assert token is not None
     body = f"csrf={token.group(1)}&alarm_id=x&name=x&pin=000000".encode()
-    lag, answer = lag_during(loop, lambda: raw_request(
-        port, "POST", "/alarms/ack", body,
-        {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}))
+    answer = raw_request(port, "POST", "/alarms/ack", body,
+                         {"Content-Type": "application/x-www-form-urlencoded",
+                          "Cookie": cookie})
     assert answer[0] == 403
-    assert lag < MAX_LAG_S, f"the loop was held {lag * 1000:.0f} ms"
+    assert hashing and "test-loop" not in hashing, "the PIN was hashed on the loop"

@@ -10,14 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
-from selenium.webdriver.support.wait import WebDriverWait
 
 from edge.web.app import KeeperWeb
+from tests.web.browsing import Browser, click_and_wait, css, one
 from tests.web.keeper import LoopThread, StoreKeeper, serve
 from tests.web.sample import (
     HOUR,
@@ -30,7 +28,6 @@ from tests.web.sample import (
 )
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-Browser = Any  # selenium's WebDriver
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +41,6 @@ def page(loop: LoopThread, site: tuple[StoreKeeper, Facts],
 
 def url(server: KeeperWeb, path: str) -> str:
     return f"http://127.0.0.1:{server.config.port}{path}"
-
-
-def css(browser: Browser, selector: str) -> list[Any]:
-    return list(browser.find_elements(By.CSS_SELECTOR, selector))
-
-
-def one(browser: Browser, selector: str) -> Any:
-    found = css(browser, selector)
-    assert len(found) == 1, f"{selector}: {len(found)} elements"
-    return found[0]
 
 
 def shoot(browser: Browser, name: str) -> None:
@@ -136,7 +123,7 @@ def test_alarms_list_active_first_then_history_and_notifications(
     assert level.find_element(By.CSS_SELECTOR, ".ack-status").text == "未确认"
     assert level.find_elements(By.CSS_SELECTOR, "form.ack")
     acked = cards[1]
-    assert "李四 (web)" in acked.find_element(By.CSS_SELECTOR, ".ack-status").text
+    assert "李四（本地页面）" in acked.find_element(By.CSS_SELECTOR, ".ack-status").text
     assert not acked.find_elements(By.CSS_SELECTOR, "form.ack")
     history = [(r.get_attribute("data-alarm"), r.get_attribute("data-state"))
                for r in css(browser, "#history tr[data-alarm]")]
@@ -199,13 +186,6 @@ def submit_ack(browser: Browser, alarm_id: str, name: str, pin: str) -> None:
     click_and_wait(browser, form.find_element(By.CSS_SELECTOR, "button"))
 
 
-def click_and_wait(browser: Browser, button: Any) -> None:
-    """Click a submit button and wait until the browser has loaded the answer."""
-    old = browser.find_element(By.TAG_NAME, "html")
-    button.click()
-    WebDriverWait(browser, 15).until(staleness_of(old))
-
-
 def test_wrong_pin_refused_right_pin_acknowledges_through_the_port(
         browser: Browser, page: KeeperWeb, site: tuple[StoreKeeper, Facts]) -> None:
     keeper, _ = site
@@ -216,9 +196,9 @@ def test_wrong_pin_refused_right_pin_acknowledges_through_the_port(
     submit_ack(browser, "a-level", "张三", PIN)
     assert browser.current_url.endswith("/alarms?acked=a-level")
     assert one(browser, "#notice").text == "报警 a-level 已确认。"
-    assert keeper.acks == [("a-level", "张三 (web)")]
+    assert keeper.acks == [("a-level", "张三")]
     card = one(browser, 'li[data-alarm="a-level"]')
-    assert "张三 (web)" in card.find_element(By.CSS_SELECTOR, ".ack-status").text
+    assert "张三（本地页面）" in card.find_element(By.CSS_SELECTOR, ".ack-status").text
     assert not card.find_elements(By.CSS_SELECTOR, "form.ack")
     history = [(r.get_attribute("data-alarm"), r.get_attribute("data-state"))
                for r in css(browser, "#history tr[data-alarm]")]
