@@ -41,8 +41,10 @@ class BusSupervisor:
         self.pollers: dict[str, BusTask] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.watchdog_gate = WatchdogGate()
+        self._stopped = False
 
     def start_all(self) -> None:
+        self._stopped = False
         for bus in self.settings.buses:
             self.start(bus.id)
 
@@ -74,6 +76,7 @@ class BusSupervisor:
             await asyncio.gather(task, return_exceptions=True)
 
     async def stop_all(self) -> None:
+        self._stopped = True  # no bus is started for a late relay write
         for bus_id in list(self.pollers):
             await self.stop(bus_id)
 
@@ -98,13 +101,16 @@ class BusSupervisor:
         """Switch coils of a relay module on a bus, between that bus's device polls
         (drivers/bustask.py); the result says whether the read-back matched."""
         poller = self.pollers.get(bus_id)
-        if poller is None and any(b.id == bus_id for b in self.settings.buses):
+        known = any(b.id == bus_id for b in self.settings.buses)
+        if poller is None and known and not self._stopped:
             # A bus with relays only has no task until its first write.
             self.start(bus_id, write_only=True)
             poller = self.pollers.get(bus_id)
         if poller is None:
+            reason = "the buses are stopped" if self._stopped else \
+                f"bus {bus_id!r} is not configured"
             return CoilWrite(bus_id, unit, address, tuple(bool(v) for v in values), False,
-                             None, f"bus {bus_id!r} is not configured", 0.0)
+                             None, reason, 0.0)
         return await poller.write_coils(unit, address, values)
 
     def device_states(self) -> list[dict[str, Any]]:

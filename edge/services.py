@@ -6,10 +6,13 @@ centres, notifications by SMS and siren, the keeper's page.
 
 from __future__ import annotations
 
+from edge.channels import notify
 from edge.config import GatewaySettings
 from edge.ports import ServiceType
 
-SERVICE_TYPES: tuple[ServiceType, ...] = ()
+SERVICE_TYPES: tuple[ServiceType, ...] = (
+    notify.SERVICE_TYPE,
+)
 
 
 def configured(settings: GatewaySettings) -> list[ServiceType]:
