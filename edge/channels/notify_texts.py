@@ -108,10 +108,20 @@ class PointWords:
         self.language = language
         self.names = dict(names)
         self.points = dict(points)
-        counts: dict[str, int] = {}
-        for quantity, _ in self.points.values():
-            counts[quantity] = counts.get(quantity, 0) + 1
-        self._shared = {q for q, n in counts.items() if n > 1}
+        by_quantity: dict[str, list[str]] = {}
+        for ref, (quantity, _) in self.points.items():
+            by_quantity.setdefault(quantity, []).append(ref)
+        # Where several points measure one quantity (piezometers), texts tell them apart
+        # by device, or by point when one device has them all, or by both.
+        self._suffix: dict[str, str] = {}
+        for refs in by_quantity.values():
+            if len(refs) < 2:
+                continue
+            devices = [r.split("/", 1)[0] for r in refs]
+            points = [r.split("/", 1)[1] for r in refs]
+            use = devices if len(set(devices)) == len(refs) else \
+                points if len(set(points)) == len(refs) else refs
+            self._suffix.update(zip(refs, use, strict=True))
 
     def name(self, ref: str) -> str:
         if ref in self.names:
@@ -120,8 +130,8 @@ class PointWords:
         word = QUANTITY_WORDS[self.language].get(quantity)
         if word is None:
             return ref
-        # Several piezometers: "渗压 piezo-1" tells them apart.
-        return f"{word} {ref.split('/')[0]}" if quantity in self._shared else word
+        suffix = self._suffix.get(ref)
+        return f"{word} {suffix}" if suffix else word
 
     def unit(self, ref: str) -> str:
         return self.points.get(ref, ("", ""))[1]
