@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, metavar="CONTACT", help="a contact id of notify")
     p.add_argument("--note", default="", help="a few words added to the test text")
     p.add_argument("--wait-s", type=float, default=90.0,
-                   help="how long to wait for the running gateway to send it (default 90)")
+                   help="how long to wait for the running gateway to send it, or (at most "
+                        "30 s) for the modem to be ready (default 90)")
     p.set_defaults(func=cmd_notify_test)
 
     p = sub.add_parser("export", help="readings from the local store as CSV or JSON lines")

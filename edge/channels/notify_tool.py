@@ -14,6 +14,7 @@ import asyncio
 import sqlite3
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 from edge.channels import notify_store as db
@@ -25,6 +26,8 @@ from edge.localstore import running_pid
 from vocab.model import now_ms
 
 READY_WAIT_S = 30.0
+# A port that does not appear within this is not a modem being re-plugged.
+PORT_WAIT_S = 3.0
 
 
 class NotifyToolError(Exception):
@@ -51,7 +54,7 @@ def notify_test(settings: GatewaySettings, contact_id: str, note: str = "",
         row = _through_the_gateway(settings, message, wait_s)
     else:
         print(f"the gateway is not running: sending through {config.modem.port}", file=out)
-        row = asyncio.run(_directly(settings, message))
+        row = asyncio.run(_directly(settings, message, min(wait_s, READY_WAIT_S)))
     return _report(row, out)
 
 
@@ -77,7 +80,8 @@ def _through_the_gateway(settings: GatewaySettings, message: NewMessage,
         conn.close()
 
 
-async def _directly(settings: GatewaySettings, message: NewMessage) -> MessageRow:
+async def _directly(settings: GatewaySettings, message: NewMessage,
+                    ready_wait_s: float) -> MessageRow:
     from drivers.gsm_modem import GsmModem, ModemState
     from edge.channels.notify_sender import Sender, SendPolicy
     from edge.outbox import Outbox
@@ -91,8 +95,12 @@ async def _directly(settings: GatewaySettings, message: NewMessage) -> MessageRo
         await store.run(db.create_schema, conn)
         message_id = await store.run(db.queue_message, conn, message, now_ms())
         async with GsmModem(config.modem) as modem:
-            deadline = time.monotonic() + READY_WAIT_S
-            while modem.state is not ModemState.READY and time.monotonic() < deadline:
+            started = time.monotonic()
+            while modem.state is not ModemState.READY and \
+                    time.monotonic() - started < ready_wait_s:
+                if not Path(config.modem.port).exists() and \
+                        time.monotonic() - started > PORT_WAIT_S:
+                    break  # no such port: waiting longer will not make a modem appear
                 await asyncio.sleep(0.2)
             # One try: a test that fails says so now rather than being retried later.
             policy = SendPolicy(0, config.retry_s, config.retry_max_s, 1, 10_000)

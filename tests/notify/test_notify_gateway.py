@@ -78,11 +78,12 @@ def test_an_mqtt_acknowledgement_and_the_button_stop_everything(tmp_path: Path) 
             await s.until(lambda: not s.relay.coils[0], "the siren off")
             assert {r[0]: r[3:] for r in alarm_rows(s)} == {
                 first: ("平台值班员", "mqtt"), second: ("值班按钮", "button")}
-            await asyncio.sleep(3.5)  # past the second tier's delay
-            assert s.texts_to(OFFICER) == []
-            s.press(False)
             service = s.service
             assert service is not None and service.button_acks == 1
+            await s.until(lambda: service.figures.get("escalations_pending") == 0,
+                          "the escalations stopped")
+            assert s.texts_to(OFFICER) == []
+            s.press(False)
             health = service.health()
             assert health["sirens"]["siren-1"]["relay_ok"] is True
             assert health["messages"]["escalations_pending"] == 0
