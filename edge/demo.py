@@ -1,7 +1,9 @@
 """``edge demo``: a simulated reservoir, a private broker and the gateway, on loopback.
 
 Prints what a district platform subscribed to the gateway receives: readings as they are
-polled and alarms as the simulated flood passes the flood-limit level.
+polled, alarms as the simulated flood passes the flood-limit level, and (with the demo
+site's notify section) each text the simulated modem sends and the siren switching; the
+keeper's simulated phone replies "1" after 40 s.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
     for bus in config["buses"]:
         if bus["type"] == "modbus_tcp":
             bus["port"] = modbus_port
+    notify = config.get("notify") or {}
+    replies: list[str] = []
+    if notify.get("modem"):
+        notify["modem"]["port"] = str(work / "modem")
+        if notify.get("contacts"):
+            replies = ["--sms-reply", f"40:{notify['contacts'][0]['phone']}:1"]
     site_file = work / "demo.yaml"
     site_file.write_text(yaml.safe_dump(config, sort_keys=False))
     (work / "mosquitto.conf").write_text(
@@ -74,8 +82,8 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
             print(f"mosquitto did not start; see {work / 'mosquitto.log'}", file=sys.stderr)
             return 1
         fault_args = [arg for fault in faults or [] for arg in ("--fault", fault)]
-        spawn([*edge, "simulate", "-c", str(site_file), "--period-s", "60", *fault_args],
-              "simulator.log")
+        spawn([*edge, "simulate", "-c", str(site_file), "--period-s", "60", *fault_args,
+               *replies], "simulator.log")
         _wait_for_port(modbus_port)
         print(f"broker 127.0.0.1:{mqtt_port}  simulator 127.0.0.1:{modbus_port}  "
               f"subscribed to {root}/#  (Ctrl-C to stop)\n")

@@ -173,11 +173,12 @@ class Texts:
         name = self.points.name(a.ref)
         if a.limit is None or a.value is None:
             return a.message
-        above = a.value >= a.limit
         value, limit = self.quantity(a.value, a.ref), self.quantity(a.limit, a.ref)
+        where = "above" if a.value > a.limit else "below" if a.value < a.limit else "at"
         if self.zh:
-            return f"{name} {value}，{'高于' if above else '低于'}限值 {limit}"
-        return f"{name} {value}, {'above' if above else 'below'} the limit of {limit}"
+            word = {"above": "高于", "below": "低于", "at": "达到"}[where]
+            return f"{name} {value}，{word}限值 {limit}"
+        return f"{name} {value}, {where} the limit of {limit}"
 
     def _ask(self, code: str) -> str:
         return f"回复1或{code}确认" if self.zh else f"Reply 1 or {code} to acknowledge."
@@ -237,7 +238,7 @@ class Texts:
         if a.limit is None or a.value is None:
             what = f"{name} {self.severity(a.severity)}"
         else:
-            sign = ">" if a.value >= a.limit else "<"
+            sign = ">" if a.value > a.limit else "<" if a.value < a.limit else "="
             what = f"{name} {self.quantity(a.value, a.ref)}{sign}" \
                    f"{self.quantity(a.limit, a.ref)} {self.severity(a.severity)}"
         if kind == "escalated":
@@ -263,8 +264,13 @@ def site_texts(settings: GatewaySettings) -> Texts:
     """The texts of a site with a notify section, in its language and time zone."""
     config = settings.notify
     assert config is not None
+    from rules.engine import producer_specs
+
     points = {f"{d.id}/{p.id}": (p.quantity, p.unit) for d, p in settings.iter_points()}
-    points.update({d.key: ("other", d.unit) for d in settings.derived})
+    # Derived points and the sums rules publish (rain/rain_3h) have units too.
+    for spec in producer_specs(settings.rule_site()):
+        quantity = "rainfall" if spec.from_rule else "other"
+        points.update({out: (quantity, spec.unit) for out in spec.outputs})
     return Texts(config.language, settings.site.name or settings.site.id,
                  settings.site.timezone, PointWords(config.language, config.point_names,
                                                     points))

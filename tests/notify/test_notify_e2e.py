@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from pymodbus.client import ModbusTcpClient
 
 from simulator.modem import ModemFault, SimulatedModem
+from tests.e2e.test_contract import schemas
 from tests.notify import independent
 from tests.support import (
     Broker,
@@ -178,6 +180,12 @@ def test_alarm_texts_escalate_and_a_reply_stops_them_with_no_uplink(
             sirens = [e["event"] for e in rec.on("/events") if e["event"]["type"] == "siren"]
             assert [(s["state"], s["reason"]) for s in sirens] == [
                 ("sounding", "alarm"), ("silent", "acknowledged")]
+            # As docs/mqtt.md documents them.
+            documented = schemas()
+            for message in rec.on("/events"):
+                jsonschema.validate(message, documented["events"])
+            for message in rec.on("/alarms"):
+                jsonschema.validate(message, documented["alarms"])
         finally:
             rec.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,7 +18,9 @@ from edge.channels.notify_texts import (
     Texts,
     new_code,
     parse_reply,
+    site_texts,
 )
+from edge.config import load_config
 
 TZ = ZoneInfo("Asia/Shanghai")
 # 2026-07-01 14:05 in Beijing.
@@ -58,6 +61,20 @@ def test_an_english_alarm_text() -> None:
     text = texts("en").alarm(facts())
     assert text == ("[某某水库] ALARM: reservoir level 124.93 m, above the limit of 124.8 m, "
                     "at 07-01 14:05. Reply 1 or 4821 to acknowledge.")
+
+
+def test_at_the_limit_itself() -> None:
+    assert "库水位 124.8m，达到限值 124.8m" in texts().alarm(facts(value=124.8))
+    assert "at the limit of 124.8 m" in texts("en").alarm(facts(value=124.8))
+    assert texts().alarm_line(facts(value=124.8), "alarm").startswith("库水位 124.8m=124.8m")
+
+
+def test_a_site_names_its_rainfall_sums_with_their_unit() -> None:
+    settings = load_config(Path(__file__).resolve().parents[2] / "config" / "demo.yaml")
+    words = site_texts(settings.settings).points
+    assert words.unit("rain/rain_3h") == "mm"
+    assert words.name("rain/rain_3h") == "rainfall rain_3h"
+    assert words.name("level-1/water_level") == "reservoir level"
 
 
 def test_points_in_words() -> None:
