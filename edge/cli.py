@@ -9,7 +9,9 @@ import json
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge import __version__
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
@@ -188,6 +190,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.config), args.seconds, args.fault)
 
 
+def with_modem_options(p: argparse.ArgumentParser) -> None:
+    """`edge simulate`'s options for the notify section's simulated modem."""
+    p.add_argument("--no-modem", action="store_true",
+                   help="do not serve the notify section's modem (a test or a real one does)")
+    p.add_argument("--sms-reply", action="append", default=[], metavar="AT_S:FROM:TEXT",
+                   help="a text the simulated modem receives, e.g. 40:+8613800000001:1")
+    p.add_argument("--sms-log", metavar="FILE",
+                   help="append every SMS the simulated modem sends to FILE (JSON lines)")
+
+
+def add_notify_test(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("notify-test", help="send a test text to one of the site's contacts "
+                                           "(through the running gateway, or the modem)")
+    with_config(p)
+    p.add_argument("--to", required=True, metavar="CONTACT", help="a contact id of notify")
+    p.add_argument("--note", default="", help="a few words added to the test text")
+    p.add_argument("--wait-s", type=float, default=90.0,
+                   help="how long to wait for the running gateway to send it, or (at most "
+                        "30 s) for the modem to be ready (default 90)")
+    p.set_defaults(func=cmd_notify_test)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="reservoir-edge gateway")
     parser.add_argument("--version", action="version", version=f"reservoir-edge {__version__}")
@@ -224,12 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "disconnect, rtk_float)")
     p.add_argument("--period-s", type=float, default=120.0,
                    help="seconds between simulated storms (default 120)")
-    p.add_argument("--no-modem", action="store_true",
-                   help="do not serve the notify section's modem (a test or a real one does)")
-    p.add_argument("--sms-reply", action="append", default=[], metavar="AT_S:FROM:TEXT",
-                   help="a text the simulated modem receives, e.g. 40:+8613800000001:1")
-    p.add_argument("--sms-log", metavar="FILE",
-                   help="append every SMS the simulated modem sends to FILE (JSON lines)")
+    with_modem_options(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("status", help="state of the local gateway, from its store (no uplink "
@@ -237,15 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("notify-test", help="send a test text to one of the site's contacts "
-                                           "(through the running gateway, or the modem)")
-    with_config(p)
-    p.add_argument("--to", required=True, metavar="CONTACT", help="a contact id of notify")
-    p.add_argument("--note", default="", help="a few words added to the test text")
-    p.add_argument("--wait-s", type=float, default=90.0,
-                   help="how long to wait for the running gateway to send it, or (at most "
-                        "30 s) for the modem to be ready (default 90)")
-    p.set_defaults(func=cmd_notify_test)
+    add_notify_test(sub, with_config)
 
     p = sub.add_parser("export", help="readings from the local store as CSV or JSON lines")
     with_config(p)

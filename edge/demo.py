@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
@@ -40,6 +41,17 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> bool:
     return False
 
 
+def _notify_demo(config: dict[str, Any], work: Path) -> list[str]:
+    """The simulated modem moves to the demo's directory; the first contact's phone
+    replies "1" after 40 s. Returns the simulator's arguments for that reply."""
+    notify = config.get("notify") or {}
+    if not notify.get("modem"):
+        return []
+    notify["modem"]["port"] = str(work / "modem")
+    contacts = notify.get("contacts") or []
+    return ["--sms-reply", f"40:{contacts[0]['phone']}:1"] if contacts else []
+
+
 def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None = None) -> int:
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
@@ -56,12 +68,7 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
     for bus in config["buses"]:
         if bus["type"] == "modbus_tcp":
             bus["port"] = modbus_port
-    notify = config.get("notify") or {}
-    replies: list[str] = []
-    if notify.get("modem"):
-        notify["modem"]["port"] = str(work / "modem")
-        if notify.get("contacts"):
-            replies = ["--sms-reply", f"40:{notify['contacts'][0]['phone']}:1"]
+    replies = _notify_demo(config, work)
     site_file = work / "demo.yaml"
     site_file.write_text(yaml.safe_dump(config, sort_keys=False))
     (work / "mosquitto.conf").write_text(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -104,6 +104,7 @@ class Sender:
         self.attempts = 0
         self.failed_attempts = 0
         self.last_error: str | None = None
+        self.after_send: Callable[[], Awaitable[None]] | None = None  # figures to refresh
         self._failing = False
 
     async def start(self) -> None:
@@ -191,6 +192,8 @@ class Sender:
         await self.outbox.enqueue("event", build)
         if state == SENT:
             self.last_sent[row.phone] = stamp
+        if self.after_send is not None:
+            await self.after_send()
 
     def _log(self, row: MessageRow, state: str, tries: int, error: str | None,
              refs: Sequence[int]) -> None:

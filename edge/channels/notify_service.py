@@ -86,6 +86,7 @@ class NotifyService:
         policy = SendPolicy(round(config.pace_s * 1000), config.retry_s, config.retry_max_s,
                             config.max_tries, summary_capacity(max_parts))
         self.sender = Sender(ports.store, ports.outbox, policy, self.summarise, None)
+        self.sender.after_send = self._refresh
         self.sirens = Sirens(config.sirens, ports.buses, ports.pipeline, self.texts,
                              config.relay_alarm_severity, self._publish)
         self.figures: dict[str, int] = {}
@@ -132,9 +133,9 @@ class NotifyService:
         # A text with the modem finishes (bounded); cut off, it is sent again at restart.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.sender.idle.wait(), STOP_WAIT_S)
-        await self._cancel([t for t in self._tasks if t.get_name() != "notify:sirens"])
-        await self.sirens.stop()
+        # The sirens' own task goes first, so that no write of its own follows the "off".
         await self._cancel(self._tasks)
+        await self.sirens.stop()
         if self.modem is not None:
             await self.modem.stop()
 

@@ -135,7 +135,8 @@ class Sirens:
             await asyncio.gather(*(self._serve(s) for s in self.states.values()))
 
     async def stop(self) -> None:
-        """Switch every siren off (bounded): a stopped gateway must not leave one on."""
+        """Switch every siren off (bounded): a stopped gateway must not leave one on.
+        Called once the sirens' task is cancelled."""
         self._stopping = True
         writes = [self.buses.write_coils(s.config.bus, s.config.unit, s.config.coil, [False])
                   for s in self.states.values() if s.written is not False]

@@ -110,10 +110,13 @@ class Reservoir:
             return bool(c.read_coils(0, count=1, device_id=RELAY_UNIT).bits[0])
 
     def messages(self, where: str = "1") -> list[sqlite3.Row]:
+        return self.rows(f"SELECT * FROM notify_messages WHERE {where}")
+
+    def rows(self, sql: str) -> list[sqlite3.Row]:
         conn = sqlite3.connect(self.tmp / "edge.db")
         conn.row_factory = sqlite3.Row
         try:
-            return list(conn.execute(f"SELECT * FROM notify_messages WHERE {where}"))
+            return list(conn.execute(sql))
         except sqlite3.OperationalError:
             return []  # the service has not made its tables yet
         finally:
@@ -136,8 +139,28 @@ def stopped_broker(tmp_path: Path) -> Iterator[Broker]:
     broker.stop()
 
 
+def platform_session(broker: Broker) -> Recorder:
+    """The platform's persistent subscription, made before the broker goes down: the
+    broker keeps it (and queues for it) across its restart, so nothing the gateway sends
+    the moment the broker is back can slip past the recorder."""
+    broker.start()
+    rec = Recorder(broker.port, f"{ROOT}/#", persistent=True)
+    probe = Recorder(broker.port, "probe")
+    try:
+        deadline = time.monotonic() + 10
+        while not rec.on("/probe") and time.monotonic() < deadline:
+            probe.client.publish(f"{ROOT}/probe", "{}", qos=1)
+            time.sleep(0.1)
+        assert rec.on("/probe"), "the platform's subscription is in place"
+    finally:
+        probe.close()
+    broker.stop()
+    return rec
+
+
 def test_alarm_texts_escalate_and_a_reply_stops_them_with_no_uplink(
         tmp_path: Path, stopped_broker: Broker) -> None:
+    rec = platform_session(stopped_broker)
     with Reservoir(tmp_path, stopped_broker.port, [[0, 123.0], [1, 125.0]]) as site:
         site.start()
         until(lambda: len(site.texts_to(KEEPER)) == 1, "the keeper's text", 15)
@@ -151,8 +174,9 @@ def test_alarm_texts_escalate_and_a_reply_stops_them_with_no_uplink(
         # No acknowledgement within 3 s: the water officer's tier is added.
         until(lambda: len(site.texts_to(OFFICER)) == 1, "the second tier", 8)
         site.modem.deliver(KEEPER, "1")
-        until(lambda: not site.siren() and not site.modem.stored(),
-              "the reply read and the siren off")
+        until(lambda: not site.modem.stored() and not site.rows(
+            "SELECT 1 FROM notify_escalations WHERE state='active'"), "the reply taken")
+        until(lambda: not site.siren(), "the siren off")
         status = run_edge(["status", "-c", str(site.config)]).stdout
         assert "pending escalations: 0" in status and "by 王师傅 via sms" in status, status
         raised = min(p.at for t in site.modem.sent for p in t.parts)
@@ -160,9 +184,7 @@ def test_alarm_texts_escalate_and_a_reply_stops_them_with_no_uplink(
         assert site.texts_to(GRID) == [], "the ladder stopped at the acknowledgement"
         assert not site.siren()
         # The uplink comes back: what happened reaches the platform, nothing lost.
-        recorder_port = stopped_broker.port
         stopped_broker.start()
-        rec = Recorder(recorder_port, f"{ROOT}/#", persistent=True)
         try:
             rec.wait_for(lambda r: any(a["alarm"]["state"] == "acknowledged"
                                        for a in r.on("/alarms")), 20, "the acknowledgement")
@@ -177,6 +199,8 @@ def test_alarm_texts_escalate_and_a_reply_stops_them_with_no_uplink(
             assert {(o["contact"], o["outcome"]) for o in outcomes} == {
                 ("keeper", "sent"), ("water-officer", "sent")}
             assert all(o["references"] for o in outcomes)
+            rec.wait_for(lambda r: any(e["event"].get("state") == "silent"
+                                       for e in r.on("/events")), 10, "the siren's silence")
             sirens = [e["event"] for e in rec.on("/events") if e["event"]["type"] == "siren"]
             assert [(s["state"], s["reason"]) for s in sirens] == [
                 ("sounding", "alarm"), ("silent", "acknowledged")]
@@ -247,6 +271,10 @@ def test_a_failing_modem_is_retried_reported_and_mqtt_still_gets_the_alarm(
             rec.wait_for(lambda r: any(e["event"].get("outcome") == "sent"
                                        for e in r.on("/events")), 15, "the text sent")
             assert len(site.texts_to(KEEPER)) == 1
+            rec.wait_for(lambda r: (_notify_health(r) or {}).get("messages", {}).get("sent")
+                         == 1, 5, "the text counted as sent in health")
+            health = _notify_health(rec)
+            assert health is not None and health["messages"]["queued"] == 0
         finally:
             rec.close()
 
