@@ -66,6 +66,30 @@ class BusHealth:
         self.counters[what] = self.counters.get(what, 0) + n
 
 
+@dataclass(frozen=True, slots=True)
+class CoilWrite:
+    """What became of switching coils of a relay module (a siren, a beacon): the write
+    (FC05 for one coil, FC15 for several) and the read-back (FC01) that checks it."""
+
+    bus: str
+    unit: int
+    address: int
+    values: tuple[bool, ...]
+    ok: bool
+    # What FC01 answered after the write; None when it was not read (the write failed).
+    read_back: tuple[bool, ...] | None
+    # Why not ok: timeout, exception_response: code 2, read_back_differs: ..., a link error.
+    error: str | None
+    elapsed_s: float
+
+
+class CoilWriter(Protocol):
+    """A driver that can switch coils between polls (Modbus); others cannot."""
+
+    async def write_coils(self, unit: int, address: int,
+                          values: Sequence[bool]) -> CoilWrite: ...
+
+
 class FieldDriver(Protocol):
     """How one bus type talks to its devices; everything else is the bus task's."""
 

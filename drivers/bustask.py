@@ -8,17 +8,34 @@ failing is declared offline after ``offline_after`` failed polls and is then re-
 exponential backoff; a link that cannot be opened is re-opened with its own bounded
 backoff, and when it comes back every device it took down is polled at once rather than
 at the end of its backoff. Only state changes are logged; everything else is counted.
+
+A relay module on the bus (a siren, a beacon) is switched between device polls: a coil
+write waits for the device poll in progress to end, goes next, and is followed by at
+least one device poll before another write when polls are due. So writing delays the
+schedule of the other devices by at most one write and its read-back, never splits a
+device's poll, and a burst of writes cannot starve the polling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import cast
 
 import structlog
 
-from drivers.bus import BusHealth, DeviceHealth, FieldDriver, PollSink, wait_until
+from drivers.bus import (
+    BusHealth,
+    CoilWrite,
+    CoilWriter,
+    DeviceHealth,
+    FieldDriver,
+    PollSink,
+    wait_until,
+)
 from drivers.decode import failed_points
 from drivers.devices import DeviceConfig
 from vocab.model import PollResult, now_ms
@@ -159,6 +176,14 @@ def failed_result(bus_id: str, device: DeviceConfig, reason: str) -> PollResult:
     return PollResult(bus_id, device.id, readings, 0, False, reason)
 
 
+@dataclass
+class _QueuedWrite:
+    unit: int
+    address: int
+    values: tuple[bool, ...]
+    result: asyncio.Future[CoilWrite]
+
+
 class BusTask:
     """One task per bus: polls its devices through their driver, hands results over.
 
@@ -177,12 +202,17 @@ class BusTask:
         self._wake = asyncio.Event()
         self._stopping = False
         self._reconnects_seen = health.reconnects
+        self._writes: deque[_QueuedWrite] = deque()
+        self._polled_since_write = True
 
     async def run(self) -> None:
         self.schedule.start(listening=self.driver.listening)
         try:
             while not self._stopping:
                 self.health.last_cycle_monotonic = time.monotonic()
+                if self._writes and (self._polled_since_write or not self._poll_due()):
+                    await self._write_next()
+                    continue
                 upcoming = self.schedule.next()
                 if upcoming is None:
                     await self._wait(time.monotonic() + HEARTBEAT_S)
@@ -204,6 +234,7 @@ class BusTask:
                     continue
                 await self._poll_and_hand_over(device)
         finally:
+            self._fail_writes("bus stopped")
             self.driver.close()
 
     async def _wait(self, until: float) -> None:
@@ -221,6 +252,7 @@ class BusTask:
             _log.exception("poll_unexpected_error", bus=self.bus_id, device=device.id)
             result = failed_result(self.bus_id, device, f"internal_error: {exc}")
         record_poll(self.bus_id, device, self.health.devices[device.id], result)
+        self._polled_since_write = True
         return result
 
     async def _poll_and_hand_over(self, device: DeviceConfig) -> None:
@@ -230,6 +262,51 @@ class BusTask:
         self._catch_up()
         await self.sink(result)
         self.health.cycles += 1
+
+    # -- relay modules ----------------------------------------------------------------------
+
+    async def write_coils(self, unit: int, address: int, values: Sequence[bool]) -> CoilWrite:
+        """Switch coils of a relay module on this bus between two device polls; the
+        result says whether the read-back matched. Never raises for a failure."""
+        wanted = tuple(bool(v) for v in values)
+        if not hasattr(self.driver, "write_coils"):
+            return self._refused(unit, address, wanted, "this bus type cannot write coils")
+        if self._stopping:
+            return self._refused(unit, address, wanted, "bus stopped")
+        result: asyncio.Future[CoilWrite] = asyncio.get_running_loop().create_future()
+        self._writes.append(_QueuedWrite(unit, address, wanted, result))
+        self._wake.set()
+        return await result
+
+    def _poll_due(self) -> bool:
+        upcoming = self.schedule.next()
+        return upcoming is not None and upcoming[1] <= time.monotonic()
+
+    async def _write_next(self) -> None:
+        queued = self._writes.popleft()
+        if queued.result.done():  # the caller gave up waiting
+            return
+        writer = cast(CoilWriter, self.driver)  # checked when the write was queued
+        try:
+            outcome = await writer.write_coils(queued.unit, queued.address, queued.values)
+        except Exception as exc:
+            _log.exception("coil_write_unexpected_error", bus=self.bus_id, unit=queued.unit)
+            outcome = self._refused(queued.unit, queued.address, queued.values,
+                                    f"internal_error: {exc}")
+        self._polled_since_write = False
+        if not queued.result.done():
+            queued.result.set_result(outcome)
+
+    def _fail_writes(self, reason: str) -> None:
+        while self._writes:
+            queued = self._writes.popleft()
+            if not queued.result.done():
+                queued.result.set_result(self._refused(queued.unit, queued.address,
+                                                       queued.values, reason))
+
+    def _refused(self, unit: int, address: int, values: tuple[bool, ...],
+                 reason: str) -> CoilWrite:
+        return CoilWrite(self.bus_id, unit, address, values, False, None, reason, 0.0)
 
     def _catch_up(self) -> None:
         """After the link came back, the devices the outage took down are polled now,

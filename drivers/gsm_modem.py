@@ -54,7 +54,6 @@ from datetime import datetime
 from enum import StrEnum
 
 import structlog
-from pydantic import Field, field_validator
 
 from drivers.atport import CTRL_Z, AtPort, NoAnswer, PortLost, Reply
 from drivers.bustask import LinkBackoff
@@ -70,6 +69,7 @@ from drivers.modem_codes import (
     cms_reason,
     csq_to_dbm,
 )
+from drivers.modem_config import ModemConfig
 from drivers.smspdu import (
     DeliverPdu,
     PduError,
@@ -77,10 +77,7 @@ from drivers.smspdu import (
     decode_deliver,
     encode_submit,
     join_parts,
-    normalise_phone,
 )
-from vocab.configbase import StrictModel
-from vocab.durations import Duration
 from vocab.model import now_ms
 
 log = structlog.get_logger("drivers.gsm_modem")
@@ -93,33 +90,6 @@ _INT = re.compile(r"\d+")
 _HEX_LINE = re.compile(r"^[0-9A-Fa-f]+$")
 # Texts delivered straight to us (+CMT) that on_text refused wait here for the next round.
 MAX_UNHANDED = 64
-
-
-class ModemConfig(StrictModel):
-    """The SMS modem of a site."""
-
-    port: str = Field(
-        min_length=1,
-        description="The modem's AT port, best by its stable name: "
-        "/dev/serial/by-id/usb-Quectel_..._EC25...-if02-port0",
-    )
-    baudrate: int = Field(115200, gt=0)
-    command_timeout_s: Duration = Field(5.0, description="Answer time of ordinary commands")
-    send_timeout_s: Duration = Field(
-        60.0, description="Time the network may take to accept one part (after the PDU)"
-    )
-    smsc: str | None = Field(
-        None, description="Service centre number; by default the one stored on the SIM"
-    )
-    status_interval_s: Duration = Field(
-        60.0, description="How often registration, signal and stored texts are checked"
-    )
-    max_parts: int = Field(10, ge=1, le=255, description="Longest text, in parts, to send")
-
-    @field_validator("smsc")
-    @classmethod
-    def _smsc_is_a_number(cls, value: str | None) -> str | None:
-        return None if value is None else normalise_phone(value, "smsc")
 
 
 class ModemState(StrEnum):

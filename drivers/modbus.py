@@ -26,14 +26,21 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from pydantic import Field
 
-from drivers.bus import BusHealth, BusType, SerialPortSettings, check_register_points, wait_until
+from drivers.bus import (
+    BusHealth,
+    BusType,
+    CoilWrite,
+    SerialPortSettings,
+    check_register_points,
+    wait_until,
+)
 from drivers.bustask import LinkBackoff
 from drivers.decode import DeviceConversions, decode_point, failed_points
 from drivers.devices import DeviceConfig
@@ -78,6 +85,8 @@ class ModbusRtuBus(SerialPortSettings):
 
 RTU_CHAR_BITS = 11  # start + 8 data + parity or second stop + stop, as the spec counts
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+# Write single coil, single register, multiple coils, multiple registers.
+WRITE_FUNCTION_CODES = frozenset({5, 6, 15, 16})
 # Slack on top of the client's own timeout before the poller stops waiting itself.
 TIMEOUT_SLACK_S = 0.25
 
@@ -107,7 +116,9 @@ def check_rtu_reply(data: bytes, unit: int, function_code: int) -> str | None:
     if len(data) < 3 or data[0] != unit:
         return None
     if data[1] == function_code:
-        length = 3 + data[2] + 2
+        # Writes are answered with an echo of fixed length (address and value or count);
+        # reads carry their byte count.
+        length = 8 if function_code in WRITE_FUNCTION_CODES else 3 + data[2] + 2
     elif data[1] == function_code | 0x80:
         length = 5
     else:
@@ -311,21 +322,34 @@ class ModbusDriver:
         raise AssertionError("unreachable: the last attempt raises")
 
     async def _exchange(self, device: DeviceConfig, block: ReadBlock) -> list[int] | list[bool]:
-        if not self._client.connected:
-            raise _RequestFailed(self._link.reason or "io_error: not connected",
-                                 device_dead=True)
-        await self._wait_for_quiet_line()
         call = {
             "coil": self._client.read_coils,
             "discrete": self._client.read_discrete_inputs,
             "holding": self._client.read_holding_registers,
             "input": self._client.read_input_registers,
         }[block.table]
-        pending = _Pending(device.unit, FUNCTION_CODES[block.table],
-                           asyncio.get_running_loop().create_future())
+        response = await self._request(
+            device.unit, FUNCTION_CODES[block.table],
+            lambda: call(block.address, count=block.count, device_id=device.unit))
+        bits = block.table in ("coil", "discrete")
+        values = response.bits if bits else response.registers
+        # Bits come padded to whole bytes; registers must be exactly the count asked for
+        # (the byte count is fixed at 2 x N), or this is not the answer to this request.
+        if len(values) < block.count or (not bits and len(values) != block.count):
+            kind = "short_response" if len(values) < block.count else "wrong_length"
+            raise _RequestFailed(f"{kind}: {len(values)} of {block.count}", device_dead=False)
+        return list(values)
+
+    async def _request(self, unit: int, function_code: int,
+                       call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        """One request on the line and its answer, or ``_RequestFailed`` saying why not."""
+        if not self._client.connected:
+            raise _RequestFailed(self._link.reason or "io_error: not connected",
+                                 device_dead=True)
+        await self._wait_for_quiet_line()
+        pending = _Pending(unit, function_code, asyncio.get_running_loop().create_future())
         self._pending = pending
-        task: asyncio.Task[ModbusPDU] = asyncio.ensure_future(
-            call(block.address, count=block.count, device_id=device.unit))
+        task: asyncio.Task[ModbusPDU] = asyncio.ensure_future(call())
         try:
             await asyncio.wait({task, pending.abort}, timeout=self.bus.timeout_s
                                + TIMEOUT_SLACK_S, return_when=asyncio.FIRST_COMPLETED)
@@ -345,10 +369,23 @@ class ModbusDriver:
             raise _RequestFailed(reason, device_dead=False, retryable=True)
         if not task.done() or task.cancelled():
             raise _RequestFailed(self._no_answer(pending), device_dead=True, retryable=True)
+        response = self._response(task, pending)
+        if response.isError():
+            code = getattr(response, "exception_code", None)
+            raise _RequestFailed(f"exception_response: code {code}", device_dead=False)
+        if response.function_code != pending.function_code:
+            # A gateway or converter that mixes up answers: right transaction, another
+            # request's data. Never stored as the registers that were asked for.
+            raise _RequestFailed(f"wrong_function: answer to function {response.function_code}"
+                                 f" for a request of function {pending.function_code}",
+                                 device_dead=False, retryable=True)
+        return response
+
+    def _response(self, task: asyncio.Task[ModbusPDU], pending: _Pending) -> ModbusPDU:
         from pymodbus.exceptions import ModbusException, ModbusIOException
 
         try:
-            response = task.result()
+            return task.result()
         except ModbusIOException:
             raise _RequestFailed(self._no_answer(pending), device_dead=True,
                                  retryable=True) from None
@@ -361,23 +398,6 @@ class ModbusDriver:
             reason = f"io_error: {exc.strerror or exc}"
             self._link_down(reason)
             raise _RequestFailed(reason, device_dead=True) from None
-        if response.isError():
-            code = getattr(response, "exception_code", None)
-            raise _RequestFailed(f"exception_response: code {code}", device_dead=False)
-        if response.function_code != pending.function_code:
-            # A gateway or converter that mixes up answers: right transaction, another
-            # request's data. Never stored as the registers that were asked for.
-            raise _RequestFailed(f"wrong_function: answer to function {response.function_code}"
-                                 f" for a request of function {pending.function_code}",
-                                 device_dead=False, retryable=True)
-        bits = block.table in ("coil", "discrete")
-        values = response.bits if bits else response.registers
-        # Bits come padded to whole bytes; registers must be exactly the count asked for
-        # (the byte count is fixed at 2 x N), or this is not the answer to this request.
-        if len(values) < block.count or (not bits and len(values) != block.count):
-            kind = "short_response" if len(values) < block.count else "wrong_length"
-            raise _RequestFailed(f"{kind}: {len(values)} of {block.count}", device_dead=False)
-        return list(values)
 
     @staticmethod
     def _no_answer(pending: _Pending) -> str:
@@ -411,6 +431,64 @@ class ModbusDriver:
         ok = failure is None
         requests = self._frames_sent - frames_before
         return PollResult(self.bus.id, device.id, tuple(readings), requests, ok, failure)
+
+
+    # -- relay modules --------------------------------------------------------------------
+
+    async def write_coils(self, unit: int, address: int, values: Sequence[bool]) -> CoilWrite:
+        """Switch coils of a relay module and read them back (FC05/FC15, then FC01).
+
+        Common RS-485 relay boards take both write functions and answer FC01 with the
+        state of their relays; a write is idempotent, so a retryable failure is retried
+        like a read. Never raises for a failure: the result says what went wrong.
+        """
+        started = time.monotonic()
+        wanted = tuple(bool(v) for v in values)
+
+        def done(ok: bool, read_back: tuple[bool, ...] | None,
+                 error: str | None) -> CoilWrite:
+            self.health.count("coil_writes")
+            if not ok:
+                self.health.count("coil_write_failures")
+            return CoilWrite(self.bus.id, unit, address, wanted, ok, read_back, error,
+                             round(time.monotonic() - started, 4))
+
+        if not wanted:
+            return done(False, None, "nothing to write: no coil values given")
+        try:
+            await self._ensure_connected()
+            if len(wanted) == 1:
+                await self._retried(unit, 5, lambda: self._client.write_coil(
+                    address, wanted[0], device_id=unit))
+            else:
+                await self._retried(unit, 15, lambda: self._client.write_coils(
+                    address, list(wanted), device_id=unit))
+            response = await self._retried(unit, 1, lambda: self._client.read_coils(
+                address, count=len(wanted), device_id=unit))
+        except _RequestFailed as exc:
+            return done(False, None, exc.reason)
+        bits = tuple(bool(b) for b in response.bits[: len(wanted)])
+        if len(bits) < len(wanted):
+            return done(False, bits, f"short_response: {len(bits)} of {len(wanted)} coils")
+        if bits != wanted:
+            return done(False, bits, f"read_back_differs: wrote {_bits(wanted)}, "
+                                     f"read {_bits(bits)}")
+        return done(True, bits, None)
+
+    async def _retried(self, unit: int, function_code: int,
+                       call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        attempts = self.bus.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._request(unit, function_code, call)
+            except _RequestFailed as exc:
+                if not exc.retryable or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable: the last attempt raises")
+
+
+def _bits(values: Sequence[bool]) -> str:
+    return "".join("1" if v else "0" for v in values)
 
 
 def check_device(bus: ModbusTcpBus | ModbusRtuBus, device: DeviceConfig, here: PathKey,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
-from drivers.bus import PollSink
+from drivers.bus import CoilWrite, PollSink
 from drivers.bustask import BusTask
 from drivers.registry import make_poller
 from edge.config import GatewaySettings
@@ -40,14 +41,18 @@ class BusSupervisor:
         self.pollers: dict[str, BusTask] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.watchdog_gate = WatchdogGate()
+        self._stopped = False
 
     def start_all(self) -> None:
+        self._stopped = False
         for bus in self.settings.buses:
             self.start(bus.id)
 
-    def start(self, bus_id: str) -> None:
+    def start(self, bus_id: str, write_only: bool = False) -> None:
+        """Start a bus's task; one without devices only when asked to (``write_only``: a
+        bus that carries nothing but relay modules)."""
         buses, devices = _bus_view(self.settings, bus_id)
-        if not buses or not devices:
+        if not buses or not (devices or write_only):
             return
         poller = make_poller(buses[0], devices, self.sink)
         self.pollers[bus_id] = poller
@@ -71,6 +76,7 @@ class BusSupervisor:
             await asyncio.gather(task, return_exceptions=True)
 
     async def stop_all(self) -> None:
+        self._stopped = True  # no bus is started for a late relay write
         for bus_id in list(self.pollers):
             await self.stop(bus_id)
 
@@ -89,6 +95,23 @@ class BusSupervisor:
         """Every device of every bus is due now (the one-click inspection)."""
         for poller in self.pollers.values():
             poller.poll_now()
+
+    async def write_coils(self, bus_id: str, unit: int, address: int,
+                          values: Sequence[bool]) -> CoilWrite:
+        """Switch coils of a relay module on a bus, between that bus's device polls
+        (drivers/bustask.py); the result says whether the read-back matched."""
+        poller = self.pollers.get(bus_id)
+        known = any(b.id == bus_id for b in self.settings.buses)
+        if poller is None and known and not self._stopped:
+            # A bus with relays only has no task until its first write.
+            self.start(bus_id, write_only=True)
+            poller = self.pollers.get(bus_id)
+        if poller is None:
+            reason = "the buses are stopped" if self._stopped else \
+                f"bus {bus_id!r} is not configured"
+            return CoilWrite(bus_id, unit, address, tuple(bool(v) for v in values), False,
+                             None, reason, 0.0)
+        return await poller.write_coils(unit, address, values)
 
     def device_states(self) -> list[dict[str, Any]]:
         states = []

@@ -9,7 +9,9 @@ import json
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge import __version__
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
@@ -50,6 +52,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if s.web is not None:
         print(f"keeper's page: http://{s.web.listen}/ (" + (
             "acknowledging with the PIN" if s.web.pin_hash else "read-only: no pin_hash") + ")")
+    if s.notify is not None:
+        n = s.notify
+        print(f"notify: {len(n.contacts)} contacts, {len(n.escalation)} tiers, "
+              f"{len(n.sirens)} sirens, modem {n.modem.port if n.modem else 'none'}")
     if loaded.warnings:
         print(f"warnings: {len(loaded.warnings)}")
         for warning in loaded.warnings:
@@ -76,13 +82,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_CONFIG
     from simulator.faultplan import FaultPlanError, build_plan
+    from simulator.notify_equipment import parse_reply
     from simulator.reservoir import ReservoirModel, load_value_script, serve
 
     try:
         plan = build_plan([Path(f) for f in args.faults], args.fault, loaded.settings)
+        replies = [parse_reply(spec) for spec in args.sms_reply]
     except FaultPlanError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_CONFIG
     levels = loaded.settings.site.levels
     model = ReservoirModel(flood_limit=levels.get("flood_limit", 123.5), period_s=args.period_s)
@@ -94,7 +105,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
-            await serve(loaded.settings, model, script, plan)
+            await serve(loaded.settings, model, script, plan, modem=not args.no_modem,
+                        replies=replies, sms_log=Path(args.sms_log) if args.sms_log else None)
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -116,6 +128,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     except LocalStoreError as exc:
         print(f"edge status: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EXIT_CONFIG
+    from edge.channels.notify_tool import NotifyToolError, notify_test
+
+    try:
+        return notify_test(loaded.settings, args.to, args.note, args.wait_s)
+    except NotifyToolError as exc:
+        print(f"edge notify-test: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -184,6 +209,26 @@ def _add_site_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser("hash-pin", help="the web.pin_hash of the keeper's PIN (asked twice "
                                         "on a terminal, or read once from stdin)")
     p.set_defaults(func=cmd_hash_pin)
+def with_modem_options(p: argparse.ArgumentParser) -> None:
+    """`edge simulate`'s options for the notify section's simulated modem."""
+    p.add_argument("--no-modem", action="store_true",
+                   help="do not serve the notify section's modem (a test or a real one does)")
+    p.add_argument("--sms-reply", action="append", default=[], metavar="AT_S:FROM:TEXT",
+                   help="a text the simulated modem receives, e.g. 40:+8613800000001:1")
+    p.add_argument("--sms-log", metavar="FILE",
+                   help="append every SMS the simulated modem sends to FILE (JSON lines)")
+
+
+def add_notify_test(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("notify-test", help="send a test text to one of the site's contacts "
+                                           "(through the running gateway, or the modem)")
+    with_config(p)
+    p.add_argument("--to", required=True, metavar="CONTACT", help="a contact id of notify")
+    p.add_argument("--note", default="", help="a few words added to the test text")
+    p.add_argument("--wait-s", type=float, default=90.0,
+                   help="how long to wait for the running gateway to send it, or (at most "
+                        "30 s) for the modem to be ready (default 90)")
+    p.set_defaults(func=cmd_notify_test)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,12 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "disconnect, rtk_float)")
     p.add_argument("--period-s", type=float, default=120.0,
                    help="seconds between simulated storms (default 120)")
+    with_modem_options(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("status", help="state of the local gateway, from its store (no uplink "
                                       "needed)")
     with_config(p)
     p.set_defaults(func=cmd_status)
+
+    add_notify_test(sub, with_config)
 
     p = sub.add_parser("export", help="readings from the local store as CSV or JSON lines")
     with_config(p)

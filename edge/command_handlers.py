@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.devices import DeviceConfig, PointConfig
 from edge.buses import BusSupervisor
@@ -22,6 +22,7 @@ from edge.commands import (
     GetReadingsArgs,
     Handler,
     NoArgs,
+    NotifyTestArgs,
     ResendArgs,
 )
 from edge.outbox import ChannelOutbox
@@ -144,3 +145,23 @@ def reload_config(reload: Callable[[], Awaitable[list[str]]],
         return state()
 
     return reload_now
+
+
+class TestTexts(Protocol):
+    async def send_test(self, contact_id: str, note: str = "") -> dict[str, Any]: ...
+
+
+def notify_test(service: Callable[[], TestTexts | None]) -> Handler:
+    """Send a test text to a contact through the notify service (and its modem)."""
+
+    async def test_text(args: NotifyTestArgs) -> dict[str, Any]:
+        notify = service()
+        if notify is None:
+            raise CommandFailed("this gateway has no notify section: there is no modem to "
+                                "send a test text with")
+        try:
+            return await notify.send_test(args.to, args.note)
+        except LookupError as exc:
+            raise CommandFailed(f"args.to: {exc.args[0]}") from None
+
+    return test_text

@@ -24,10 +24,14 @@ MAX_REQUEST_BYTES = 16 * 1024
 MAX_READINGS = 5000
 
 CommandName = Literal["inspect", "ack_alarm", "get_status", "reload_config", "get_readings",
-                      "resend"]
+                      "resend", "notify_test"]
 MAX_RESEND = 10_000
 MAX_INT64 = 2**63 - 1  # SQLite's integers
-STATE_CHANGING: frozenset[str] = frozenset({"ack_alarm", "reload_config", "resend"})
+# notify_test changes nothing in the gateway, but it acts on the world: a text reaches a
+# person's phone and costs the site money. A site where only the keeper on site may cause
+# that can disable it like any command that changes state.
+STATE_CHANGING: frozenset[str] = frozenset({"ack_alarm", "reload_config", "resend",
+                                            "notify_test"})
 
 
 class NoArgs(StrictModel):
@@ -51,6 +55,11 @@ class ResendArgs(StrictModel):
     to_seq: int = Field(ge=1, le=MAX_INT64)
 
 
+class NotifyTestArgs(StrictModel):
+    to: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="a contact id")
+    note: str = Field(default="", max_length=40, description="added to the test text")
+
+
 ARGS: dict[str, type[StrictModel]] = {
     "inspect": NoArgs,
     "ack_alarm": AckAlarmArgs,
@@ -58,6 +67,7 @@ ARGS: dict[str, type[StrictModel]] = {
     "reload_config": NoArgs,
     "get_readings": GetReadingsArgs,
     "resend": ResendArgs,
+    "notify_test": NotifyTestArgs,
 }
 
 

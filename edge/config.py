@@ -20,8 +20,9 @@ from pydantic import Field, ValidationError, field_validator
 
 from drivers.devices import DeviceConfig, PointConfig
 from drivers.registry import bus_models, check_devices
-from edge.channels import mqtt
+from edge.channels import mqtt, notify_config
 from edge.channels.mqtt import MqttConfig
+from edge.channels.notify_config import NotifyConfig
 from edge.configerrors import validation_problems
 from edge.web.config import WebConfig
 from edge.yamlsource import (
@@ -92,7 +93,8 @@ class CommandsConfig(StrictModel):
     # Commands refused by this gateway, e.g. [reload_config, ack_alarm] on a site where
     # only the keeper on site may change state.
     disabled: list[Literal["inspect", "ack_alarm", "get_status", "reload_config",
-                           "get_readings", "resend"]] = Field(default_factory=list)
+                           "get_readings", "resend", "notify_test"]] = Field(
+                               default_factory=list)
 
 
 class LoggingConfig(StrictModel):
@@ -122,6 +124,8 @@ class GatewaySettings(StrictModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     # The keeper's page (edge/web, docs/web.md): off unless configured.
     web: WebConfig | None = None
+    # SMS to the people on duty, sirens by relay, escalation (edge/channels/notify_config.py).
+    notify: NotifyConfig | None = None
 
     def bus(self, bus_id: str) -> Any:
         return next(b for b in self.buses if b.id == bus_id)
@@ -212,6 +216,7 @@ def _cross_check(settings: GatewaySettings, doc: LocatedDocument) -> list[Config
     check_rules(settings.rules, settings.derived, points, settings.site.levels,
                 settings.store.retention_days, problem, doc.locate)
     mqtt.check(settings.mqtt, lambda path, message: problem(("mqtt", *path), message))
+    notify_config.check(settings, lambda path, message: problem(("notify", *path), message))
     return problems
 
 

@@ -2,7 +2,9 @@
 
 Prints what a district platform subscribed to the gateway receives: readings as they are
 polled and alarms as the simulated flood passes the flood-limit level; with the demo's
-``web:`` section, also the address of the keeper's page (docs/web.md).
+``web:`` section, also the address of the keeper's page (docs/web.md); with its
+``notify`` section, each text the simulated modem sends and the siren switching (the
+keeper's simulated phone replies "1" after 40 s).
 """
 
 from __future__ import annotations
@@ -83,6 +85,15 @@ def _run_gateway(gateway: subprocess.Popen[bytes], seconds: float | None, log: P
     gateway.wait(15)
     time.sleep(0.5)  # the subscriber prints the offline status
     return 0
+def _notify_demo(config: dict[str, Any], work: Path) -> list[str]:
+    """The simulated modem moves to the demo's directory; the first contact's phone
+    replies "1" after 40 s. Returns the simulator's arguments for that reply."""
+    notify = config.get("notify") or {}
+    if not notify.get("modem"):
+        return []
+    notify["modem"]["port"] = str(work / "modem")
+    contacts = notify.get("contacts") or []
+    return ["--sms-reply", f"40:{contacts[0]['phone']}:1"] if contacts else []
 
 
 def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None = None) -> int:
@@ -96,6 +107,7 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     work = Path(tempfile.mkdtemp(prefix="reservoir-edge-demo-"))
     mqtt_port, modbus_port, page = _on_loopback(config, work)
+    replies = _notify_demo(config, work)
     site_file = work / "demo.yaml"
     site_file.write_text(yaml.safe_dump(config, sort_keys=False))
     (work / "mosquitto.conf").write_text(
@@ -116,8 +128,8 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
             print(f"mosquitto did not start; see {work / 'mosquitto.log'}", file=sys.stderr)
             return 1
         fault_args = [arg for fault in faults or [] for arg in ("--fault", fault)]
-        spawn([*edge, "simulate", "-c", str(site_file), "--period-s", "60", *fault_args],
-              "simulator.log")
+        spawn([*edge, "simulate", "-c", str(site_file), "--period-s", "60", *fault_args,
+               *replies], "simulator.log")
         _wait_for_port(modbus_port)
         print(f"broker 127.0.0.1:{mqtt_port}  simulator 127.0.0.1:{modbus_port}  "
               f"subscribed to {root}/#  (Ctrl-C to stop)")

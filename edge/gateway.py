@@ -150,9 +150,14 @@ class Gateway:
             "get_readings": handlers.get_readings(self.store, settings.iter_points,
                                                   self.pipeline),
             "resend": handlers.resend(self.outbox.channel(MqttChannel.name)),
+            "notify_test": handlers.notify_test(self._notify_service),
         }
         return CommandRouter(settings.topic_root, command_handlers,
                              frozenset(settings.commands.disabled))
+
+    def _notify_service(self) -> Any:
+        entry = self.services.get("notify")
+        return entry[0] if entry is not None else None
 
     def _make_mqtt(self, settings: GatewaySettings) -> MqttChannel:
         """Build (and read the password and TLS files of) an MQTT channel."""
@@ -308,6 +313,10 @@ class Gateway:
             # From STOPPING=1 on, systemd times the stop with TimeoutStopSec instead.
             watchdog.cancel()
         async with self._reload_lock:
+            # Services first, while the buses still run: a siren is switched off over its
+            # bus. What the last polls commit reaches them from the outbox at the next start.
+            for name in list(self.services):
+                await self._stop_service(name)
             await self.buses.stop_all()
             await self.pipeline.stop()
             # Each step of the stop runs even if an earlier one failed: the offline status
@@ -317,8 +326,6 @@ class Gateway:
             except Exception:
                 log.exception("pipeline_failed_at_stop")
             await self.pipeline.store_held_transitions()
-            for name in list(self.services):
-                await self._stop_service(name)
             await self._stop_mqtt()
             for task in tasks:
                 task.cancel()

@@ -70,18 +70,31 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _status(db: Path) -> dict[str, Any]:
+    status_path = db.parent / STATUS_FILE
+    if status_path.exists():
+        try:
+            return dict(json.loads(status_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass
+    return {}
+
+
+def running_pid(db: Path) -> int | None:
+    """The pid of the gateway running on this store, from its status file; None if none."""
+    status = _status(db)
+    pid = status.get("pid")
+    if not pid or status.get("stopped") or not _process_alive(int(pid)):
+        return None
+    return int(pid)
+
+
 def status_report(settings: GatewaySettings, out: TextIO = sys.stdout) -> int:
     db = settings.store.path
     conn = open_readonly(db)
-    status_path = db.parent / STATUS_FILE
-    status: dict[str, Any] = {}
-    if status_path.exists():
-        try:
-            status = json.loads(status_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            status = {}
+    status = _status(db)
     pid = status.get("pid")
-    running = bool(pid) and not status.get("stopped") and _process_alive(int(pid))
+    running = running_pid(db) is not None
     print(f"gateway {settings.gateway.id} at {settings.site.id}: "
           f"{'running (pid ' + str(pid) + ')' if running else 'not running'}", file=out)
     if status:
@@ -99,12 +112,16 @@ def status_report(settings: GatewaySettings, out: TextIO = sys.stdout) -> int:
     depth, oldest = conn.execute("SELECT COUNT(*), MIN(created_ms) FROM outbox").fetchone()
     print(f"outbox: {depth} message(s) waiting"
           + (f", oldest from {_iso(oldest)}" if oldest else ""), file=out)
-    alarms = conn.execute("SELECT alarm_id, severity, state, acked, message FROM alarms "
-                          "WHERE state != 'cleared' ORDER BY raised_ms").fetchall()
+    alarms = conn.execute("SELECT * FROM alarms WHERE state != 'cleared' "
+                          "ORDER BY raised_ms").fetchall()
     print(f"active alarms: {len(alarms)}", file=out)
     for a in alarms:
-        acked = " (acknowledged)" if a["acked"] else ""
+        acked = ""
+        if a["acked"]:
+            who = ", ".join(x for x in (a["acked_by"], a["acked_via"]) if x)
+            acked = f" (acknowledged{' by ' + who if who else ''} at {_iso(a['acked_ms'])})"
         print(f"  [{a['severity']}] {a['message']}{acked}  id {a['alarm_id']}", file=out)
+    notify_report(conn, out)
     print("last readings:", file=out)
     units = {f"{d.id}/{p.id}": p.unit for d, p in settings.iter_points()}
     devices = [d.id for d in settings.devices] + sorted({x.device for x in settings.derived})
@@ -148,3 +165,32 @@ def export_readings(settings: GatewaySettings, from_ms: int, to_ms: int, point: 
             count += 1
     conn.close()
     return count
+
+
+def notify_report(conn: sqlite3.Connection, out: TextIO) -> None:
+    """Pending escalations, texts waiting or failed, and the last acknowledgements."""
+    from edge.channels import notify_store
+
+    if not notify_store.has_tables(conn):
+        return
+    pending = notify_store.pending_escalations(conn)
+    print(f"pending escalations: {len(pending)}", file=out)
+    for e in pending:
+        told = ", ".join(e.told) or "nobody yet"
+        following = f", next tier at {_iso(e.next_due_ms)}" if e.next_due_ms else \
+            ", last tier reached"
+        print(f"  [{e.severity}] {e.alarm_id} code {e.code}: told {told}{following}",
+              file=out)
+    figures = notify_store.figures(conn)
+    print(f"texts: {figures['queued']} waiting, {figures['sent']} sent, "
+          f"{figures['failed']} failed", file=out)
+    for row in notify_store.waiting(conn)[:10]:
+        error = f", last error: {row.error}" if row.error else ""
+        print(f"  #{row.id} {row.kind} to {row.contact}: {row.state}, {row.tries} "
+              f"tries{error}", file=out)
+    acks = notify_store.recent_acknowledgements(conn)
+    if acks:
+        print("last acknowledgements:", file=out)
+    for e in acks:
+        who = e.acked_by or "(unnamed)"
+        print(f"  {e.alarm_id} by {who} via {e.acked_via} at {_iso(e.acked_ms)}", file=out)

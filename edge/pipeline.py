@@ -215,6 +215,21 @@ class Pipeline:
         self.outbox.notify()
         return transition
 
+    async def commit_equipment_alarm(self, transition: AlarmTransition) -> bool:
+        """Raise or clear an alarm that no rule judges (a siren's relay module that does
+        not answer, rules/alarms.py ``is_external``): it joins the alarm book, so it can be
+        acknowledged like any other, and is stored and published as every alarm is.
+        False when it changes nothing; a commit that fails is carried to the next one."""
+        assert self.engine is not None
+        async with self.rules_lock:
+            if not self.engine.book.apply_external(transition):
+                return False
+            if not await self.commit([((), [transition])], transition.device):
+                self._uncommitted.append(transition)
+                return True
+        self.outbox.notify()
+        return True
+
     def active_alarms(self) -> list[ActiveAlarm]:
         return list(self.engine.book.active.values()) if self.engine else []
 

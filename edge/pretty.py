@@ -33,6 +33,8 @@ def render(topic: str, body: dict[str, Any]) -> list[str]:
         a = body["alarm"]
         return [f"{_clock(a['ts'])}  seq {body['seq']:>6}  ALARM    {a['state'].upper():<12} "
                 f"{a['severity'] or '':<8} {a['message']}"]
+    if kind == "events":
+        return _event(body)
     if kind == "status":
         return [f"{_clock(body.get('ts'))}               status   gateway is {body.get('state')}"]
     if kind == "health":
@@ -47,6 +49,20 @@ def render(topic: str, body: dict[str, Any]) -> list[str]:
         verdict = "ok" if body.get("ok") else f"ERROR {body.get('error')}"
         return [f"{_clock(None)}               command  {parts[-2]} id {body.get('id')}: "
                 f"{verdict}"]
+    return []
+
+
+def _event(body: dict[str, Any]) -> list[str]:
+    e = body.get("event", {})
+    head = f"{_clock(e.get('ts'))}  seq {body.get('seq', 0):>6}  "
+    if e.get("type") == "notification":
+        detail = f"refs {e.get('references')}" if e.get("outcome") == "sent" else \
+            str(e.get("error"))
+        return [f"{head}SMS      {str(e.get('outcome')).upper():<12} to {e.get('contact')}: "
+                f"{e.get('text')}  [{detail}]"]
+    if e.get("type") == "siren":
+        return [f"{head}SIREN    {str(e.get('state')).upper():<12} {e.get('siren')} "
+                f"({e.get('reason')})"]
     return []
 
 

@@ -267,6 +267,10 @@ class Store:
             checker.interrupt()
 
     @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    @property
     def last_seq(self) -> int:
         return self._seq
 
@@ -306,6 +310,12 @@ class StoreWorker:
     def rows(self) -> OutboxRows:
         """The outbox rows, for functions given to ``run`` (store thread only)."""
         return self._store.outbox
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The writer's connection, for a service's own tables (edge/channels/
+        notify_store.py): only in functions given to ``run``, on the store thread."""
+        return self._store.connection
 
     @property
     def path(self) -> Path:

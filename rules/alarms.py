@@ -114,6 +114,13 @@ def orphan_message(language: str, rule: str, point: str) -> str:
     return f"{point} alarm cleared: rule {rule} is no longer configured"
 
 
+def is_external(rule: str) -> bool:
+    """An alarm raised outside the rules (a service's equipment alarm, such as a siren's
+    relay that does not answer): its rule id holds a ':', which no configured rule's can
+    (ids are [A-Za-z0-9_-]), and the service that raised it also clears it."""
+    return ":" in rule
+
+
 class AlarmBook:
     """The active alarms of the gateway and the transitions verdicts cause."""
 
@@ -190,6 +197,22 @@ class AlarmBook:
         return AlarmTransition(alarm.alarm_id, alarm.rule, alarm.device, alarm.point,
                                alarm.severity, "cleared", None, alarm.limit, ts_ms,
                                orphan_message(self.language, alarm.rule, point), alarm.side)
+
+    def apply_external(self, t: AlarmTransition) -> bool:
+        """Take an equipment alarm's ``raised`` or ``cleared`` into the book, so that it
+        can be acknowledged like any other; False when it changes nothing (raised while
+        already active, cleared while not)."""
+        if not is_external(t.rule) or t.state not in ("raised", "cleared"):
+            raise ValueError(f"not an equipment alarm's raised or cleared: {t.rule} {t.state}")
+        key = (t.rule, f"{t.device}/{t.point}")
+        if t.state == "cleared":
+            return self.active.pop(key, None) is not None
+        if key in self.active or t.severity is None:
+            return False
+        self.active[key] = ActiveAlarm(t.alarm_id, t.rule, t.device, t.point, t.severity,
+                                       t.side, t.limit, raised_ms=t.ts_ms, updated_ms=t.ts_ms,
+                                       value=t.value, message=t.message)
+        return True
 
     def find(self, alarm_id: str) -> ActiveAlarm | None:
         return next((a for a in self.active.values() if a.alarm_id == alarm_id), None)

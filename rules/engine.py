@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from rules.alarms import AlarmBook
+from rules.alarms import AlarmBook, is_external
 from rules.base import (
     Context,
     HistoryProvider,
@@ -175,6 +175,8 @@ class RuleEngine:
             key = f"{alarm.device}/{alarm.point}"
             self.book.restore(alarm)
             rule = self.rules.get(alarm.rule)
+            if rule is None and is_external(alarm.rule):
+                continue  # an equipment alarm: the service that raised it clears it
             if rule is None or key not in rule.alarm_points:
                 self.orphans.append((alarm.rule, key))  # cleared at the first poll
                 continue

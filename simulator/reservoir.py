@@ -56,6 +56,8 @@ from drivers.nmea import GnssBaseline, nmea_checksum
 from drivers.registers import encode_value
 from edge.config import GatewaySettings
 from simulator.faultplan import FaultPlan
+from simulator.notify_equipment import ModemSim, ScheduledReply, relays_by_bus
+from simulator.relay import RelayModule
 from simulator.serialwire import SerialWire
 
 log = structlog.get_logger("simulator.reservoir")
@@ -270,15 +272,16 @@ class _AbsentUnitRequest(ModbusPDU):
         return ExceptionResponse(self.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
 
 
-def absent_units(devices: Sequence[SimulatedDevice],
-                 rtu: bool) -> Callable[[bool, ModbusPDU], ModbusPDU | None]:
+def absent_units(devices: Sequence[SimulatedDevice], rtu: bool,
+                 relays: Sequence[RelayModule] = ()) -> Callable[[bool, ModbusPDU],
+                                                               ModbusPDU | None]:
     """A server PDU hook answering requests for unit ids no device has, as real buses do.
 
     Without it pymodbus's simulator answers them with exception 4 (device failure), which
     no real bus does: an RS-485 line has nobody to answer (no reply: the master times out)
     and a TCP-to-RTU gateway answers 0x0B when its slave does not.
     """
-    units = {d.device.unit for d in devices}
+    units = {d.device.unit for d in devices} | {r.unit for r in relays}
 
     def trace(sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
         if sending or pdu.dev_id in units:
@@ -293,20 +296,23 @@ class _TcpBusSim:
     """A Modbus TCP endpoint; a ``disconnect`` fault shuts its server down for a while."""
 
     def __init__(self, bus: ModbusTcpBus, devices: list[SimulatedDevice], plan: FaultPlan,
-                 clock: Clock) -> None:
+                 clock: Clock, relays: Sequence[RelayModule] = ()) -> None:
         self.bus, self.devices, self.plan, self.clock = bus, devices, plan, clock
+        self.relays = relays
 
     def _server(self) -> ModbusTcpServer:
-        return ModbusTcpServer([d.sim_device() for d in self.devices],
+        return ModbusTcpServer([d.sim_device() for d in self.devices]
+                               + [r.sim_device() for r in self.relays],
                                address=(self.bus.host, self.bus.port),
                                trace_packet=response_tamper(self.devices, self.plan,
                                                             self.clock, rtu=False),
-                               trace_pdu=absent_units(self.devices, rtu=False))
+                               trace_pdu=absent_units(self.devices, False, self.relays))
 
     async def run(self) -> None:
         server: ModbusTcpServer | None = None
         log.info("simulator_serving", bus=self.bus.id, host=self.bus.host, port=self.bus.port,
-                 devices=[d.device.id for d in self.devices])
+                 devices=[d.device.id for d in self.devices],
+                 relays=[r.unit for r in self.relays])
         try:
             while True:
                 down = self.plan.active("disconnect", self.bus.id, self.clock()) is not None
@@ -332,20 +338,23 @@ class _RtuBusSim:
     """An RS-485 line over pseudo-terminals; ``disconnect`` unplugs the adapter."""
 
     def __init__(self, bus: ModbusRtuBus, devices: list[SimulatedDevice], plan: FaultPlan,
-                 clock: Clock) -> None:
+                 clock: Clock, relays: Sequence[RelayModule] = ()) -> None:
         _check_link_path(bus.port)
         self.bus, self.devices, self.plan, self.clock = bus, devices, plan, clock
+        self.relays = relays
         self.wire = SerialWire(bus.port, baudrate=bus.baudrate, keep_frames=16)
 
     async def run(self) -> None:
         self.wire.open()
         server = ModbusSerialServer(
-            [d.sim_device() for d in self.devices], framer=FramerType.RTU,
+            [d.sim_device() for d in self.devices] + [r.sim_device() for r in self.relays],
+            framer=FramerType.RTU,
             port=self.wire.device_path, baudrate=self.bus.baudrate,
             trace_packet=response_tamper(self.devices, self.plan, self.clock, rtu=True),
-            trace_pdu=absent_units(self.devices, rtu=True))
+            trace_pdu=absent_units(self.devices, True, self.relays))
         log.info("simulator_serving", bus=self.bus.id, port=self.bus.port,
-                 baudrate=self.bus.baudrate, devices=[d.device.id for d in self.devices])
+                 baudrate=self.bus.baudrate, devices=[d.device.id for d in self.devices],
+                 relays=[r.unit for r in self.relays])
         try:
             await server.serve_forever(background=True)
             while True:
@@ -507,8 +516,10 @@ async def _log_faults(plan: FaultPlan, clock: Clock) -> None:
 
 async def serve(settings: GatewaySettings, model: ReservoirModel | None = None,
                 script: ValueScript | None = None, plan: FaultPlan | None = None,
-                gnss_epoch_s: float = 1.0) -> None:
-    """Serve every Modbus and GNSS device of the configuration until cancelled.
+                gnss_epoch_s: float = 1.0, *, modem: bool = True,
+                replies: Sequence[ScheduledReply] = (), sms_log: Path | None = None) -> None:
+    """Serve every Modbus and GNSS device of the configuration until cancelled, with the
+    relay boards of its sirens and (unless ``modem`` is False) its SMS modem.
 
     ``gnss_epoch_s`` is the receivers' output period (1 Hz like real RTK receivers; tests
     use faster ones).
@@ -516,21 +527,26 @@ async def serve(settings: GatewaySettings, model: ReservoirModel | None = None,
     model = model or ReservoirModel(flood_limit=settings.site.levels.get("flood_limit", 123.5))
     plan = plan or FaultPlan()
     clock = model.elapsed
-    runners: list[_TcpBusSim | _RtuBusSim | NmeaReceiverSim] = []
+    relays = relays_by_bus(settings)
+    runners: list[_TcpBusSim | _RtuBusSim | NmeaReceiverSim | ModemSim] = []
     for bus in settings.buses:
         configs = [d for d in settings.devices if d.bus == bus.id]
-        if not configs:
+        boards = relays.get(bus.id, [])
+        if not configs and not boards:
             continue
         devices = [SimulatedDevice(d, model, script or {}, plan) for d in configs]
         if isinstance(bus, ModbusTcpBus):
-            runners.append(_TcpBusSim(bus, devices, plan, clock))
+            runners.append(_TcpBusSim(bus, devices, plan, clock, boards))
         elif isinstance(bus, ModbusRtuBus):
-            runners.append(_RtuBusSim(bus, devices, plan, clock))
+            runners.append(_RtuBusSim(bus, devices, plan, clock, boards))
         elif isinstance(bus, NmeaGnssBus):
             runners.append(NmeaReceiverSim(bus, configs[0], model, plan, gnss_epoch_s))
         else:
             log.info("simulator_skipping", bus=bus.id, type=bus.type,
                      reason="serial text instruments are not simulated")
+    notify = settings.notify
+    if modem and notify is not None and notify.modem is not None:
+        runners.append(ModemSim(notify.modem.port, replies, sms_log))
     if not runners:
         raise ValueError("the configuration has no Modbus or GNSS device to simulate")
     watcher = asyncio.create_task(_log_faults(plan, clock))

@@ -26,8 +26,8 @@ def schemas() -> dict[str, dict]:
 
 
 def test_doc_has_a_schema_per_topic() -> None:
-    assert set(schemas()) == {"status", "telemetry", "alarms", "health", "command_request",
-                              "command_reply"}
+    assert set(schemas()) == {"status", "telemetry", "alarms", "events", "health",
+                              "command_request", "command_reply"}
 
 
 @pytest.mark.parametrize("quality", ["good", "bad"])
