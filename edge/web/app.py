@@ -27,33 +27,37 @@ Every bad request gets a 4xx page in the page's language; nothing shows a traceb
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import hmac
 import logging
-import math
 import re
 import secrets
-import socket
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
 
-from edge.web import pages
+from edge.web import pages, status_pages
 from edge.web.config import WebConfig
+from edge.web.guard import (
+    SECURITY_HEADERS,
+    PageError,
+    PinCheck,
+    PinGuard,
+    ProtocolErrorCounter,
+    bind,
+    form_fields,
+    query_params,
+)
 from edge.web.i18n import Language, text
-from edge.web.pin import MAX_PIN_LENGTH, PinHash, verify_pin_async
-from edge.web.plots import COLUMNS, Decimator, PlotLine, render_svg
-from edge.web.port import Inspection, KeeperPort, PointStatus, SiteInfo
+from edge.web.pin import MAX_PIN_LENGTH, PinHash
+from edge.web.plotpage import draw_plot, plot_range
+from edge.web.port import Inspection, KeeperPort, SiteInfo
 from vocab.model import now_ms
 
 __all__ = ["KeeperWeb", "PinGuard", "start", "stop"]
@@ -69,163 +73,13 @@ PAGE_TIMEOUT_S = 20.0
 INSPECT_TIMEOUT_S = 120.0
 KEEPALIVE_S = 15.0
 SHUTDOWN_S = 3.0
-HISTORY_PAGE = 5000
-MAX_PLOT_READINGS = 300_000
 ALARM_HISTORY_MS = 30 * 86_400_000
 ALARM_HISTORY_LIMIT = 500
 NOTIFICATION_LIMIT = 200
-MAX_RANGE_MS = 31 * 86_400_000
-EARLIEST_MS = 946_684_800_000  # 2000-01-01: nothing older is in any gateway's store
 SESSION_COOKIE = "keeper_session"
 SESSION: web.RequestKey[str] = web.RequestKey("keeper_session", str)
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{32}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    # A value kept by the phone's browser would come back as if live: never cache.
-    "Cache-Control": "no-store",
-}
-
-
-class PageError(Exception):
-    """A request the page refuses: HTTP status and a text key of ``i18n``."""
-
-    def __init__(self, status: int, key: str, **values: object) -> None:
-        super().__init__(key)
-        self.status = status
-        self.key = key
-        self.values = values
-
-
-@dataclass
-class _ClientFailures:
-    count: int = 0
-    last: float = 0.0
-    locked_until: float = 0.0
-
-
-class PinGuard:
-    """Lock-out after repeated wrong PINs: per client, and for the whole site.
-
-    A client (remote address) is locked for ``lock_s`` after ``after`` wrong PINs; its
-    count is forgotten ``lock_s`` after its last failure or on a right PIN. Addresses on a
-    LAN are easy to change, so ``site_after`` wrong PINs from all clients within
-    ``lock_s`` stop PIN entry for everyone for ``lock_s``: with the defaults a 6-digit PIN
-    then takes months to guess, at the price that a guesser can keep the keeper from
-    acknowledging on the page (the platform's ack_alarm still works).
-    """
-
-    def __init__(self, after: int, lock_s: float, site_after: int,
-                 clock: Callable[[], float] = time.monotonic, max_clients: int = 4096) -> None:
-        self.after = after
-        self.lock_s = lock_s
-        self.site_after = site_after
-        self._clock = clock
-        self._max_clients = max_clients
-        self._clients: OrderedDict[str, _ClientFailures] = OrderedDict()
-        self._site: deque[float] = deque()
-        self._site_locked_until = 0.0
-        self.failures_total = 0
-        self.lockouts_total = 0
-
-    def locked_for(self, client: str) -> float:
-        """Seconds the client must still wait; 0 when it may try."""
-        now = self._clock()
-        wait = max(0.0, self._site_locked_until - now)
-        state = self._clients.get(client)
-        if state is not None:
-            wait = max(wait, state.locked_until - now)
-        return wait
-
-    def failed(self, client: str) -> int:
-        """Record a wrong PIN; the attempts left before a lock-out (0: locked now)."""
-        now = self._clock()
-        self.failures_total += 1
-        state = self._clients.get(client)
-        if state is None or now - state.last > self.lock_s:
-            state = _ClientFailures()
-        state.count += 1
-        state.last = now
-        self._clients[client] = state
-        self._clients.move_to_end(client)
-        while len(self._clients) > self._max_clients:
-            self._clients.popitem(last=False)
-        self._site.append(now)
-        while self._site and self._site[0] < now - self.lock_s:
-            self._site.popleft()
-        left = self.after - state.count
-        if left <= 0:
-            state.locked_until = now + self.lock_s
-            state.count = 0
-            self.lockouts_total += 1
-            log.warning("web_pin_locked", client=client, lock_s=self.lock_s,
-                        failures_total=self.failures_total)
-        if len(self._site) >= self.site_after:
-            self._site_locked_until = now + self.lock_s
-            self._site.clear()
-            self.lockouts_total += 1
-            log.warning("web_pin_site_locked", lock_s=self.lock_s,
-                        failures_total=self.failures_total)
-            return 0
-        return max(left, 0)
-
-    def succeeded(self, client: str) -> None:
-        self._clients.pop(client, None)
-
-    @property
-    def tracked_clients(self) -> int:
-        return len(self._clients)
-
-
-class _ProtocolErrorCounter(logging.Filter):
-    """aiohttp logs a malformed request with its traceback; count it instead."""
-
-    def __init__(self, counters: Counter[str]) -> None:
-        super().__init__()
-        self.counters = counters
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.counters["protocol_errors"] += 1
-        return False
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def parse_time(name: str, value: str, tz: ZoneInfo, now: int) -> int:
-    """Epoch ms from ``2026-12-05T08:00`` (site time), ``2026-12-05`` or epoch ms."""
-    stamp: int | None = None
-    if len(value) <= 32:
-        if value.isdigit() and len(value) <= 15:
-            stamp = int(value)
-        else:
-            with contextlib.suppress(ValueError, OverflowError, OSError):
-                parsed = datetime.fromisoformat(value)
-                if parsed.tzinfo is None:
-                    parsed = parsed.replace(tzinfo=tz)
-                stamp = int(parsed.timestamp() * 1000)
-    if stamp is None or not EARLIEST_MS <= stamp <= now + 86_400_000:
-        raise PageError(400, "error.bad_time", name=name, value=value[:40])
-    return stamp
-
-
 class KeeperWeb:
     """The keeper's page of one gateway: start it on the daemon's loop, stop it at exit."""
 
@@ -244,9 +98,7 @@ class KeeperWeb:
         self._pin: PinHash | None = config.pin
         self._secret = secrets.token_bytes(32)
         self._slots = asyncio.Semaphore(PAGE_SLOTS)
-        self._pin_lock = asyncio.Lock()
-        self._pin_executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="web-pin")
+        self._pins = PinCheck(self.guard)
         self._inspection: asyncio.Task[Inspection] | None = None
         self._runner: web.AppRunner | None = None
         self._retry: asyncio.Task[None] | None = None
@@ -254,7 +106,7 @@ class KeeperWeb:
         # A logger of this server alone, outside the logging tree: nothing it gets reaches
         # the journal, each record only counts.
         http_logger = logging.Logger("edge.web.http")
-        http_logger.addFilter(_ProtocolErrorCounter(self.counters))
+        http_logger.addFilter(ProtocolErrorCounter(self.counters))
         self._http_logger = http_logger
         self.app = self._make_app()
 
@@ -288,7 +140,7 @@ class KeeperWeb:
 
     async def _listen(self) -> None:
         assert self._runner is not None
-        sock = _bind(self.config.host, self.config.port)
+        sock = bind(self.config.host, self.config.port)
         site = web.SockSite(self._runner, sock)
         try:
             await site.start()
@@ -317,7 +169,7 @@ class KeeperWeb:
             self._runner = None
         if self._inspection is not None and not self._inspection.done():
             self._inspection.cancel()
-        self._pin_executor.shutdown(wait=False, cancel_futures=True)
+        self._pins.close()
         if self.listening:
             log.info("web_stopped", listen=self.config.listen)
         self.listening = False
@@ -390,19 +242,6 @@ class KeeperWeb:
         finally:
             self._slots.release()
 
-    @staticmethod
-    def _params(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
-        query = request.query
-        unknown = sorted(set(query) - set(allowed))
-        if unknown:
-            raise PageError(400, "error.unknown_param",
-                            names=", ".join(n[:40] for n in unknown[:5]),
-                            known=", ".join(allowed) or "—")
-        for name in set(query):
-            if len(query.getall(name)) > 1:
-                raise PageError(400, "error.repeated_param", name=name)
-        return {name: query[name] for name in query}
-
     def csrf_token(self, session: str) -> str:
         digest = hmac.new(self._secret, b"csrf:" + session.encode(), hashlib.sha256)
         return digest.hexdigest()[:40]
@@ -413,19 +252,7 @@ class KeeperWeb:
         if origin is not None and origin != "null" and origin != f"{request.scheme}://" \
                 f"{request.host}":
             raise PageError(403, "error.csrf")
-        data = await request.post()
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise PageError(400, "error.unknown_param", names=", ".join(unknown[:5]),
-                            known=", ".join(allowed))
-        form: dict[str, str] = {}
-        for name in set(data):
-            values = data.getall(name)
-            if len(values) > 1:
-                raise PageError(400, "error.repeated_param", name=name)
-            if not isinstance(values[0], str):
-                raise PageError(400, "error.form", detail=name)
-            form[name] = values[0]
+        form = form_fields(await request.post(), allowed)
         expected = self.csrf_token(request[SESSION])
         given = form.get("csrf", "")
         if not (request.cookies.get(SESSION_COOKIE) == request[SESSION]
@@ -444,7 +271,7 @@ class KeeperWeb:
     # --- pages ---------------------------------------------------------------------------
 
     async def _overview(self, request: web.Request) -> web.StreamResponse:
-        self._params(request, ())
+        query_params(request, ())
         async with self._work():
             ctx, _ = await self._context(request)
             points = await self.port.points()
@@ -469,12 +296,12 @@ class KeeperWeb:
                 notice = self.t("ack.done", alarm=notice_id)
         if status >= 400:
             self.counters[f"http_{status}"] += 1
-        return self._html(pages.alarms_page(ctx, active, history, ALARM_HISTORY_LIMIT,
+        return self._html(status_pages.alarms_page(ctx, active, history, ALARM_HISTORY_LIMIT,
                                             notifications, points, self._pin is not None,
                                             notice, error), status)
 
     async def _alarms(self, request: web.Request) -> web.StreamResponse:
-        params = self._params(request, ("acked",))
+        params = query_params(request, ("acked",))
         acked = params.get("acked")
         if acked is not None and not 1 <= len(acked) <= 200:
             raise PageError(400, "ack.bad_alarm")
@@ -494,10 +321,11 @@ class KeeperWeb:
         if not 1 <= len(pin) <= MAX_PIN_LENGTH:
             return await self._render_alarms(request, error=self.t("ack.bad_pin"), status=400)
         client = request.remote or "unknown"
-        refusal = await self._check_pin(client, pin, self._pin)
+        refusal = await self._pins.check(client, pin, self._pin)
         if refusal is not None:
-            status, message = refusal
-            return await self._render_alarms(request, error=message, status=status)
+            status, key, values = refusal
+            return await self._render_alarms(request, error=self.t(key, **values),
+                                             status=status)
         # Who, as given; how (the page) travels as the event's ``via``.
         by = name
         outcome = await self.port.acknowledge(alarm_id, by)
@@ -511,53 +339,8 @@ class KeeperWeb:
         return await self._render_alarms(
             request, error=self.t("ack.failed", detail=outcome.detail), status=503)
 
-    async def _check_pin(self, client: str, pin: str,
-                         stored: PinHash) -> tuple[int, str] | None:
-        """None for the right PIN; else the status and the keeper's message."""
-        # One check at a time: a burst of guesses cannot outrun the lock-out count.
-        async with self._pin_lock:
-            wait = self.guard.locked_for(client)
-            if wait <= 0:
-                if await verify_pin_async(pin, stored, self._pin_executor):
-                    self.guard.succeeded(client)
-                    return None
-                left = self.guard.failed(client)
-                if left > 0:
-                    return 403, self.t("ack.wrong_pin", left=left)
-                wait = self.guard.locked_for(client)
-        return 429, self.t("ack.locked", minutes=math.ceil(wait / 60))
-
-    def _plot_range(self, params: Mapping[str, str], tz: ZoneInfo,
-                    now: int) -> tuple[str | None, int, int]:
-        if ("from" in params) != ("to" in params):
-            raise PageError(400, "error.bad_range", days=MAX_RANGE_MS // 86_400_000)
-        if "from" in params:
-            if "period" in params or "end" in params:
-                raise PageError(400, "error.unknown_param", names="period/end",
-                                known="from, to")
-            start = parse_time("from", params["from"], tz, now)
-            end = parse_time("to", params["to"], tz, now)
-            if not 0 < end - start <= MAX_RANGE_MS:
-                raise PageError(400, "error.bad_range", days=MAX_RANGE_MS // 86_400_000)
-            return None, start, end
-        period = params.get("period", "24h")
-        if period not in pages.PERIODS:
-            raise PageError(400, "error.bad_period", value=period[:40],
-                            known=", ".join(pages.PERIODS))
-        end = parse_time("end", params["end"], tz, now) if "end" in params else now
-        return period, end - pages.PERIODS[period], end
-
-    def _plot_lines(self, point: PointStatus, site: SiteInfo) -> list[PlotLine]:
-        lines = [PlotLine(limit.value, f"{self.t('severity.' + limit.severity)}",
-                          limit.severity) for limit in point.limits]
-        if point.point == site.level_point:
-            for level in site.levels:
-                if level.key in pages.SHOWN_LEVELS and level.key != "dead":
-                    lines.append(PlotLine(level.value, self.t("levels." + level.key)))
-        return lines
-
     async def _plot(self, request: web.Request) -> web.StreamResponse:
-        params = self._params(request, ("period", "end", "from", "to"))
+        params = query_params(request, ("period", "end", "from", "to"))
         device = request.match_info["device"]
         point_id = request.match_info["point"]
         ref = f"{device}/{point_id}"
@@ -568,38 +351,18 @@ class KeeperWeb:
             point = next((p for p in await self.port.points() if p.point == ref), None)
             if point is None:
                 raise PageError(404, "error.unknown_point", point=ref)
-            period, start, end = self._plot_range(params, ctx.tz, ctx.now_ms)
-            decimator = Decimator(start, end, point.interval_s, COLUMNS)
-            cursor, read, truncated_at = start, 0, None
-            while True:
-                want = min(HISTORY_PAGE, MAX_PLOT_READINGS - read)
-                rows = await self.port.history(ref, cursor, end, want)
-                # Decimating 5,000 readings is CPU work: a worker's, not the loop's.
-                await asyncio.to_thread(decimator.feed, rows)
-                read += len(rows)
-                if len(rows) < want or not rows:
-                    break
-                cursor = rows[-1].ts_ms + 1
-                if read >= MAX_PLOT_READINGS:
-                    if await self.port.history(ref, cursor, end, 1):
-                        truncated_at = read
-                    break
-                await asyncio.sleep(0)  # let polls and the uplink run between pages
-            series = decimator.finish(min(end, ctx.now_ms))
-            label = pages.point_label(ctx, point, ref)
-            svg = await asyncio.to_thread(
-                render_svg, series, self._plot_lines(point, site), site.timezone, point.unit,
-                self.t("plot.off_scale"), self.t("plot.no_data"), label)
-        return self._html(pages.plot_page(ctx, point, period, svg, series, start, end,
-                                          truncated_at))
+            period, start, end = plot_range(params, ctx.tz, ctx.now_ms)
+            plot = await draw_plot(self.port, ctx, site, point, start, end, self.t)
+        return self._html(pages.plot_page(ctx, point, period, plot.svg, plot.series, start,
+                                          end, plot.truncated_at))
 
     async def _devices(self, request: web.Request) -> web.StreamResponse:
-        self._params(request, ())
+        query_params(request, ())
         async with self._work():
             ctx, _ = await self._context(request)
             buses = await self.port.buses()
             channels = await self.port.channels()
-        return self._html(pages.devices_page(ctx, buses, channels))
+        return self._html(status_pages.devices_page(ctx, buses, channels))
 
     async def _inspect(self, request: web.Request) -> web.StreamResponse:
         await self._form(request, ("csrf",))
@@ -612,7 +375,7 @@ class KeeperWeb:
             result = await asyncio.shield(self._inspection)
         async with self._work():
             ctx, _ = await self._context(request)
-        return self._html(pages.inspection_page(ctx, result))
+        return self._html(status_pages.inspection_page(ctx, result))
 
 
 def _inspection_done(task: asyncio.Task[Inspection]) -> None:

@@ -19,32 +19,23 @@ from html import escape
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from edge.web.i18n import Language, has_text, text
+from edge.web.i18n import Language, text
 from edge.web.plots import Series
 from edge.web.port import (
-    AlarmEvent,
-    AlarmStatus,
-    BusHealth,
-    ChannelHealth,
-    Inspection,
-    Notification,
     PointStatus,
     SiteInfo,
 )
-from vocab.model import SEVERITY_RANK
 
 __all__ = [
     "PageContext",
-    "alarms_page",
-    "devices_page",
     "error_page",
-    "inspection_page",
     "mask_recipient",
     "overview_page",
     "plot_page",
 ]
 
 OVERVIEW_REFRESH_S = 60
+PERIODS: dict[str, int] = {"24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000}
 SHOWN_LEVELS = ("dead", "flood_limit", "normal_pool", "design_flood", "check_flood", "crest")
 
 STYLE = """
@@ -181,7 +172,7 @@ def plot_href(ref: str) -> str:
     return "/plot/" + "/".join(quote(part, safe="") for part in ref.split("/", 1))
 
 
-def _e(value: object) -> str:
+def esc(value: object) -> str:
     return escape(str(value), quote=True)
 
 
@@ -190,13 +181,13 @@ def _e(value: object) -> str:
 def layout(ctx: PageContext, title: str, body: str, active: str = "",
            refresh_s: int | None = None) -> str:
     nav = "".join(
-        f'<a href="{href}"{" class=on" if key == active else ""}>{_e(ctx.t("nav." + key))}</a>'
+        f'<a href="{href}"{" class=on" if key == active else ""}>{esc(ctx.t("nav." + key))}</a>'
         for key, href in (("overview", "/"), ("alarms", "/alarms"), ("devices", "/devices")))
     refresh = (f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else "")
     banner = ""
     if ctx.active_alarms:
         banner = (f'<a class="banner" href="/alarms">'
-                  f'{_e(ctx.t("page.active_alarms", count=ctx.active_alarms))}</a>')
+                  f'{esc(ctx.t("page.active_alarms", count=ctx.active_alarms))}</a>')
     site_name = ctx.site.name or ctx.site.id
     footer = [ctx.t("page.generated", time=fmt_time(ctx.now_ms, ctx.tz)),
               ctx.t("page.offline_note")]
@@ -206,10 +197,10 @@ def layout(ctx: PageContext, title: str, body: str, active: str = "",
         f'<!DOCTYPE html><html lang="{"zh-CN" if ctx.lang == "zh" else "en"}"><head>'
         '<meta charset="utf-8"><meta name="viewport" content="width=device-width,'
         f'initial-scale=1">{refresh}<link rel="icon" href="data:,">'
-        f"<title>{_e(title)} · {_e(site_name)}</title><style>{STYLE}</style></head><body>"
-        f'<header><h1>{_e(site_name)}</h1><div class="sub">{_e(ctx.site.gateway)} · '
-        f"{_e(ctx.site.timezone)}</div></header><nav>{nav}</nav>{banner}"
-        f"<main>{body}</main><footer>{' · '.join(_e(f) for f in footer)}</footer>"
+        f"<title>{esc(title)} · {esc(site_name)}</title><style>{STYLE}</style></head><body>"
+        f'<header><h1>{esc(site_name)}</h1><div class="sub">{esc(ctx.site.gateway)} · '
+        f"{esc(ctx.site.timezone)}</div></header><nav>{nav}</nav>{banner}"
+        f"<main>{body}</main><footer>{' · '.join(esc(f) for f in footer)}</footer>"
         "</body></html>")
 
 
@@ -219,10 +210,10 @@ def error_page(lang: Language, status: int, message: str) -> str:
     return (
         f'<!DOCTYPE html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head>'
         '<meta charset="utf-8"><meta name="viewport" content="width=device-width,'
-        f'initial-scale=1"><link rel="icon" href="data:,"><title>{status} {_e(title)}'
-        f"</title><style>{STYLE}</style></head><body><header><h1>{status} {_e(title)}</h1>"
-        f'</header><main><section><p class="error" id="error-message">{_e(message)}</p>'
-        f'<p><a href="/">{_e(text(lang, "error.back"))}</a></p></section></main>'
+        f'initial-scale=1"><link rel="icon" href="data:,"><title>{status} {esc(title)}'
+        f"</title><style>{STYLE}</style></head><body><header><h1>{status} {esc(title)}</h1>"
+        f'</header><main><section><p class="error" id="error-message">{esc(message)}</p>'
+        f'<p><a href="/">{esc(text(lang, "error.back"))}</a></p></section></main>'
         "</body></html>")
 
 
@@ -235,9 +226,9 @@ def point_classes(p: PointStatus) -> str:
 
 def badges(ctx: PageContext, p: PointStatus) -> str:
     quality = p.quality or "never"
-    out = f'<span class="badge q">{_e(ctx.t("quality." + quality))}</span>'
+    out = f'<span class="badge q">{esc(ctx.t("quality." + quality))}</span>'
     if p.stale:
-        out += f' <span class="badge stale">{_e(ctx.t("quality.stale"))}</span>'
+        out += f' <span class="badge stale">{esc(ctx.t("quality.stale"))}</span>'
     return out
 
 
@@ -247,9 +238,9 @@ def point_meta(ctx: PageContext, p: PointStatus) -> str:
         parts.append(fmt_age(ctx, p.ts_ms))
     if p.name:
         parts.append(p.point)
-    meta = " · ".join(_e(x) for x in parts)
+    meta = " · ".join(esc(x) for x in parts)
     if p.reason:
-        meta += f' · <span class="reason">{_e(ctx.t("reason", reason=p.reason))}</span>'
+        meta += f' · <span class="reason">{esc(ctx.t("reason", reason=p.reason))}</span>'
     return meta
 
 
@@ -258,10 +249,10 @@ def point_row(ctx: PageContext, p: PointStatus, label: str | None = None,
               extra_badge: str = "") -> str:
     shown = p.value if value is None else value
     return (
-        f'<li class="{point_classes(p)} {extra_class}" data-point="{_e(p.point)}">'
-        f'<a class="name" href="{plot_href(p.point)}">{_e(label or point_label(ctx, p, p.point))}'
-        f'</a><span><span class="val">{_e(fmt_number(shown))}</span> '
-        f'<span class="unit">{_e(p.unit)}</span></span> {badges(ctx, p)}{extra_badge}'
+        f'<li class="{point_classes(p)} {extra_class}" data-point="{esc(p.point)}">'
+        f'<a class="name" href="{plot_href(p.point)}">{esc(label or point_label(ctx, p, p.point))}'
+        f'</a><span><span class="val">{esc(fmt_number(shown))}</span> '
+        f'<span class="unit">{esc(p.unit)}</span></span> {badges(ctx, p)}{extra_badge}'
         f'<span class="meta">{point_meta(ctx, p)}</span></li>')
 
 
@@ -278,7 +269,7 @@ def _level_section(ctx: PageContext, by_ref: Mapping[str, PointStatus],
     body = ""
     level = by_ref.get(site.level_point) if site.level_point else None
     if level is None:
-        body += f'<p class="muted">{_e(ctx.t("level.none"))}</p>'
+        body += f'<p class="muted">{esc(ctx.t("level.none"))}</p>'
     else:
         body += f'<ul class="pts">{point_row(ctx, level, extra_class="big")}</ul>'
         rows = []
@@ -290,9 +281,9 @@ def _level_section(ctx: PageContext, by_ref: Mapping[str, PointStatus],
                 delta = level.value - item.value
                 side = ctx.t("level.above") if delta > 0 else ctx.t("level.below")
                 diff = f"{side} {abs(delta):.2f} m" if delta else "="
-            rows.append(f'<tr data-level="{_e(item.key)}"><td>{_e(label)}</td>'
+            rows.append(f'<tr data-level="{esc(item.key)}"><td>{esc(label)}</td>'
                         f'<td class="num">{item.value:.2f} m</td>'
-                        f'<td class="num diff">{_e(diff)}</td></tr>')
+                        f'<td class="num diff">{esc(diff)}</td></tr>')
         crest = next((lv.value for lv in site.levels if lv.key == "crest"), None)
         freeboard = ""
         if crest is not None and level.value is not None and math.isfinite(level.value):
@@ -301,11 +292,11 @@ def _level_section(ctx: PageContext, by_ref: Mapping[str, PointStatus],
             freeboard = f'<ul class="pts">{freeboard}</ul>'
         if rows:
             body += (f'<table class="levels"><tr><th></th><th class="num"></th>'
-                     f'<th class="num">{_e(ctx.t("level.to_level"))}</th></tr>'
+                     f'<th class="num">{esc(ctx.t("level.to_level"))}</th></tr>'
                      f'{"".join(rows)}</table>')
         body += freeboard
     body += _point_list(ctx, others)
-    return f'<section id="level"><h2>{_e(ctx.t("section.level"))}</h2>{body}</section>'
+    return f'<section id="level"><h2>{esc(ctx.t("section.level"))}</h2>{body}</section>'
 
 
 def _rain_section(ctx: PageContext, by_ref: Mapping[str, PointStatus],
@@ -319,9 +310,9 @@ def _rain_section(ctx: PageContext, by_ref: Mapping[str, PointStatus],
                                 None, False)
         rows.append(point_row(ctx, point, label=label, extra_class=f"rain-{item.window}"))
     body = f'<ul class="pts">{"".join(rows)}</ul>' if rows else \
-        f'<p class="muted">{_e(ctx.t("rain.none"))}</p>'
+        f'<p class="muted">{esc(ctx.t("rain.none"))}</p>'
     body += _point_list(ctx, others)
-    return f'<section id="rainfall"><h2>{_e(ctx.t("section.rainfall"))}</h2>{body}</section>'
+    return f'<section id="rainfall"><h2>{esc(ctx.t("section.rainfall"))}</h2>{body}</section>'
 
 
 def overview_page(ctx: PageContext, points: Sequence[PointStatus]) -> str:
@@ -336,142 +327,21 @@ def overview_page(ctx: PageContext, points: Sequence[PointStatus]) -> str:
     for key in ("seepage", "gradient", "displacement", "other"):
         listed = sections.get(key, [])
         if listed:
-            body += (f'<section id="{key}"><h2>{_e(ctx.t("section." + key))}</h2>'
+            body += (f'<section id="{key}"><h2>{esc(ctx.t("section." + key))}</h2>'
                      f"{_point_list(ctx, listed)}</section>")
     if not points:
-        body += f'<section><p class="muted">{_e(ctx.t("points.none"))}</p></section>'
+        body += f'<section><p class="muted">{esc(ctx.t("points.none"))}</p></section>'
     return layout(ctx, ctx.t("overview.title"), body, "overview", OVERVIEW_REFRESH_S)
 
 
 # --- alarms ----------------------------------------------------------------------------
-
-def _severity_badge(ctx: PageContext, severity: str | None) -> str:
-    if not severity:
-        return ""
-    return f'<span class="badge sev-{_e(severity)}">{_e(ctx.t("severity." + severity))}</span>'
-
-
-def _unit_of(by_ref: Mapping[str, PointStatus], ref: str) -> str:
-    point = by_ref.get(ref)
-    return point.unit if point else ""
-
-
-def acknowledger(ctx: PageContext, by: str | None, via: str | None) -> str:
-    """Who acknowledged and how: 张三（本地页面）; either part may be missing."""
-    how = ""
-    if via:
-        how = ctx.t("via." + via) if has_text("via." + via) else via
-    if by and how:
-        return f"{by}（{how}）" if ctx.lang == "zh" else f"{by} ({how})"
-    return by or how
-
-
-def _alarm_card(ctx: PageContext, alarm: AlarmStatus, by_ref: Mapping[str, PointStatus],
-                ack_enabled: bool) -> str:
-    unit = _unit_of(by_ref, alarm.point)
-    label = point_label(ctx, by_ref.get(alarm.point), alarm.point)
-    if alarm.acknowledged:
-        who = acknowledger(ctx, alarm.acknowledged_by, alarm.acknowledged_via)
-        status = (ctx.t("alarm.acked_by", by=who, time=fmt_time(alarm.acknowledged_ms, ctx.tz))
-                  if who else ctx.t("alarm.acked_unknown"))
-    else:
-        status = ctx.t("alarm.unacked")
-    form = ""
-    if not alarm.acknowledged and ack_enabled:
-        form = (
-            '<form class="ack" method="post" action="/alarms/ack">'
-            f'<input type="hidden" name="csrf" value="{_e(ctx.csrf)}">'
-            f'<input type="hidden" name="alarm_id" value="{_e(alarm.alarm_id)}">'
-            f'<input name="name" maxlength="40" required autocomplete="name" '
-            f'placeholder="{_e(ctx.t("ack.name"))}" aria-label="{_e(ctx.t("ack.name"))}">'
-            f'<input name="pin" type="password" inputmode="numeric" maxlength="64" required '
-            f'autocomplete="off" placeholder="{_e(ctx.t("ack.pin"))}" '
-            f'aria-label="{_e(ctx.t("ack.pin"))}">'
-            f'<button type="submit">{_e(ctx.t("ack.submit"))}</button></form>')
-    return (
-        f'<li class="card alarm sev-{_e(alarm.severity)}'
-        f'{" acked" if alarm.acknowledged else ""}" data-alarm="{_e(alarm.alarm_id)}">'
-        f'{_severity_badge(ctx, alarm.severity)} <a href="{plot_href(alarm.point)}">'
-        f"<b>{_e(label)}</b></a><div>{_e(alarm.message)}</div><dl>"
-        f'<dt>{_e(ctx.t("alarm.since"))}</dt><dd class="since">'
-        f"{_e(fmt_time(alarm.since_ms, ctx.tz))} ({_e(fmt_age(ctx, alarm.since_ms))})</dd>"
-        f'<dt>{_e(ctx.t("alarm.value"))}</dt><dd class="value">'
-        f"{_e(fmt_number(alarm.value))} {_e(unit)}</dd>"
-        f'<dt>{_e(ctx.t("alarm.limit"))}</dt><dd class="limit">'
-        f"{_e(fmt_number(alarm.limit))} {_e(unit)}</dd>"
-        f'<dt>{_e(ctx.t("alarm.rule"))}</dt><dd>{_e(alarm.rule)} · {_e(alarm.alarm_id)}</dd>'
-        f'<dt>{_e(ctx.t("alarm.state"))}</dt><dd class="ack-status">{_e(status)}</dd>'
-        f"</dl>{form}</li>")
-
-
-def alarms_page(ctx: PageContext, active: Sequence[AlarmStatus],
-                history: Sequence[AlarmEvent], history_limit: int,
-                notifications: Sequence[Notification], points: Sequence[PointStatus],
-                ack_enabled: bool, notice: str = "", error: str = "") -> str:
-    by_ref = {p.point: p for p in points}
-    body = ""
-    if notice:
-        body += f'<p class="notice" id="notice">{_e(notice)}</p>'
-    if error:
-        body += f'<p class="error" id="error-message">{_e(error)}</p>'
-    ordered = sorted(active, key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), a.since_ms))
-    cards = "".join(_alarm_card(ctx, a, by_ref, ack_enabled) for a in ordered)
-    body += (f'<section id="active"><h2>{_e(ctx.t("alarms.active"))}</h2>'
-             + (f'<ul class="cards">{cards}</ul>' if cards
-                else f'<p class="muted">{_e(ctx.t("alarms.none_active"))}</p>')
-             + ("" if ack_enabled or not any(not a.acknowledged for a in active)
-                else f'<p class="muted" id="ack-disabled">{_e(ctx.t("ack.disabled"))}</p>')
-             + "</section>")
-    rows = []
-    for event in history:
-        unit = _unit_of(by_ref, event.point)
-        rows.append(
-            f'<tr data-alarm="{_e(event.alarm_id)}" data-state="{_e(event.state)}">'
-            f'<td class="t">{_e(fmt_short(event.ts_ms, ctx.tz))}</td>'
-            f"<td>{_e(point_label(ctx, by_ref.get(event.point), event.point))}</td>"
-            f"<td>{_severity_badge(ctx, event.severity)}</td>"
-            f'<td>{_e(ctx.t("state." + event.state))}</td>'
-            f"<td>{_e(fmt_number(event.value))} {_e(unit)}</td>"
-            f"<td>{_e(fmt_number(event.limit))} {_e(unit)}</td>"
-            f"<td>{_e(acknowledger(ctx, event.by, event.via))}</td></tr>")
-    head = "".join(f"<th>{_e(ctx.t(k))}</th>" for k in (
-        "col.time", "col.point", "alarm.severity", "alarm.state", "alarm.value",
-        "alarm.limit", "alarm.by"))
-    body += f'<section id="history"><h2>{_e(ctx.t("alarms.history"))}</h2>'
-    if rows:
-        body += (f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>')
-        if len(history) >= history_limit:
-            body += f'<p class="muted">{_e(ctx.t("alarms.history_truncated", n=history_limit))}</p>'
-    else:
-        body += f'<p class="muted">{_e(ctx.t("alarms.none_history"))}</p>'
-    body += "</section>"
-    body += f'<section id="notifications"><h2>{_e(ctx.t("alarms.notifications"))}</h2>'
-    if notifications:
-        head = "".join(f"<th>{_e(ctx.t(k))}</th>" for k in (
-            "notify.time", "notify.channel", "notify.recipient", "notify.status"))
-        rows = [
-            f'<tr><td class="t">{_e(fmt_short(n.ts_ms, ctx.tz))}</td><td>{_e(n.channel)}</td>'
-            f"<td>{_e(mask_recipient(n.recipient))}</td>"
-            f'<td>{_e(ctx.t("notify." + n.status))} {_e(n.alarm_id or "")} '
-            f"{_e(n.detail)}</td></tr>" for n in notifications]
-        body += f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
-    else:
-        body += f'<p class="muted">{_e(ctx.t("alarms.none_notifications"))}</p>'
-    body += "</section>"
-    return layout(ctx, ctx.t("alarms.title"), body, "alarms")
-
-
-# --- plot ------------------------------------------------------------------------------
-
-PERIODS: dict[str, int] = {"24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000}
-
 
 def plot_page(ctx: PageContext, point: PointStatus, period: str | None, svg: str,
               series: Series, from_ms: int, to_ms: int, truncated_at: int | None) -> str:
     label = point_label(ctx, point, point.point)
     links = "".join(
         f'<a href="{plot_href(point.point)}?period={key}"'
-        f'{" class=on" if key == period else ""}>{_e(ctx.t("plot." + key))}</a>'
+        f'{" class=on" if key == period else ""}>{esc(ctx.t("plot." + key))}</a>'
         for key in PERIODS)
     gap = ""
     if series.gap_ms:
@@ -482,100 +352,16 @@ def plot_page(ctx: PageContext, point: PointStatus, period: str | None, svg: str
     counts = ctx.t("plot.count", good=series.good, suspect=series.suspect_count,
                    bad=series.bad, gaps=series.gap_count)
     body = (
-        f'<section id="plot"><h2>{_e(ctx.t("plot.title", point=label))}</h2>'
+        f'<section id="plot"><h2>{esc(ctx.t("plot.title", point=label))}</h2>'
         f'<ul class="pts">{point_row(ctx, point)}</ul>'
         f'<div class="periods">{links}</div>'
-        f'<p class="muted">{_e(span)}</p>{svg}'
-        f'<p class="muted" id="plot-counts">{_e(counts)}'
-        f"{(' ' + _e(gap)) if gap else ''}</p>")
+        f'<p class="muted">{esc(span)}</p>{svg}'
+        f'<p class="muted" id="plot-counts">{esc(counts)}'
+        f"{(' ' + esc(gap)) if gap else ''}</p>")
     if truncated_at is not None:
-        body += f'<p class="error">{_e(ctx.t("plot.truncated", n=truncated_at))}</p>'
-    body += f'<p><a href="/">{_e(ctx.t("plot.back"))}</a></p></section>'
+        body += f'<p class="error">{esc(ctx.t("plot.truncated", n=truncated_at))}</p>'
+    body += f'<p><a href="/">{esc(ctx.t("plot.back"))}</a></p></section>'
     return layout(ctx, ctx.t("plot.title", point=label), body)
 
 
 # --- devices and inspection ------------------------------------------------------------
-
-def _device_rows(ctx: PageContext, bus: BusHealth) -> str:
-    rows = []
-    for d in bus.devices:
-        state = "online" if d.online else "offline"
-        failure = ""
-        if d.last_failure:
-            failure = (f'<div class="last-failure">{_e(ctx.t("devices.last_failure"))}: '
-                       f"{_e(d.last_failure)}</div>")
-        last_good = (f"{fmt_time(d.last_good_ms, ctx.tz)} ({fmt_age(ctx, d.last_good_ms)})"
-                     if d.last_good_ms else ctx.t("devices.never"))
-        counts = ctx.t("devices.failures", failures=d.failures,
-                       consecutive=d.consecutive_failures, polls=d.polls)
-        rows.append(
-            f'<li class="pt device {"q-good" if d.online else "q-bad"}" '
-            f'data-device="{_e(d.device)}"><span class="name">{_e(d.name or d.device)}</span>'
-            f'<span class="badge q">{_e(ctx.t("devices." + state))}</span>'
-            f'<span class="meta">{_e(ctx.t("devices.last_good"))}: {_e(last_good)} · '
-            f'<span class="counts">{_e(counts)}</span>{failure}</span></li>')
-    return "".join(rows)
-
-
-def devices_page(ctx: PageContext, buses: Sequence[BusHealth],
-                 channels: Sequence[ChannelHealth]) -> str:
-    inspect = (
-        f'<section id="inspect"><form method="post" action="/inspect">'
-        f'<input type="hidden" name="csrf" value="{_e(ctx.csrf)}">'
-        f'<button class="big" type="submit" id="inspect-button">'
-        f'{_e(ctx.t("inspect.button"))}</button></form>'
-        f'<p class="muted">{_e(ctx.t("inspect.help"))}</p></section>')
-    body = inspect + f'<section id="buses"><h2>{_e(ctx.t("devices.buses"))}</h2>'
-    if not buses:
-        body += f'<p class="muted">{_e(ctx.t("devices.none"))}</p>'
-    for bus in buses:
-        state = "connected" if bus.connected else "disconnected"
-        body += (f'<h3 data-bus="{_e(bus.bus)}">{_e(bus.bus)} <span class="muted">'
-                 f"{_e(bus.kind)}</span> <span class=\"badge {'' if bus.connected else 'stale'}\">"
-                 f'{_e(ctx.t("devices." + state))}</span></h3>'
-                 f'<ul class="pts">{_device_rows(ctx, bus)}</ul>')
-    body += "</section>"
-    body += f'<section id="channels"><h2>{_e(ctx.t("devices.channels"))}</h2>'
-    if not channels:
-        body += f'<p class="muted">{_e(ctx.t("channels.none"))}</p>'
-    rows = []
-    for c in channels:
-        state = "connected" if c.connected else "disconnected"
-        oldest = (f'{_e(ctx.t("channel.oldest"))}: {_e(fmt_time(c.oldest_ms, ctx.tz))}'
-                  f" ({_e(fmt_age(ctx, c.oldest_ms))}) · " if c.oldest_ms else "")
-        last_ack = (f"{fmt_time(c.last_ack_ms, ctx.tz)} ({fmt_age(ctx, c.last_ack_ms)})"
-                    if c.last_ack_ms else ctx.t("devices.never"))
-        rows.append(
-            f'<li class="pt channel {"q-good" if c.connected else "q-bad"}" '
-            f'data-channel="{_e(c.channel)}"><span class="name">{_e(c.channel)} '
-            f'<span class="muted">{_e(c.kind)}</span></span>'
-            f'<span class="badge q">{_e(ctx.t("devices." + state))}</span> '
-            f'<span class="backlog">{_e(ctx.t("channel.backlog", n=c.backlog))}</span>'
-            f'<span class="meta">{oldest}{_e(ctx.t("channel.last_ack"))}: {_e(last_ack)}'
-            f"{(' · ' + _e(c.detail)) if c.detail else ''}</span></li>")
-    if rows:
-        body += f'<ul class="pts">{"".join(rows)}</ul>'
-    body += "</section>"
-    return layout(ctx, ctx.t("devices.title"), body, "devices", OVERVIEW_REFRESH_S)
-
-
-def inspection_page(ctx: PageContext, result: Inspection) -> str:
-    seconds = max(0.0, (result.finished_ms - result.requested_ms) / 1000)
-    fresh_count = len(result.fresh & {p.point for p in result.points})
-    summary = ctx.t("inspect.summary", fresh=fresh_count, total=len(result.points),
-                    seconds=f"{seconds:.1f}")
-    body = (f'<section id="inspection"><h2>{_e(ctx.t("inspect.title"))}</h2>'
-            f'<p id="inspect-summary">{_e(summary)}</p>')
-    if not result.complete:
-        body += f'<p class="error">{_e(ctx.t("inspect.incomplete"))}</p>'
-    rows = []
-    for p in result.points:
-        fresh = p.point in result.fresh
-        marker = (f' <span class="badge {"fresh" if fresh else "stale"} inspected">'
-                  f'{_e(ctx.t("inspect.fresh" if fresh else "inspect.not_fresh"))}</span>')
-        rows.append(point_row(ctx, p, extra_class="inspected-point", extra_badge=marker))
-    body += f'<ul class="pts">{"".join(rows)}</ul>'
-    body += (f'<form method="post" action="/inspect"><input type="hidden" name="csrf" '
-             f'value="{_e(ctx.csrf)}"><button class="big" type="submit" id="inspect-button">'
-             f'{_e(ctx.t("inspect.button"))}</button></form></section>')
-    return layout(ctx, ctx.t("inspect.title"), body, "devices")

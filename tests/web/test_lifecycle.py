@@ -17,8 +17,8 @@ from typing import TypeVar
 
 import pytest
 
-import edge.web.app as app_module
 import edge.web.pin as pin_module
+import edge.web.plotpage as plotpage_module
 from edge.web.app import KeeperWeb
 from edge.web.plots import Decimator
 from tests.web.keeper import LoopThread, PointSpec, StoreKeeper, serve
@@ -93,7 +93,7 @@ def test_a_30_day_plot_is_drawn_off_the_loop(loop: LoopThread,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     server, keeper = month
     port = server.config.port
-    drawing = on_threads(monkeypatch, app_module, "render_svg")
+    drawing = on_threads(monkeypatch, plotpage_module, "render_svg")
     decimating = on_threads(monkeypatch, Decimator, "feed")
     status, _, text = raw_request(port, "GET", "/plot/level-1/water_level?period=30d")
     assert status == 200

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.web.app import PinGuard
+from edge.web.guard import PinGuard
 
 
 class Clock:

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge.web.plots import COLUMNS, Decimator, PlotLine, Series, render_svg
+from edge.web.plots import COLUMNS, Decimator, PlotLine, Series
+from edge.web.plotsvg import render_svg
 from vocab.model import Quality, Reading
 
 DAY = 86_400_000

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-import edge.web.app
+import edge.web.plotpage
 from edge.web.app import MAX_QUERY, KeeperWeb
 from edge.web.port import AckOutcome, Inspection, PointStatus
 from tests.web.keeper import LoopThread, StoreKeeper, serve
@@ -242,8 +242,8 @@ def test_a_failed_inspection_is_a_500_page(loop: LoopThread, site: tuple[StoreKe
 
 def test_a_plot_past_its_reading_budget_says_so(page: KeeperWeb,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edge.web.app, "MAX_PLOT_READINGS", 1000)
-    monkeypatch.setattr(edge.web.app, "HISTORY_PAGE", 300)
+    monkeypatch.setattr(edge.web.plotpage, "MAX_PLOT_READINGS", 1000)
+    monkeypatch.setattr(edge.web.plotpage, "HISTORY_PAGE", 300)
     _, _, text = raw_request(page.config.port, "GET", f"/plot/{LEVEL}?period=30d")
     assert "读数过多，只绘制了前 1000 个" in text
     _, _, text = raw_request(page.config.port, "GET", f"/plot/{LEVEL}?period=24h")
