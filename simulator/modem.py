@@ -40,6 +40,9 @@ from drivers.smspdu import Concat, PduError, decode_submit, encode_deliver
 from simulator.serialwire import SerialWire
 
 CTRL_Z = 0x1A
+# Returned by a part of the command table for a command it does not answer (compared by
+# identity: an empty answer is never a real one).
+_NOT_MINE: list[str] = []
 ESC = 0x1B
 # What a modem says of itself (TS 27.007 §5): invented, but in the form real ones use.
 IDENTITY = {
@@ -421,6 +424,14 @@ class SimulatedModem:
     def _answer(self, body: str) -> list[str] | None:
         """The lines answering AT<body> (a final result last), or None if the answer is
         given otherwise (the prompt, an error written already)."""
+        for part in (self._answer_settings, self._answer_network, self._answer_messages):
+            answer = part(body)
+            if answer is not _NOT_MINE:
+                return answer
+        return ["ERROR"]
+
+    def _answer_settings(self, body: str) -> list[str] | None:
+        """Identity, echo, error reporting, character set, message format and storage."""
         settings = self._settings
         if body == "":
             return ["OK"]
@@ -429,8 +440,6 @@ class SimulatedModem:
             return ["OK"]
         if body in IDENTITY:
             return [IDENTITY[body], "OK"]
-        if body == "+CIMI":
-            return ["460001234567890", "OK"] if self._sim_ready() else self._error_lines(cme=10)
         if body in SUPPORTED:
             return [SUPPORTED[body], "OK"]
         if body == "+CFUN?":
@@ -442,34 +451,9 @@ class SimulatedModem:
         if body == "+CSCA?":
             return [f'+CSCA: "{self.smsc}",145', "OK"]
         if body == "+CPMS?" or body.startswith("+CPMS="):
-            used = len(self._storage)
-            store = f'"SM",{used},{self.storage_size}'
-            if body.startswith("+CPMS=") and not all(
-                m.strip().strip('"') == "SM" for m in body[6:].split(",")
-            ):
-                return self._error_lines(cms=302)  # one store only: the SIM's
-            if body == "+CPMS?":
-                return [f"+CPMS: {store},{store},{store}", "OK"]
-            return [f"+CPMS: {used},{self.storage_size},{used},{self.storage_size},"
-                    f"{used},{self.storage_size}", "OK"]
+            return self._storage_status(body)
         if body.startswith("+CMEE="):
             return self._set_int(body, "cmee", (0, 1, 2))
-        if body == "+CPIN?":
-            if ModemFault.NO_SIM in self.faults:
-                return self._error_lines(cme=10)
-            if ModemFault.PIN_LOCKED in self.faults:
-                return ["+CPIN: SIM PIN", "OK"]
-            return ["+CPIN: READY", "OK"]
-        if body == "+CSQ":
-            return [f"+CSQ: {self.rssi},99", "OK"]
-        if body.startswith("+CREG="):
-            return self._set_int(body, "creg_n", (0, 1, 2))
-        if body.startswith("+CEREG="):
-            return self._set_int(body, "cereg_n", (0, 1, 2))
-        if body == "+CREG?":
-            return [f"+CREG: {settings.creg_n},{self._stat()}", "OK"]
-        if body == "+CEREG?":
-            return [f"+CEREG: {settings.cereg_n},{self._stat()}", "OK"]
         if body.startswith("+CMGF="):
             if body == "+CMGF=1":
                 return self._error_lines(cms=303)  # text mode is not simulated
@@ -488,7 +472,48 @@ class SimulatedModem:
                 return self._error_lines(cms=303)
             settings.cnmi_mt = int(values[1])
             return ["OK"]
-        if not self._sim_ready() and body.startswith(("+CMGS", "+CMGL", "+CMGR", "+CMGD")):
+        return _NOT_MINE
+
+    def _storage_status(self, body: str) -> list[str]:
+        used = len(self._storage)
+        store = f'"SM",{used},{self.storage_size}'
+        if body.startswith("+CPMS=") and not all(
+            m.strip().strip('"') == "SM" for m in body[6:].split(",")
+        ):
+            return self._error_lines(cms=302)  # one store only: the SIM's
+        if body == "+CPMS?":
+            return [f"+CPMS: {store},{store},{store}", "OK"]
+        return [f"+CPMS: {used},{self.storage_size},{used},{self.storage_size},"
+                f"{used},{self.storage_size}", "OK"]
+
+    def _answer_network(self, body: str) -> list[str] | None:
+        """The SIM, the signal and the registration."""
+        settings = self._settings
+        if body == "+CIMI":
+            return ["460001234567890", "OK"] if self._sim_ready() else self._error_lines(cme=10)
+        if body == "+CPIN?":
+            if ModemFault.NO_SIM in self.faults:
+                return self._error_lines(cme=10)
+            if ModemFault.PIN_LOCKED in self.faults:
+                return ["+CPIN: SIM PIN", "OK"]
+            return ["+CPIN: READY", "OK"]
+        if body == "+CSQ":
+            return [f"+CSQ: {self.rssi},99", "OK"]
+        if body.startswith("+CREG="):
+            return self._set_int(body, "creg_n", (0, 1, 2))
+        if body.startswith("+CEREG="):
+            return self._set_int(body, "cereg_n", (0, 1, 2))
+        if body == "+CREG?":
+            return [f"+CREG: {settings.creg_n},{self._stat()}", "OK"]
+        if body == "+CEREG?":
+            return [f"+CEREG: {settings.cereg_n},{self._stat()}", "OK"]
+        return _NOT_MINE
+
+    def _answer_messages(self, body: str) -> list[str] | None:
+        """Sending, listing, reading and deleting short messages."""
+        if not body.startswith(("+CMGS", "+CMGL", "+CMGR", "+CMGD")):
+            return _NOT_MINE
+        if not self._sim_ready():
             return self._error_lines(cms=310 if ModemFault.NO_SIM in self.faults else 311)
         if body.startswith("+CMGS="):
             value = body[6:]
