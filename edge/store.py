@@ -33,7 +33,7 @@ from edge.durable import SeqReservation, current_boot_id
 from edge.history import PARTS, read_point_history
 from edge.outboxrows import OutboxRows, in_transaction
 from edge.payloads import alarm_payload
-from edge.quota import QuotaCounters, QuotaKeeper
+from edge.quota import DiskReserve, QuotaCounters, QuotaKeeper
 from edge.storeschema import (
     PAGE_SIZE,
     SCHEMA,
@@ -68,6 +68,9 @@ class Store:
         # written per poll on SD cards (bench/disk_bytes.py). Only takes effect on a new
         # file: an existing store keeps its page size.
         self._conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        # Lets the quota give deleted pages back to the file system (a new file only;
+        # an older store is converted the first time the quota has to act).
+        self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"store {path}: cannot switch to WAL journal mode (got {mode})")
@@ -86,7 +89,9 @@ class Store:
         self.seqs = SeqReservation(self._conn, synchronous, boot_id or current_boot_id())
         self._seq = self.seqs.resume(last_stored_seq(self._conn))
         self.outbox = OutboxRows(self._conn, lambda: self._seq)
-        self.quota = QuotaKeeper(self._conn, lambda: self._seq, self._save_seq)
+        self.quota = QuotaKeeper(self._conn, lambda: self._seq, self._save_seq, path)
+        self.reserve = DiskReserve(Path(f"{path}.reserve"))
+        self.reserve.ensure()
 
     def _create_schema(self) -> None:
         # Plain DDL: sqlite-utils would cost the daemon 22 MiB of RSS at import (see
@@ -340,6 +345,11 @@ class StoreWorker:
     @property
     def counters(self) -> QuotaCounters:
         return self._store.counters
+
+    @property
+    def reserve(self) -> DiskReserve:
+        """The space held back for a full disk (call its methods through ``run``)."""
+        return self._store.reserve
 
     async def commit(self, cycles: Sequence[tuple[Sequence[Reading],
                                                   Sequence[AlarmTransition]]]) -> list[list[int]]:
