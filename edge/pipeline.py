@@ -42,6 +42,8 @@ QUEUE_SIZE = 512
 DEFAULT_COMMIT_WINDOW_MS = 100.0
 # Alarm transitions kept in memory while the disk is full; past it the oldest go, counted.
 MAX_HELD_TRANSITIONS = 1000
+# While the disk stays full, room is made (as the quota would) at most this often.
+ROOM_RETRY_S = 30.0
 
 Cycle = tuple[Sequence[Reading], Sequence[AlarmTransition]]
 
@@ -90,7 +92,9 @@ class Pipeline:
         self._waiting: list[tuple[PollResult, Sequence[Reading], list[AlarmTransition]]] = []
         self.deferred_transitions = 0
         self.commits = 0  # transactions that stored polls or alarms
-        self.disk_full = False  # the last commit failed for want of space
+        self.disk_full = False  # out of space, until the reserve is back with room
+        self._room_made_at = 0.0  # loop time room was last made for a full disk
+        self.room_retry_s = ROOM_RETRY_S
 
     async def enqueue(self, result: PollResult) -> None:
         """The bus tasks' sink."""
@@ -216,8 +220,7 @@ class Pipeline:
                 if not is_disk_full(exc):
                     log.exception("store_commit_failed", device=device, readings=readings)
                     return False
-                if attempt == 1 and not self.disk_full:
-                    await self._enter_disk_full(device)
+                if attempt == 1 and await self._room_for_retry(device):
                     continue
                 return False
             except Exception:
@@ -225,29 +228,43 @@ class Pipeline:
                 return False
             self.commits += 1
             if self.disk_full:
-                await self._leave_disk_full()
+                await self._maybe_leave_disk_full()
             return True
         return False
 
-    async def _enter_disk_full(self, device: str) -> None:
-        """Logged once: the transaction was rolled back, so nothing stored is damaged.
-        The reserve file gives deletes and the checkpoint room to run; room is made as
-        the quota would, and the commit is tried once more."""
-        self.disk_full = True
-        await self.store.run(self.store.reserve.release)
+    async def _room_for_retry(self, device: str) -> bool:
+        """On SQLITE_FULL (the transaction was rolled back: nothing stored is damaged):
+        enter the full state, logged once, and make room as the quota would, at most once
+        per ``room_retry_s``. The reserve file gives the deletes and the checkpoint space
+        to run; it is made again from what they freed. True if the commit may be retried."""
+        loop = asyncio.get_running_loop()
+        if self.disk_full and loop.time() - self._room_made_at < self.room_retry_s:
+            return False
         used = await self.store.used_bytes()
-        log.error("store_full", device=device, used_bytes=used)
+        if not self.disk_full:
+            self.disk_full = True
+            log.error("store_full", device=device, used_bytes=used)
+        self._room_made_at = loop.time()
+        await self.store.run(self.store.reserve.release)
         try:
             await self._make_room(int(used * 0.8))
         except sqlite3.Error as exc:
             log.warning("store_full_no_room_made", error=str(exc))
+        await self.store.run(self.store.reserve.ensure, 1)
+        return True
 
-    async def _leave_disk_full(self) -> None:
+    async def _maybe_leave_disk_full(self) -> None:
+        """The full state ends when the reserve is back with as much again free, and not
+        before ``room_retry_s`` since room was last made: a store that keeps filling the
+        disk by itself is logged at most twice per period, not per poll."""
+        if asyncio.get_running_loop().time() - self._room_made_at < self.room_retry_s:
+            return
+        if not await self.store.run(self.store.reserve.ensure):
+            return
         self.disk_full = False
         counters = self.store.counters
         log.info("store_full_cleared", unstored_readings=counters.unstored_readings,
                  unstored_alarms=counters.unstored_alarms)
-        await self.store.run(self.store.reserve.ensure)
 
     # --- the rules -------------------------------------------------------------------------
 

@@ -48,14 +48,14 @@ class DiskReserve:
         self.path = path
         self.size = size
 
-    def ensure(self) -> bool:
-        """Create the reserve if it is missing and the disk has twice its size free (so
-        taking it back does not fill the disk again at once)."""
+    def ensure(self, headroom: int = 2) -> bool:
+        """Create the reserve if it is missing and the disk has ``headroom`` times its
+        size free (twice by default: taking it back must not fill the disk at once)."""
         if self.path.exists():
             return True
         try:
             stat = os.statvfs(self.path.parent)
-            if stat.f_bavail * stat.f_frsize < 2 * self.size:
+            if stat.f_bavail * stat.f_frsize < headroom * self.size:
                 return False
             with self.path.open("wb") as reserve:
                 reserve.write(b"\0" * self.size)
