@@ -239,6 +239,15 @@ def _config_warnings(settings: GatewaySettings, doc: LocatedDocument) -> tuple[s
                 doc.locate(path), format_key_path(path),
                 f"{port} may point to another adapter after a replug or reboot; use "
                 "its /dev/serial/by-id/... name")))
+    fastest = min(settings.devices, key=lambda d: d.poll_interval_s, default=None)
+    window_s = settings.store.commit_window_ms / 1000
+    if fastest is not None and window_s > fastest.poll_interval_s / 2:
+        # Telemetry waits up to the window before it is committed and published.
+        path = ("store", "commit_window_ms")
+        warnings_found.append(str(ConfigProblem(
+            doc.locate(path), format_key_path(path),
+            f"{settings.store.commit_window_ms:g} ms is not well under the shortest poll "
+            f"interval ({fastest.id}: {fastest.poll_interval_s:g} s); keep it under half")))
     return tuple(warnings_found)
 
 

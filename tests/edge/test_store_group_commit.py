@@ -92,3 +92,20 @@ def test_a_window_of_zero_commits_each_poll_as_it_comes(tmp_path: Path) -> None:
         gateway.store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_window_not_well_under_the_fastest_poll_is_warned_about(tmp_path: Path) -> None:
+    import yaml
+
+    from edge.config import load_config
+
+    site = settings(RULES, interval_s=0.25).model_dump(mode="json", exclude_defaults=True)
+    site["store"] = {"path": str(tmp_path / "edge.db"), "commit_window_ms": 200}
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump(site))
+    warnings = load_config(config).warnings
+    assert any("store.commit_window_ms" in w and "level-1: 0.25 s" in w for w in warnings), \
+        warnings
+    site["store"]["commit_window_ms"] = 100
+    config.write_text(yaml.safe_dump(site))
+    assert not any("commit_window_ms" in w for w in load_config(config).warnings)
