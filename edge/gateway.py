@@ -60,7 +60,8 @@ class Gateway:
         settings = loaded.settings
         self.store = StoreWorker(Store(settings.store.path, settings.store.synchronous))
         self.outbox = Outbox(self.store)
-        self.pipeline = Pipeline(self.store, self.outbox, self._make_room)
+        self.pipeline = Pipeline(self.store, self.outbox, self._make_room,
+                                 settings.store.commit_window_ms)
         self.buses = BusSupervisor(settings, self.pipeline.enqueue)
         self.history = HistoryReader(settings.store.path)
         # Model fits over years of history run here, never on the loop (rules/hst.py).

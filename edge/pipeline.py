@@ -4,10 +4,17 @@ Bus tasks hand each device's poll result to a bounded queue; this one task takes
 order, runs the rules over them and commits readings, telemetry and alarm transitions in
 one transaction, then wakes the outbox's channels. Acquisition never waits for a channel.
 
-Failures are contained: polls that finished while a commit ran go into one transaction;
-if that fails, each poll is committed on its own and a failing poll's alarms without its
-readings; alarm transitions that cannot be stored at all are carried to the next commit,
-never dropped. A full disk makes room as the quota would and tries again.
+Polls that complete within ``store.commit_window_ms`` of the first share one transaction
+(one WAL append and fsync for all, each still its own message with its own seq); a poll
+that changes an alarm never waits, it commits at once and takes the waiting polls with it.
+Nothing is published before it is committed.
+
+Failures are contained: if a window's transaction fails, each poll is committed on its
+own and a failing poll's alarms without its readings; alarm transitions that cannot be
+stored at all are carried to the next commit (bounded, counted past the bound). A full
+disk is logged once when it fills and once when it clears, the readings it costs are
+counted in health, and a reserve file is given up so that the quota's deletes and
+checkpoints can still run.
 """
 
 from __future__ import annotations
@@ -21,15 +28,22 @@ import structlog
 from edge.hostinfo import clock_before_release
 from edge.outbox import Outbox
 from edge.store import StoreWorker
-from rules.engine import Evaluation, RuleEngine
+from rules.engine import RuleEngine
 from vocab.model import CLOCK_INVALID, ActiveAlarm, AlarmTransition, PollResult, Reading, now_ms
 
 log = structlog.get_logger("edge.pipeline")
 
 # Polls waiting for the store when a commit ends go into the next one together; bounded
 # so one transaction (and the alarms in it) is never held up long.
-COMMIT_BATCH = 32
-QUEUE_SIZE = 256
+COMMIT_BATCH = 256
+QUEUE_SIZE = 512
+# Polls that complete within this window share one transaction (store.commit_window_ms;
+# bench/store_bytes_per_datapoint.py and docs/performance.md for how it was chosen).
+DEFAULT_COMMIT_WINDOW_MS = 100.0
+# Alarm transitions kept in memory while the disk is full; past it the oldest go, counted.
+MAX_HELD_TRANSITIONS = 1000
+# While the disk stays full, room is made (as the quota would) at most this often.
+ROOM_RETRY_S = 30.0
 
 Cycle = tuple[Sequence[Reading], Sequence[AlarmTransition]]
 
@@ -54,8 +68,10 @@ class Pipeline:
     """Queue → rules → one commit; owns the rule engine and the latest-reading cache."""
 
     def __init__(self, store: StoreWorker, outbox: Outbox,
-                 make_room: Callable[[int], Awaitable[None]]) -> None:
+                 make_room: Callable[[int], Awaitable[None]],
+                 commit_window_ms: float = DEFAULT_COMMIT_WINDOW_MS) -> None:
         self.store = store
+        self.commit_window_s = commit_window_ms / 1000
         self.outbox = outbox
         self._make_room = make_room
         self.queue: asyncio.Queue[PollResult | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
@@ -72,7 +88,13 @@ class Pipeline:
         # a rebuild must see every transition the old engine produced.
         self.rules_lock = asyncio.Lock()
         self._uncommitted: list[AlarmTransition] = []
+        # Polls evaluated and waiting for the window's commit; never any alarm transition.
+        self._waiting: list[tuple[PollResult, Sequence[Reading], list[AlarmTransition]]] = []
         self.deferred_transitions = 0
+        self.commits = 0  # transactions that stored polls or alarms
+        self.disk_full = False  # out of space, until the reserve is back with room
+        self._room_made_at = 0.0  # loop time room was last made for a full disk
+        self.room_retry_s = ROOM_RETRY_S
 
     async def enqueue(self, result: PollResult) -> None:
         """The bus tasks' sink."""
@@ -88,31 +110,56 @@ class Pipeline:
             result = await self.queue.get()
             if result is None:
                 return
-            batch = [result]
-            # Polls that finished while the last commit ran are committed together: one
-            # WAL append and fsync for all of them, each still its own message.
-            while len(batch) < COMMIT_BATCH and not self.queue.empty():
-                waiting = self.queue.get_nowait()
-                if waiting is None:
-                    self.queue.put_nowait(None)  # stop after this batch
-                    break
-                batch.append(waiting)
-            await self._evaluate_and_commit(batch)
+            stopping = await self._gather_window(result)
+            async with self.rules_lock:
+                await self._commit_waiting()
+            if stopping:
+                return
 
-    async def _evaluate_and_commit(self, batch: list[PollResult]) -> None:
+    async def _gather_window(self, first: PollResult) -> bool:
+        """Evaluate polls as they come for up to ``commit_window_s``, to commit them in one
+        transaction (one WAL append and fsync for all, each still its own message). A poll
+        that changes an alarm ends the window at once. True when asked to stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.commit_window_s
+        urgent = await self._evaluate(first)
+        while not urgent and len(self._waiting) < COMMIT_BATCH:
+            if not self.queue.empty():
+                result = self.queue.get_nowait()
+            else:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    result = await asyncio.wait_for(self.queue.get(), left)
+                except TimeoutError:
+                    break
+            if result is None:
+                return True
+            urgent = await self._evaluate(result)
+        return False
+
+    async def _evaluate(self, polled: PollResult) -> bool:
+        """Run the rules over one poll and add it to the window; True if it carries alarm
+        transitions (which never wait for the window)."""
         assert self.engine is not None, "the engine is built before polling starts"
         async with self.rules_lock:
-            cycles: list[tuple[PollResult, Evaluation, list[AlarmTransition]]] = []
-            for polled in batch:
-                evaluation = self.engine.evaluate(stamped(polled.readings))
-                self.deferred_transitions = evaluation.deferred
-                # Transitions of a poll whose commit failed were already applied to the
-                # alarm book: they are carried to the next commit, not lost.
-                cycles.append((polled, evaluation, [*self._uncommitted,
-                                                    *evaluation.transitions]))
-                self._uncommitted = []
-            stored, anything = await self.commit_polls(
-                [(polled.device, ev.readings, transitions) for polled, ev, transitions in cycles])
+            evaluation = self.engine.evaluate(stamped(polled.readings))
+            self.deferred_transitions = evaluation.deferred
+            # Transitions of a poll whose commit failed were already applied to the alarm
+            # book: they are carried to the next commit, not lost.
+            transitions = [*self._uncommitted, *evaluation.transitions]
+            self._uncommitted = []
+            self._waiting.append((polled, evaluation.readings, transitions))
+        return bool(transitions)
+
+    async def _commit_waiting(self) -> None:
+        """Commit the window's polls (the caller holds ``rules_lock``)."""
+        cycles, self._waiting = self._waiting, []
+        if not cycles:
+            return
+        stored, anything = await self.commit_polls(
+            [(polled.device, readings, transitions) for polled, readings, transitions in cycles])
         stamp = now_ms()
         for (polled, _, _), readings_stored in zip(cycles, stored, strict=True):
             if readings_stored:
@@ -141,43 +188,90 @@ class Pipeline:
         stored: list[bool] = []
         anything = False
         for device, readings, transitions in polls:
-            if await self.commit([(readings, transitions)], device):
+            # On a full disk every poll would fail the same way: do not try each one.
+            if not self.disk_full and await self.commit([(readings, transitions)], device):
                 stored.append(True)
                 anything = True
                 continue
             stored.append(False)
-            if transitions and await self.commit([((), transitions)], device):
+            self.store.counters.unstored_readings += len(readings)
+            if (transitions and not self.disk_full
+                    and await self.commit([((), transitions)], device)):
                 anything = True
             else:
-                self._uncommitted += transitions
+                self._hold(transitions)
         return stored, anything
+
+    def _hold(self, transitions: list[AlarmTransition]) -> None:
+        """Keep alarm transitions in memory until they can be stored, at most
+        ``MAX_HELD_TRANSITIONS``: past that the oldest go, counted."""
+        self._uncommitted += transitions
+        excess = len(self._uncommitted) - MAX_HELD_TRANSITIONS
+        if excess > 0:
+            del self._uncommitted[:excess]
+            self.store.counters.unstored_alarms += excess
 
     async def commit(self, cycles: Sequence[Cycle], device: str) -> bool:
         readings = sum(len(r) for r, _ in cycles)
         for attempt in (1, 2):
             try:
                 await self.store.commit(cycles)
-                return True
             except sqlite3.OperationalError as exc:
-                if attempt == 1 and is_disk_full(exc):
-                    # The disk or the file is full: the transaction was rolled back, so
-                    # nothing stored is damaged. Make room as the quota would, and retry.
-                    used = await self.store.used_bytes()
-                    log.error("store_disk_full", device=device, used_bytes=used)
-                    await self._make_room(int(used * 0.8))
+                if not is_disk_full(exc):
+                    log.exception("store_commit_failed", device=device, readings=readings)
+                    return False
+                if attempt == 1 and await self._room_for_retry(device):
                     continue
-                log.exception("store_commit_failed", device=device, readings=readings)
                 return False
             except Exception:
                 log.exception("store_commit_failed", device=device, readings=readings)
                 return False
+            self.commits += 1
+            if self.disk_full:
+                await self._maybe_leave_disk_full()
+            return True
         return False
+
+    async def _room_for_retry(self, device: str) -> bool:
+        """On SQLITE_FULL (the transaction was rolled back: nothing stored is damaged):
+        enter the full state, logged once, and make room as the quota would, at most once
+        per ``room_retry_s``. The reserve file gives the deletes and the checkpoint space
+        to run; it is made again from what they freed. True if the commit may be retried."""
+        loop = asyncio.get_running_loop()
+        if self.disk_full and loop.time() - self._room_made_at < self.room_retry_s:
+            return False
+        used = await self.store.used_bytes()
+        if not self.disk_full:
+            self.disk_full = True
+            log.error("store_full", device=device, used_bytes=used)
+        self._room_made_at = loop.time()
+        await self.store.run(self.store.reserve.release)
+        try:
+            await self._make_room(int(used * 0.8))
+        except sqlite3.Error as exc:
+            log.warning("store_full_no_room_made", error=str(exc))
+        await self.store.run(self.store.reserve.ensure, 1)
+        return True
+
+    async def _maybe_leave_disk_full(self) -> None:
+        """The full state ends when the reserve is back with as much again free, and not
+        before ``room_retry_s`` since room was last made: a store that keeps filling the
+        disk by itself is logged at most twice per period, not per poll."""
+        if asyncio.get_running_loop().time() - self._room_made_at < self.room_retry_s:
+            return
+        if not await self.store.run(self.store.reserve.ensure):
+            return
+        self.disk_full = False
+        counters = self.store.counters
+        log.info("store_full_cleared", unstored_readings=counters.unstored_readings,
+                 unstored_alarms=counters.unstored_alarms)
 
     # --- the rules -------------------------------------------------------------------------
 
     async def rebuild_engine(self, build: Callable[[list[ActiveAlarm]], RuleEngine]) -> None:
         """Replace the rule engine (start, reload): active alarms resume from the store."""
         async with self.rules_lock:
+            await self._commit_waiting()  # the new engine warms up from stored history
             await self.store_held_transitions()
             # The rules' state that matters across a rebuild (active alarms) lives in the
             # store, so a new engine resumes exactly where the old one was; windows and

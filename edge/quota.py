@@ -10,9 +10,11 @@ the counts survive restarts (meta ``quota.*``).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -30,14 +32,59 @@ class QuotaCounters:
     thinned_readings: int = 0  # undelivered readings removed by 1-of-N thinning
     thinned_messages: int = 0  # unsent telemetry messages removed by 1-of-N thinning
     dropped_messages: int = 0  # unsent telemetry removed after thinning was not enough
+    unstored_readings: int = 0  # readings that could not be stored (a full disk)
+    unstored_alarms: int = 0  # alarm transitions past the in-memory hold of a full disk
+
+
+# Kept on the store's file system and given up when the disk fills, so that the quota's
+# deletes and checkpoints (which need space for WAL frames) can still run.
+RESERVE_BYTES = 256 * 1024
+
+
+class DiskReserve:
+    """A file of ``RESERVE_BYTES`` beside the store: space held back for a full disk."""
+
+    def __init__(self, path: Path, size: int = RESERVE_BYTES) -> None:
+        self.path = path
+        self.size = size
+
+    def ensure(self, headroom: int = 2) -> bool:
+        """Create the reserve if it is missing and the disk has ``headroom`` times its
+        size free (twice by default: taking it back must not fill the disk at once)."""
+        if self.path.exists():
+            return True
+        try:
+            stat = os.statvfs(self.path.parent)
+            if stat.f_bavail * stat.f_frsize < headroom * self.size:
+                return False
+            with self.path.open("wb") as reserve:
+                reserve.write(b"\0" * self.size)
+                reserve.flush()
+                os.fsync(reserve.fileno())
+        except OSError as exc:
+            self.path.unlink(missing_ok=True)
+            log.warning("store_reserve_not_made", path=str(self.path), error=str(exc))
+            return False
+        return True
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 class QuotaKeeper:
     """Quota maintenance on the store's writer connection (the store thread only)."""
 
     def __init__(self, conn: sqlite3.Connection, last_seq: Callable[[], int],
-                 save_seq: Callable[[], None]) -> None:
+                 save_seq: Callable[[], None], path: Path) -> None:
         self._conn = conn
+        self._path = path
         self._last_seq = last_seq
         self._save_seq = save_seq
         self.counters = QuotaCounters(**{
@@ -47,11 +94,36 @@ class QuotaKeeper:
         })
 
     def used_bytes(self) -> int:
-        """Bytes in use inside the file (deleted rows free pages that are then reused)."""
+        """Bytes the store takes on disk: the file (free pages included) and its WAL."""
+        return sum(_size(Path(f"{self._path}{suffix}")) for suffix in ("", "-wal"))
+
+    def _page_bytes(self) -> int:
+        """Bytes in pages that hold rows: what deleting rows can shrink the file to."""
         pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
         free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
-        size = self._conn.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * size)
+        return int((pages - free) * self._page_size())
+
+    def _page_size(self) -> int:
+        return int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+
+    def _bound_wal(self, quota_bytes: int) -> None:
+        """Checkpoint often enough that the WAL stays within an eighth of the quota (at
+        most SQLite's default of 1,000 pages), and truncate it back to that size."""
+        limit = max(16 * self._page_size(), min(quota_bytes // 8, 1000 * self._page_size()))
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={limit // self._page_size()}")
+        self._conn.execute(f"PRAGMA journal_size_limit={limit}")
+
+    def _give_back_space(self) -> None:
+        """Return free pages to the file system and empty the WAL: deleted rows only free
+        pages inside the file, which the quota counts as the disk does."""
+        if self._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
+            # A store made before incremental vacuum: convert it once (a full rewrite).
+            self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._conn.execute("VACUUM")
+        else:
+            # executescript steps the pragma to the end; execute frees one page per call.
+            self._conn.executescript("PRAGMA incremental_vacuum;")
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _delivered_below(self) -> int:
         """Telemetry rows below this id left the outbox: delivered (or set aside)."""
@@ -72,8 +144,10 @@ class QuotaKeeper:
         before = QuotaCounters(**vars(self.counters))
         self.counters.retention_deleted += self._prune_retention(retention_before_ms)
         target = int(quota_bytes * 0.9)  # leave headroom so the next polls fit
+        self._bound_wal(quota_bytes)
         if self.used_bytes() > quota_bytes:
             self._make_room(target)
+            self._give_back_space()
         if vars(self.counters) != vars(before):
             self._save_counters()
             log.warning("store_quota_maintenance", used_bytes=self.used_bytes(),
@@ -114,7 +188,7 @@ class QuotaKeeper:
         return int(readings)
 
     def _make_room(self, target: int) -> None:
-        while self.used_bytes() > target:
+        while self._page_bytes() > target:
             ids = [r[0] for r in self._conn.execute(
                 "SELECT id FROM telemetry WHERE id < ? ORDER BY id LIMIT 500",
                 (self._delivered_below(),))]
@@ -122,10 +196,10 @@ class QuotaKeeper:
                 break
             self.counters.history_pruned += self._delete_parts(ids)
         for factor in (2, 4, 8, 16):
-            if self.used_bytes() <= target:
+            if self._page_bytes() <= target:
                 return
             self._thin_unsent(factor)
-        while self.used_bytes() > target:
+        while self._page_bytes() > target:
             seqs = [r[0] for r in self._conn.execute(
                 "SELECT seq FROM outbox WHERE kind='telemetry' ORDER BY seq LIMIT 500")]
             if not seqs:

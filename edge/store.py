@@ -29,10 +29,11 @@ from typing import Literal, ParamSpec, TypeVar
 
 import structlog
 
+from edge.durable import SeqReservation, current_boot_id
 from edge.history import PARTS, read_point_history
 from edge.outboxrows import OutboxRows, in_transaction
 from edge.payloads import alarm_payload
-from edge.quota import QuotaCounters, QuotaKeeper
+from edge.quota import DiskReserve, QuotaCounters, QuotaKeeper
 from edge.storeschema import (
     PAGE_SIZE,
     SCHEMA,
@@ -53,7 +54,8 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, path: Path, synchronous: Literal["full", "normal"] = "full") -> None:
+    def __init__(self, path: Path, synchronous: Literal["full", "normal"] = "full",
+                 boot_id: str | None = None) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +68,9 @@ class Store:
         # written per poll on SD cards (bench/disk_bytes.py). Only takes effect on a new
         # file: an existing store keeps its page size.
         self._conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        # Lets the quota give deleted pages back to the file system (a new file only;
+        # an older store is converted the first time the quota has to act).
+        self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"store {path}: cannot switch to WAL journal mode (got {mode})")
@@ -79,9 +84,14 @@ class Store:
         self._checker: sqlite3.Connection | None = None
         self._check_cancelled = False
         self._create_schema()
-        self._seq = last_stored_seq(self._conn)
+        # With synchronous=normal, seqs come from a range reserved durably ahead of use,
+        # so a power cut can never make the store reuse a published seq (edge/durable.py).
+        self.seqs = SeqReservation(self._conn, synchronous, boot_id or current_boot_id())
+        self._seq = self.seqs.resume(last_stored_seq(self._conn))
         self.outbox = OutboxRows(self._conn, lambda: self._seq)
-        self.quota = QuotaKeeper(self._conn, lambda: self._seq, self._save_seq)
+        self.quota = QuotaKeeper(self._conn, lambda: self._seq, self._save_seq, path)
+        self.reserve = DiskReserve(Path(f"{path}.reserve"))
+        self.reserve.ensure()
 
     def _create_schema(self) -> None:
         # Plain DDL: sqlite-utils would cost the daemon 22 MiB of RSS at import (see
@@ -120,6 +130,7 @@ class Store:
         """Several polls in one transaction (one WAL append and fsync for all of them),
         each still its own message with its own seq. All or nothing."""
         seq_before = self._seq
+        self.seqs.ensure(seq_before + sum(bool(r) + len(t) for r, t in cycles))
         created = now_ms()
         queued: list[list[int]] = []
         conn = self._conn
@@ -193,6 +204,7 @@ class Store:
         """Commit one message of a channel's own making (an SL 651 report, a
         notification's outcome) with the next seq; ``build(seq)`` makes its payload.
         Returns its seq, or None when no configured channel takes that kind."""
+        self.seqs.ensure(self._seq + 1)
         seq = self._next_seq()
         try:
             queued: list[bool] = []
@@ -278,6 +290,7 @@ class Store:
         try:
             self.outbox.flush_acks()
             self._save_seq()
+            self.seqs.release(self._seq)
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("store_checkpoint_failed", error=str(exc))
@@ -332,6 +345,11 @@ class StoreWorker:
     @property
     def counters(self) -> QuotaCounters:
         return self._store.counters
+
+    @property
+    def reserve(self) -> DiskReserve:
+        """The space held back for a full disk (call its methods through ``run``)."""
+        return self._store.reserve
 
     async def commit(self, cycles: Sequence[tuple[Sequence[Reading],
                                                   Sequence[AlarmTransition]]]) -> list[list[int]]:

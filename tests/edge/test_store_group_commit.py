@@ -1,0 +1,111 @@
+"""Group commit: polls completing within the commit window share one transaction; a poll
+that changes an alarm never waits for the window; nothing is published uncommitted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline
+from edge.store import Store, StoreWorker
+from rules.engine import RuleEngine
+from tests.rules.sample_site import settings
+from vocab.model import PollResult, Reading
+
+T0 = 1_700_000_000_000
+RULES = [{"id": "head-high", "type": "threshold", "point": "piezo-1/head",
+          "high": [{"severity": "warning", "value": 104.0}]}]
+
+
+async def _no_room(quota_bytes: int) -> None:
+    raise AssertionError("the disk is not full in these tests")
+
+
+def poll(device: str, point: str, i: int, value: float) -> PollResult:
+    return PollResult("lan", device, (
+        Reading(device, point, T0 + i * 1000, value, "m", "good", None),), 1, True)
+
+
+async def started(path: Path, window_ms: float) -> tuple[Pipeline, asyncio.Task[None]]:
+    worker = StoreWorker(Store(path))
+    gateway = Pipeline(worker, Outbox(worker), _no_room, commit_window_ms=window_ms)
+    await gateway.rebuild_engine(lambda active: RuleEngine(settings(RULES).rule_site(), active))
+    return gateway, asyncio.create_task(gateway.run())
+
+
+def queued(path: Path, kind: str) -> list[dict[str, object]]:
+    store = Store(path)
+    try:
+        return [json.loads(e.payload) for e in store.outbox.pending(kind, 0, 100)]
+    finally:
+        store.close()
+
+
+def test_polls_within_the_window_share_one_transaction(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=60_000)
+        for i in range(5):  # one at a time, as bus tasks finish their polls
+            await gateway.enqueue(poll("level-1", "water_level", i, 120.0 + i))
+            await asyncio.sleep(0.01)
+        assert gateway.commits == 0, "the window is still open: nothing committed yet"
+        await gateway.stop()
+        await task
+        assert gateway.commits == 1
+        gateway.store.close()
+
+    asyncio.run(scenario())
+    # Still one message and one seq per poll.
+    assert [m["seq"] for m in queued(tmp_path / "edge.db", "telemetry")] == [1, 2, 3, 4, 5]
+
+
+def test_an_alarm_transition_never_waits_for_the_window(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=60_000)
+        await gateway.enqueue(poll("level-1", "water_level", 0, 120.0))
+        await gateway.enqueue(poll("level-1", "water_level", 1, 120.1))
+        await gateway.enqueue(poll("piezo-1", "head", 2, 104.5))  # raises head-high
+        # The alarm commits at once, taking the waiting polls with it: no stop needed.
+        await asyncio.wait_for(gateway.polled.wait(), 30)
+        assert gateway.commits == 1
+        assert [a["alarm"]["state"] for a in queued(tmp_path / "edge.db", "alarm")] == [
+            "raised"]
+        assert len(queued(tmp_path / "edge.db", "telemetry")) == 3
+        await gateway.stop()
+        await task
+        gateway.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_window_of_zero_commits_each_poll_as_it_comes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=0)
+        for i in range(3):
+            await gateway.enqueue(poll("level-1", "water_level", i, 120.0 + i))
+            await asyncio.wait_for(gateway.polled.wait(), 30)
+            gateway.polled.clear()
+        assert gateway.commits == 3
+        await gateway.stop()
+        await task
+        gateway.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_window_not_well_under_the_fastest_poll_is_warned_about(tmp_path: Path) -> None:
+    import yaml
+
+    from edge.config import load_config
+
+    site = settings(RULES, interval_s=0.25).model_dump(mode="json", exclude_defaults=True)
+    site["store"] = {"path": str(tmp_path / "edge.db"), "commit_window_ms": 200}
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump(site))
+    warnings = load_config(config).warnings
+    assert any("store.commit_window_ms" in w and "level-1: 0.25 s" in w for w in warnings), \
+        warnings
+    site["store"]["commit_window_ms"] = 100
+    config.write_text(yaml.safe_dump(site))
+    assert not any("commit_window_ms" in w for w in load_config(config).warnings)
