@@ -8,7 +8,7 @@ time, ending EOT) for every valid report, nothing for a keep-alive or an invalid
 Modes make it misbehave the ways real centres do: never confirm, confirm with a broken
 CRC, or answer NAK. It can also send the 37H real-time query.
 
-It deliberately shares no code with edge.channels.sl651_frames, so a mistake made twice
+It deliberately shares no code with the codec (edge/channels/sl651_*.py), so a mistake made twice
 cannot pass: its CRC is the standard's polynomial X^16+X^15+X^2+1 run most-significant-bit
 first on bit-reflected bytes (the codec runs the reflected 0xA001 form), and it decodes
 BCD through hex text.
