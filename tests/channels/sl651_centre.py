@@ -187,7 +187,8 @@ def _now_bcd() -> bytes:
 class Sl651Centre:
     """A centre on 127.0.0.1:port: ``await start()``, send frames, ``await wait_for(n)``."""
 
-    def __init__(self, *, address: int = 1, mode: Mode = "confirm", end: int = EOT) -> None:
+    def __init__(self, *, address: int = 1, mode: Mode = "confirm", end: int = EOT,
+                 port: int = 0) -> None:
         self.address = address
         self.mode: Mode = mode
         self.end = end  # EOT (station may leave) or ESC (stay online) for confirmations
@@ -195,7 +196,7 @@ class Sl651Centre:
         self.rejected: list[str] = []
         self.sent: list[bytes] = []
         self.connections = 0
-        self.port = 0
+        self.port = port  # 0: any free port; kept, so a restarted centre is where it was
         self._server: asyncio.base_events.Server | None = None
         self._writers: list[tuple[asyncio.StreamWriter, ReceivedReport | None]] = []
         self._changed = asyncio.Condition()
@@ -207,7 +208,7 @@ class Sl651Centre:
             self.end = end
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -239,7 +240,7 @@ class Sl651Centre:
             return [r for r in self.received if r.function != KEEP_ALIVE]
         return [r for r in self.received if r.function == function]
 
-    async def wait_for(self, n: int, timeout: float = 5.0,
+    async def wait_for(self, n: int, timeout: float = 15.0,
                        function: int | None = None) -> list[ReceivedReport]:
         """Wait until ``n`` reports (of ``function``, or any but keep-alives) have arrived."""
         async with self._changed:
