@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
+from edge.channels.sl651_tool import add_sl651_tool
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
 from edge.logs import configure_logging
 
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     add_notify_test(sub, with_config)
+    add_sl651_tool(sub, with_config)
 
     p = sub.add_parser("export", help="readings from the local store as CSV or JSON lines")
     with_config(p)

@@ -95,7 +95,8 @@ class CommandsConfig(StrictModel):
     # Commands refused by this gateway, e.g. [reload_config, ack_alarm] on a site where
     # only the keeper on site may change state.
     disabled: list[Literal["inspect", "ack_alarm", "get_status", "reload_config",
-                           "get_readings", "resend", "notify_test"]] = Field(
+                           "get_readings", "resend", "notify_test",
+                           "sl651_test"]] = Field(
                                default_factory=list)
 
 

@@ -28,12 +28,14 @@ from typing import Any
 
 import structlog
 
+from edge.channels import sl651_record as record
 from edge.channels.sl651_codec import ENQ, NAK, Function, Sl651Error, next_serial
 from edge.channels.sl651_frames import frame_size, parse_frame
 from edge.channels.sl651_messages import StoredReport, frame_for
 from edge.channels.sl651_reports import CentreReply, keep_alive_frame, parse_centre_reply
 from edge.outbox import ChannelOutbox, OutboxMessage
 from edge.sl651_config import CentreConfig, Sl651Config
+from edge.store import StoreWorker
 from vocab.model import now_ms
 
 log = structlog.get_logger("edge.channels.sl651")
@@ -47,12 +49,15 @@ class CentreLink:
     """See the module docstring."""
 
     def __init__(self, config: Sl651Config, centre: CentreConfig, channel: ChannelOutbox,
-                 current: Callable[[], StoredReport]) -> None:
+                 current: Callable[[], StoredReport], store: StoreWorker,
+                 retention_days: int) -> None:
         self.config = config
         self.centre = centre
         self.channel = channel
         self.name = channel.name
         self._current = current  # the 37H answer: the values now
+        self._store = store  # the record of frames sent (edge/channels/sl651_record.py)
+        self._retention_ms = retention_days * 86_400_000
         self.serial = 0  # the last serial sent; keep-alives repeat it (§6.6.4.2)
         self.connected = False
         self.backlog = 0
@@ -173,12 +178,14 @@ class CentreLink:
                 return True
             await self._write(frame)
             self.counts["sent" if attempt == 0 else "resent"] += 1
+            await self._record(record.sent, message.seq, self._held_serial, report.function,
+                               frame, now_ms(), now_ms() - self._retention_ms)
             if not self.centre.confirm:
-                self._confirmed(message)
+                await self._confirmed(message)
                 return True
             reply = await self._await_reply(report.function, reading)
             if reply == "confirmed":
-                self._confirmed(message)
+                await self._confirmed(message)
                 return True
             if reply == "nak":
                 naks += 1
@@ -207,16 +214,26 @@ class CentreLink:
                 return "nak"
         return "timeout"
 
-    def _confirmed(self, message: OutboxMessage) -> None:
+    async def _confirmed(self, message: OutboxMessage) -> None:
         self.channel.acknowledge([message.seq])
         self._held = None
         self.counts["confirmed"] += 1
         self.last_confirmation_ms = now_ms()
+        outcome = "confirmed" if self.centre.confirm else "sent (not confirmed mode)"
+        await self._record(record.outcome, message.seq, outcome, self.last_confirmation_ms)
 
     async def _set_aside(self, message: OutboxMessage, reason: str) -> None:
         self._held = None
         self.counts["set_aside"] += 1
         await self.channel.set_aside(message.seq, reason)
+        await self._record(record.outcome, message.seq, f"set aside: {reason}", now_ms())
+
+    async def _record(self, write: Callable[..., None], *args: Any) -> None:
+        """Write to the record of frames; a failure there never stops the reports."""
+        try:
+            await self._store.run(write, self._store.connection, self.name, *args)
+        except Exception:
+            log.exception("sl651_record_failed", channel=self.name)
 
     async def _refresh_backlog(self) -> None:
         with contextlib.suppress(Exception):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from edge.channels import sl651_record as record
 from edge.channels.sl651_codec import Function
 from edge.channels.sl651_link import CentreLink
 from edge.channels.sl651_reporter import ALARMS_CHANNEL, Reporter
@@ -32,12 +33,14 @@ class Sl651Service:
         self.ports = ports
         self.reporter = Reporter(config, ports.outbox, lambda: ports.pipeline.latest)
         self.links = [CentreLink(config, centre, ports.outbox.channel(name),
-                                 lambda: self.reporter.snapshot(Function.QUERY_REALTIME))
+                                 lambda: self.reporter.snapshot(Function.QUERY_REALTIME),
+                                 ports.store, settings.store.retention_days)
                       for centre, name in zip(config.centres, config.channel_names(),
                                               strict=True)]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def run(self) -> None:
+        await self.ports.store.run(record.create_schema, self.ports.store.connection)
         jobs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("timed", self.reporter.run_timed), ("samples", self.reporter.run_samples),
             ("alarms", lambda: self.reporter.run_alarms(

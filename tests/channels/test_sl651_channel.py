@@ -4,9 +4,13 @@ reporting to SL 651 centres on loopback that decode with their own code and conf
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
+from edge.cli import main
 from tests.channels.sl651_centre import Sl651Centre
 from tests.channels.sl651_harness import STATION, Site
 
@@ -159,3 +163,44 @@ def test_the_real_time_query_is_answered_with_current_values(tmp_path: Path) -> 
             assert answer.serial == 9 and answer.values["ZU"] == 123.25
             await site.until(lambda: site.health(centre)["queries_answered"] == 1, "count")
     run(scenario)
+
+
+
+def test_decode_tool_and_frames_record_of_everything_sent(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    """Every frame the gateway sent and every confirmation decode with ``edge sl651
+    decode``, CRC OK and the values the centre read; ``edge sl651 frames`` lists them."""
+    centre = Sl651Centre(address=1)
+
+    async def scenario() -> None:
+        await centre.start()
+        async with Site(tmp_path, [centre]) as site:
+            assert site.gateway is not None
+            router = site.gateway._router()
+            reply = await router.handle(f"{site.gateway.settings.topic_root}/cmd/sl651_test",
+                                        json.dumps({"id": 1}).encode())
+            assert reply is not None and json.loads(reply.payload)["ok"], reply
+            await centre.wait_for(1, function=TEST)
+            site.set(level=124.3)  # over the threshold: an added report
+            await centre.wait_for(1, function=ADDED)
+            await centre.wait_for(1, function=0x2F, timeout=15)  # a keep-alive when idle
+            await site.until(lambda: site.health(centre)["confirmed"] == 2, "confirmations")
+        await centre.stop()
+
+    run(scenario)
+    frames = [r.raw for r in centre.received] + centre.sent
+    assert len(frames) >= 5
+    for frame in frames:
+        assert main(["sl651", "decode", frame.hex(" ")]) == 0
+        out = capsys.readouterr().out
+        assert "CRC received" in out and out.rstrip().endswith(": OK"), out
+    added = next(r for r in centre.received if r.function == ADDED)
+    assert main(["sl651", "decode", added.raw.hex()]) == 0
+    assert "124.300 m" in capsys.readouterr().out
+    assert main(["sl651", "decode", "7E7E00"]) == 1
+    assert "error: SL 651 frame: header at byte 3: short frame" in capsys.readouterr().out
+    assert main(["sl651", "frames", "-c", str(tmp_path / "site.yaml")]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[6] for line in listed] == ["30H", "33H"], listed
+    assert all("confirmed at" in line for line in listed)
