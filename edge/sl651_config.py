@@ -167,6 +167,8 @@ def check(settings: GatewaySettings, report: Report) -> None:
         report(("password_env",), f"${config.password_env} is not 4 hex digits")
     points: dict[str, object] = {f"{d.id}/{p.id}": p for d, p in settings.iter_points()}
     points.update({f"{d.device}/{d.id}": d for d in settings.derived})
+    # What rules publish (rainfall sums rain/rain_1h, rain/rain_day, ...) is reported too.
+    points.update({key: None for rule in settings.rules for key in rule.outputs()})
     elements: dict[str, int] = {}
     for index, item in enumerate(config.elements):
         _check_element(item, index, points, elements, report)

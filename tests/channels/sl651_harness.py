@@ -19,7 +19,7 @@ from drivers.registers import encode_value
 from edge.channels.sl651_service import Sl651Service
 from edge.config import load_config
 from edge.gateway import Gateway
-from tests.channels.sl651_centre import Sl651Centre
+from simulator.sl651_centre import Sl651Centre
 from tests.drivers.modbus_server import FieldDevice, TcpFieldBus
 from tests.support import free_port
 

@@ -21,7 +21,7 @@ from edge.channels import sl651_elements as el
 from edge.channels import sl651_frames as fr
 from edge.channels import sl651_reports as rp
 from edge.channels import sl651_values as va
-from tests.channels.sl651_centre import (
+from simulator.sl651_centre import (
     EOT,
     ESC,
     Sl651Centre,

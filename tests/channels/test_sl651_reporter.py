@@ -13,7 +13,7 @@ from edge.channels.sl651_reporter import Reporter
 from edge.outbox import Outbox
 from edge.sl651_config import Sl651Config
 from edge.store import Store, StoreWorker
-from tests.channels.sl651_centre import decode_uplink
+from simulator.sl651_centre import decode_uplink
 from vocab.model import Quality, Reading
 
 PERIOD_MS = 300_000
