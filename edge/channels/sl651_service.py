@@ -78,6 +78,8 @@ class Sl651Service:
                 "centres": [link.name for link in self.links]}
 
     def health(self) -> dict[str, Any]:
-        return {"kind": "sl651", "reports": dict(self.reporter.counts),
-                "channels": {link.name: {"kind": "sl651", **link.health()}
-                             for link in self.links}}
+        channels: dict[str, Any] = {link.name: {"kind": "sl651", **link.health()}
+                                    for link in self.links}
+        # The alarm intake has no peer: it is in the gateway, always reachable.
+        channels[ALARMS_CHANNEL] = {"kind": "sl651 alarm intake", "connected": True}
+        return {"kind": "sl651", "reports": dict(self.reporter.counts), "channels": channels}
