@@ -32,20 +32,28 @@ class Sl651Service:
         self.config = config
         self.ports = ports
         self.reporter = Reporter(config, ports.outbox, lambda: ports.pipeline.latest)
-        self.links = [CentreLink(config, centre, ports.outbox.channel(name),
+        # A channel exists from the gateway's start: a centre (or the whole section) added
+        # by a reload reports from the next start, when its outbox channel is registered.
+        registered = ports.outbox.channels
+        self.links = [CentreLink(config, centre, registered[name],
                                  lambda: self.reporter.snapshot(Function.QUERY_REALTIME),
                                  ports.store, settings.store.retention_days)
                       for centre, name in zip(config.centres, config.channel_names(),
-                                              strict=True)]
+                                              strict=True) if name in registered]
+        self.waiting = [name for name in config.channel_names() if name not in registered]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def run(self) -> None:
         await self.ports.store.run(record.create_schema, self.ports.store.connection)
         jobs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("timed", self.reporter.run_timed), ("samples", self.reporter.run_samples),
-            ("alarms", lambda: self.reporter.run_alarms(
-                self.ports.outbox.channel(ALARMS_CHANNEL))),
             *((link.name, link.run) for link in self.links)]
+        alarms = self.ports.outbox.channels.get(ALARMS_CHANNEL)
+        if alarms is not None:
+            jobs.append(("alarms", lambda: self.reporter.run_alarms(alarms)))
+        if self.waiting or alarms is None:
+            log.warning("sl651_channels_from_next_start", centres=self.waiting,
+                        alarms=alarms is None, note="added by a reload: restart the gateway")
         self._tasks = [asyncio.create_task(self._keep_running(name, job), name=f"sl651-{name}")
                        for name, job in jobs]
         log.info("sl651_started", centres=len(self.links),

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edge.cli import main
 from simulator.sl651_centre import Sl651Centre
@@ -207,3 +208,22 @@ def test_decode_tool_and_frames_record_of_everything_sent(tmp_path: Path,
     listed = capsys.readouterr().out.splitlines()
     assert [line.split()[6] for line in listed] == ["30H", "33H"], listed
     assert all("confirmed at" in line for line in listed)
+
+
+def test_a_centre_added_by_a_reload_waits_for_the_next_start(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Sl651Centre(address=1) as county, Sl651Centre(address=2) as city, \
+                Site(tmp_path, [county]) as site:
+            assert site.gateway is not None
+            path = tmp_path / "site.yaml"
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+            config["sl651"]["centres"].append({"address": 2, "host": "127.0.0.1",
+                                               "port": city.port})
+            path.write_text(yaml.safe_dump(config), encoding="utf-8")
+            assert await site.gateway.reload() == []
+            await site.until(lambda: site.service is not None
+                             and site.service.waiting == ["sl651-centre-2"], "the restart")
+            await send_tests(site, [123.1])
+            await site.until(lambda: delivered(county) == [123.1], "the county's report")
+            assert city.connections == 0
+    run(scenario)
