@@ -90,4 +90,5 @@ class Sl651Service:
                                     for link in self.links}
         # The alarm intake has no peer: it is in the gateway, always reachable.
         channels[ALARMS_CHANNEL] = {"kind": "sl651 alarm intake", "connected": True}
-        return {"kind": "sl651", "reports": dict(self.reporter.counts), "channels": channels}
+        return {"kind": "sl651", "reports": dict(self.reporter.counts), "channels": channels,
+                "waiting_for_restart": list(self.waiting)}
