@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
+from edge.channels.sl651_tool import add_sl651_tool
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
 from edge.logs import configure_logging
 
@@ -56,6 +57,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         n = s.notify
         print(f"notify: {len(n.contacts)} contacts, {len(n.escalation)} tiers, "
               f"{len(n.sirens)} sirens, modem {n.modem.port if n.modem else 'none'}")
+    if s.sl651 is not None:
+        print(f"sl651: station {s.sl651.station_address}, {len(s.sl651.elements)} elements to "
+              f"{', '.join(f'{c.address}@{c.host}:{c.port}' for c in s.sl651.centres)}")
     if loaded.warnings:
         print(f"warnings: {len(loaded.warnings)}")
         for warning in loaded.warnings:
@@ -84,6 +88,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulator.faultplan import FaultPlanError, build_plan
     from simulator.notify_equipment import parse_reply
     from simulator.reservoir import ReservoirModel, load_value_script, serve
+    from simulator.sl651_centre import serve_centres
 
     try:
         plan = build_plan([Path(f) for f in args.faults], args.fault, loaded.settings)
@@ -105,8 +110,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
-            await serve(loaded.settings, model, script, plan, modem=not args.no_modem,
-                        replies=replies, sms_log=Path(args.sms_log) if args.sms_log else None)
+            centres = [] if args.no_sl651_centre else [serve_centres(loaded.settings)]
+            await asyncio.gather(
+                serve(loaded.settings, model, script, plan, modem=not args.no_modem,
+                      replies=replies, sms_log=Path(args.sms_log) if args.sms_log else None),
+                *centres)
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -268,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period-s", type=float, default=120.0,
                    help="seconds between simulated storms (default 120)")
     with_modem_options(p)
+    p.add_argument("--no-sl651-centre", action="store_true",
+                   help="do not serve the sl651 section's loopback centres (a real one listens)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("status", help="state of the local gateway, from its store (no uplink "
@@ -276,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     add_notify_test(sub, with_config)
+    add_sl651_tool(sub, with_config)
 
     p = sub.add_parser("export", help="readings from the local store as CSV or JSON lines")
     with_config(p)

@@ -165,3 +165,20 @@ def notify_test(service: Callable[[], TestTexts | None]) -> Handler:
             raise CommandFailed(f"args.to: {exc.args[0]}") from None
 
     return test_text
+
+
+class TestReports(Protocol):
+    async def send_test(self) -> dict[str, Any]: ...
+
+
+def sl651_test(service: Callable[[], TestReports | None]) -> Handler:
+    """Queue an SL 651 test report (30H) for every centre (edge/channels/sl651_service.py)."""
+
+    async def test_report(_: NoArgs) -> dict[str, Any]:
+        sl651 = service()
+        if sl651 is None:
+            raise CommandFailed("this gateway has no sl651 section: there is no centre to "
+                                "send a test report to")
+        return await sl651.send_test()
+
+    return test_report

@@ -24,14 +24,14 @@ MAX_REQUEST_BYTES = 16 * 1024
 MAX_READINGS = 5000
 
 CommandName = Literal["inspect", "ack_alarm", "get_status", "reload_config", "get_readings",
-                      "resend", "notify_test"]
+                      "resend", "notify_test", "sl651_test"]
 MAX_RESEND = 10_000
 MAX_INT64 = 2**63 - 1  # SQLite's integers
 # notify_test changes nothing in the gateway, but it acts on the world: a text reaches a
 # person's phone and costs the site money. A site where only the keeper on site may cause
 # that can disable it like any command that changes state.
 STATE_CHANGING: frozenset[str] = frozenset({"ack_alarm", "reload_config", "resend",
-                                            "notify_test"})
+                                            "notify_test", "sl651_test"})
 
 
 class NoArgs(StrictModel):
@@ -68,6 +68,7 @@ ARGS: dict[str, type[StrictModel]] = {
     "get_readings": GetReadingsArgs,
     "resend": ResendArgs,
     "notify_test": NotifyTestArgs,
+    "sl651_test": NoArgs,
 }
 
 

@@ -24,6 +24,8 @@ from edge.channels import mqtt, notify_config
 from edge.channels.mqtt import MqttConfig
 from edge.channels.notify_config import NotifyConfig
 from edge.configerrors import validation_problems
+from edge.sl651_config import Sl651Config
+from edge.sl651_config import check as check_sl651
 from edge.web.config import WebConfig
 from edge.yamlsource import (
     ConfigProblem,
@@ -97,7 +99,8 @@ class CommandsConfig(StrictModel):
     # Commands refused by this gateway, e.g. [reload_config, ack_alarm] on a site where
     # only the keeper on site may change state.
     disabled: list[Literal["inspect", "ack_alarm", "get_status", "reload_config",
-                           "get_readings", "resend", "notify_test"]] = Field(
+                           "get_readings", "resend", "notify_test",
+                           "sl651_test"]] = Field(
                                default_factory=list)
 
 
@@ -130,6 +133,8 @@ class GatewaySettings(StrictModel):
     web: WebConfig | None = None
     # SMS to the people on duty, sirens by relay, escalation (edge/channels/notify_config.py).
     notify: NotifyConfig | None = None
+    # Reports to hydrological centres in SL 651-2014 (edge/sl651_config.py, docs/sl651.md).
+    sl651: Sl651Config | None = None
 
     def bus(self, bus_id: str) -> Any:
         return next(b for b in self.buses if b.id == bus_id)
@@ -221,6 +226,7 @@ def _cross_check(settings: GatewaySettings, doc: LocatedDocument) -> list[Config
                 settings.store.retention_days, problem, doc.locate)
     mqtt.check(settings.mqtt, lambda path, message: problem(("mqtt", *path), message))
     notify_config.check(settings, lambda path, message: problem(("notify", *path), message))
+    check_sl651(settings, lambda path, message: problem(("sl651", *path), message))
     return problems
 
 

@@ -65,6 +65,8 @@ def _on_loopback(config: dict[str, Any], work: Path) -> tuple[int, int, str | No
         if bus["type"] == "modbus_tcp":
             bus["port"] = modbus_port
     page = None
+    for centre in (config.get("sl651") or {}).get("centres", []):
+        centre["port"] = _free_port()  # `edge simulate` serves each loopback centre
     if config.get("web"):
         page = f"127.0.0.1:{_free_port()}"
         config["web"]["listen"] = page

@@ -152,12 +152,16 @@ class Gateway:
                                                   self.pipeline),
             "resend": handlers.resend(self.outbox.channel(MqttChannel.name)),
             "notify_test": handlers.notify_test(self._notify_service),
+            "sl651_test": handlers.sl651_test(lambda: self._service("sl651")),
         }
         return CommandRouter(settings.topic_root, command_handlers,
                              frozenset(settings.commands.disabled))
 
     def _notify_service(self) -> Any:
-        entry = self.services.get("notify")
+        return self._service("notify")
+
+    def _service(self, name: str) -> Any:
+        entry = self.services.get(name)
         return entry[0] if entry is not None else None
 
     def _make_mqtt(self, settings: GatewaySettings) -> MqttChannel:

@@ -6,12 +6,13 @@ centres, notifications by SMS and siren, the keeper's page.
 
 from __future__ import annotations
 
-from edge.channels import notify
+from edge.channels import notify, sl651
 from edge.config import GatewaySettings
 from edge.ports import ServiceType
 from edge.web import service as web
 
-SERVICE_TYPES: tuple[ServiceType, ...] = (notify.SERVICE_TYPE, web.SERVICE_TYPE)
+SERVICE_TYPES: tuple[ServiceType, ...] = (notify.SERVICE_TYPE, web.SERVICE_TYPE,
+                                          sl651.SERVICE_TYPE)
 
 
 def configured(settings: GatewaySettings) -> list[ServiceType]:

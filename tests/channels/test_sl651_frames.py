@@ -15,8 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.channels import sl651_frames as sl
-from tests.channels.sl651_centre import (
+from edge.channels import sl651_codec as co
+from edge.channels import sl651_describe as ds
+from edge.channels import sl651_elements as el
+from edge.channels import sl651_frames as fr
+from edge.channels import sl651_reports as rp
+from edge.channels import sl651_values as va
+from simulator.sl651_centre import (
     EOT,
     ESC,
     Sl651Centre,
@@ -25,7 +30,7 @@ from tests.channels.sl651_centre import (
     element_value,
 )
 
-BJ = sl.BEIJING
+BJ = co.BEIJING
 SENT = datetime(2024, 5, 6, 7, 8, 9, tzinfo=BJ)
 OBSERVED = datetime(2024, 5, 6, 7, 5, tzinfo=BJ)
 HEADER = {"centre": 5, "station": "0012345678", "password": 0x1234}
@@ -65,7 +70,7 @@ REF_HOURLY_BODY = (
     "FFFFFFFFFF0000F0F024011811002619000040F0F02401181005F5C0000C000C001C00310031FFFFFFFFFFFF"
     "FFFFFFFF00310031F0F0240118110039230001049020190000403812109903")
 
-NUMBER_ELEMENTS = [e for e in sl.ELEMENTS if e.kind == "number"]
+NUMBER_ELEMENTS = [e for e in el.ELEMENTS if e.kind == "number"]
 
 
 def _hex(text: str) -> bytes:
@@ -78,9 +83,9 @@ def _expected(value: float, decimals: int) -> float | int:
     return int(scaled) if decimals == 0 else int(scaled) / 10 ** decimals
 
 
-def _report(elements: list[sl.Element], function: int = sl.Function.TIMED,
+def _report(elements: list[va.Element], function: int = co.Function.TIMED,
             serial: int = 7) -> bytes:
-    return sl.report_frame(function, serial=serial, sent=SENT, category=sl.Category.RESERVOIR,
+    return rp.report_frame(function, serial=serial, sent=SENT, category=co.Category.RESERVOIR,
                            observed=OBSERVED, elements=elements, **HEADER)
 
 
@@ -92,18 +97,18 @@ def _report(elements: list[sl.Element], function: int = sl.Function.TIMED,
                                    REF_CONFIRM_30, REF_HOURLY_EMPTY])
 def test_crc_matches_published_frames_high_byte_first(frame: str) -> None:
     raw = _hex(frame)
-    assert sl.crc_bytes(raw[:-2]) == raw[-2:]
+    assert co.crc_bytes(raw[:-2]) == raw[-2:]
     assert centre_crc(raw[:-2]).to_bytes(2, "big") == raw[-2:]
 
 
 def test_encoded_crc_is_sent_high_byte_first_and_swapped_bytes_are_named() -> None:
-    frame = _report([sl.value_of("Z", 28.96)])
-    crc = sl.crc16(frame[:-2])
+    frame = _report([va.value_of("Z", 28.96)])
+    crc = co.crc16(frame[:-2])
     assert frame[-2:] == bytes([crc >> 8, crc & 0xFF])
     assert crc >> 8 != crc & 0xFF  # the test would not tell the orders apart otherwise
     swapped = frame[:-2] + frame[-1:] + frame[-2:-1]
-    with pytest.raises(sl.FrameError) as caught:
-        sl.parse_frame(swapped)
+    with pytest.raises(co.FrameError) as caught:
+        fr.parse_frame(swapped)
     message = str(caught.value)
     assert caught.value.field == "CRC" and caught.value.offset == len(frame) - 2
     assert f"computed {crc:04X}" in message
@@ -117,9 +122,9 @@ def test_encoded_crc_is_sent_high_byte_first_and_swapped_bytes_are_named() -> No
 def test_worked_example_z_28960() -> None:
     """reservoir.md §5: `39 23 00 02 89 60` is Z = 28.960 m (a real Fujian message)."""
     raw = bytes.fromhex("392300028960")
-    item, end = sl.decode_element(raw, 0, None)
+    item, end = va.decode_element(raw, 0, None)
     assert (item.mnemonic, item.value, item.decimals, end) == ("Z", 28.96, 3, 6)
-    assert sl.encode_element(sl.element("Z"), 28.96) == raw
+    assert va.encode_element(el.element("Z"), 28.96) == raw
     assert element_value(0x39, "00028960", 3) == 28.96
 
 
@@ -133,9 +138,9 @@ def test_worked_example_z_28960() -> None:
     ("ZU", 123.45, "3B 23 00 12 34 50"),
 ])
 def test_sign_and_missing_encodings(key: str, value: float | None, wire: str) -> None:
-    encoded = sl.encode_element(sl.element(key), value)
+    encoded = va.encode_element(el.element(key), value)
     assert encoded == _hex(wire)
-    item, _ = sl.decode_element(encoded, 0, None)
+    item, _ = va.decode_element(encoded, 0, None)
     assert item.value == value
     digits = encoded[2:].hex().upper()
     assert element_value(encoded[0], digits, encoded[1] & 7) == value
@@ -143,18 +148,18 @@ def test_sign_and_missing_encodings(key: str, value: float | None, wire: str) ->
 
 def test_zu_with_two_decimals_keeps_its_integer_digits() -> None:
     """Table E.5: a reservoir station may send ZU with 2 or 3 decimals."""
-    encoded = sl.encode_element(sl.element("ZU"), 1234.567, decimals=2)
+    encoded = va.encode_element(el.element("ZU"), 1234.567, decimals=2)
     assert encoded == _hex("3B 1A 12 34 57")  # N(6,2), 1234.567 rounds to 1234.57
     assert element_value(0x3B, "123457", 2) == 1234.57
-    with pytest.raises(sl.EncodeError, match=r"VT \(38H\) is sent with 2 decimals, not 3"):
-        sl.encode_element(sl.element("VT"), 12.5, decimals=3)
+    with pytest.raises(co.EncodeError, match=r"VT \(38H\) is sent with 2 decimals, not 3"):
+        va.encode_element(el.element("VT"), 12.5, decimals=3)
 
 
 def test_rounding_is_half_away_from_zero_on_the_decimal_form() -> None:
-    pj = sl.element("PJ")
-    assert sl.encode_element(pj, 0.25)[-1] == 0x03
-    assert sl.encode_element(pj, -0.25) == _hex("20 21 FF 00 00 03")
-    assert sl.encode_element(sl.element("VT"), 2.675) == _hex("38 12 02 68")
+    pj = el.element("PJ")
+    assert va.encode_element(pj, 0.25)[-1] == 0x03
+    assert va.encode_element(pj, -0.25) == _hex("20 21 FF 00 00 03")
+    assert va.encode_element(el.element("VT"), 2.675) == _hex("38 12 02 68")
 
 
 @pytest.mark.parametrize(("key", "value", "match"), [
@@ -175,8 +180,8 @@ def test_rounding_is_half_away_from_zero_on_the_decimal_form() -> None:
     ("RGZS", "PJ 02", r"carries raw bytes"),
 ])
 def test_values_that_do_not_fit_are_refused_clearly(key: str, value: object, match: str) -> None:
-    with pytest.raises(sl.EncodeError, match=match):
-        sl.encode_element(sl.element(key), value)  # type: ignore[arg-type]  # bad on purpose
+    with pytest.raises(co.EncodeError, match=match):
+        va.encode_element(el.element(key), value)  # type: ignore[arg-type]  # bad on purpose
 
 
 @pytest.mark.parametrize("case", ["max", "negative", "small", "missing"])
@@ -188,7 +193,7 @@ def test_every_number_element_decodes_at_the_centre_to_what_was_encoded(case: st
                  "missing": None}[case]
         if definition.decimals == 0 and value is not None:
             value = int(value)
-        elements.append(sl.value_of(definition, value))
+        elements.append(va.value_of(definition, value))
         expected[definition.identifier] = (None if value is None
                                            else _expected(value, definition.decimals))
     report = decode_uplink(_report(elements))
@@ -199,34 +204,34 @@ def test_every_number_element_decodes_at_the_centre_to_what_was_encoded(case: st
 def test_series_status_time_step_and_user_defined_elements_at_the_centre() -> None:
     rain = (0.5, 0.0, None, 25.4, 1.2, 0.0, 0.0, 0.0, 0.1, None, 0.0, 3.0)
     levels = (0.12, 0.12, 0.28, 0.49, None, 655.34, 0.0, 0.0, 1.0, 2.5, 0.01, 0.49)
-    vw0 = sl.ElementDef.user_defined(0xFF11, "VW0", digits=7, decimals=3, unit="m")
-    frame = _report([sl.value_of("DRP", rain), sl.value_of("DRZ3", levels),
-                     sl.value_of("ZT", 0b1000_0101), sl.value_of("DRxnn", timedelta(minutes=5)),
-                     sl.value_of(vw0, -0.021), sl.value_of("VT", 12.45)])
+    vw0 = el.ElementDef.user_defined(0xFF11, "VW0", digits=7, decimals=3, unit="m")
+    frame = _report([va.value_of("DRP", rain), va.value_of("DRZ3", levels),
+                     va.value_of("ZT", 0b1000_0101), va.value_of("DRxnn", timedelta(minutes=5)),
+                     va.value_of(vw0, -0.021), va.value_of("VT", 12.45)])
     report = decode_uplink(frame)
     assert report.values == {"DRP": rain, "DRZ3": levels, "ZT": 0b1000_0101,
                              "DRxnn": timedelta(minutes=5), "FF11H": -0.021, "VT": 12.45}
     assert b"\xf4\x60" in frame and b"\xf7\xc0" in frame and b"\x04\x18\x00\x00\x05" in frame
-    decoded = sl.parse_report(sl.parse_frame(frame).body)
+    decoded = fr.parse_report(fr.parse_frame(frame).body)
     assert decoded.values()["DRP"] == rain and decoded.values()["FF11H"] == -0.021
-    with pytest.raises(sl.EncodeError, match="user-defined identifier must be an integer in"):
-        sl.ElementDef.user_defined(0x3C, "X", 4, 1)
+    with pytest.raises(co.EncodeError, match="user-defined identifier must be an integer in"):
+        el.ElementDef.user_defined(0x3C, "X", 4, 1)
 
 
 def test_manual_entry_data_run_to_the_end_of_the_body() -> None:
-    frame = _report([sl.value_of("RGZS", b"PJ 02 ")], function=sl.Function.TEST)
+    frame = _report([va.value_of("RGZS", b"PJ 02 ")], function=co.Function.TEST)
     assert decode_uplink(frame).values["F2H"] == b"PJ 02 "
-    assert sl.parse_report(sl.parse_frame(frame).body).values()["RGZS"] == b"PJ 02 "
+    assert fr.parse_report(fr.parse_frame(frame).body).values()["RGZS"] == b"PJ 02 "
 
 
 def test_unknown_element_table_lookup_is_a_clear_error() -> None:
     with pytest.raises(KeyError, match=r"SL 651 has no element 'SEEPAGE' in table C\.1"):
-        sl.element("SEEPAGE")
+        el.element("SEEPAGE")
 
 
 def test_five_minute_rain_carry_over() -> None:
     """Table C.1 note e: more than 25.4 mm in 5 minutes carries into the next interval."""
-    spread = sl.spread_five_minute_rain([30.0, 1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    spread = va.spread_five_minute_rain([30.0, 1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     assert spread[:3] == [25.4, 5.6, 0.0] and sum(spread) == pytest.approx(31.0)
 
 
@@ -234,7 +239,7 @@ def test_five_minute_rain_carry_over() -> None:
 
 
 def test_published_timed_reports_decode_to_their_published_values() -> None:
-    report = sl.parse_report(sl.parse_frame(YX_TIMED).body)
+    report = fr.parse_report(fr.parse_frame(YX_TIMED).body)
     assert (report.serial, report.station, report.category) == (0x34, "0011223344", 0x48)
     assert report.sent == datetime(2017, 7, 18, 11, 0, 16, tzinfo=BJ)
     assert report.values() == {"PJ": 4.0, "PT": 4.0, "Z": 10.49, "VT": 10.99}
@@ -242,42 +247,42 @@ def test_published_timed_reports_decode_to_their_published_values() -> None:
                                                     "VT": 10.99}
     hw = decode_uplink(_hex(HW_TIMED))
     assert hw.values == {"PJ": 13.0, "PN05": 4.0, "Z": 0.55, "VT": 12.68}
-    assert sl.parse_report(sl.parse_frame(HW_TIMED).body).values() == hw.values
+    assert fr.parse_report(fr.parse_frame(HW_TIMED).body).values() == hw.values
     # The vendor's timed report: Z missing as AA AA (not the standard's F), a user-defined
     # FF11H vibrating-wire level 0.008 m, voltage 12.44 V.
-    ref = sl.parse_report(sl.parse_frame(REF_TIMED).body)
+    ref = fr.parse_report(fr.parse_frame(REF_TIMED).body)
     assert ref.values() == {"PN05": 0.0, "PJ": 3.5, "Z": None, "FF11H": 0.008, "VT": 12.44}
     assert decode_uplink(_hex(REF_TIMED)).values == {"PN05": 0.0, "PJ": 3.5, "Z": None,
                                                      "FF11H": 0.008, "VT": 12.44}
 
 
 def test_published_keep_alives_query_and_answer() -> None:
-    keep = sl.parse_frame(YX_KEEP_ALIVE)
+    keep = fr.parse_frame(YX_KEEP_ALIVE)
     assert (keep.function, keep.centre, keep.station, keep.password) == (0x2F, 1, "0012345678",
                                                                          0x1234)
-    assert sl.parse_report(keep.body).serial == 3 and keep.body[2:] == _hex("591011155111")
-    assert sl.parse_report(sl.parse_frame(REF_KEEP_ALIVE).body).elements == ()
-    query = sl.parse_centre_reply(REF_QUERY_37)
+    assert fr.parse_report(keep.body).serial == 3 and keep.body[2:] == _hex("591011155111")
+    assert fr.parse_report(fr.parse_frame(REF_KEEP_ALIVE).body).elements == ()
+    query = rp.parse_centre_reply(REF_QUERY_37)
     assert (query.kind, query.function, query.serial) == ("command", 0x37, 1)
     assert query.frame.station == "1122334455" and query.frame.centre == 1
-    answer = sl.parse_report(sl.parse_frame(REF_ANSWER_37).body)
+    answer = fr.parse_report(fr.parse_frame(REF_ANSWER_37).body)
     assert answer.values() == {"PJ": 3.5, "Z": None, "FF11H": 0.021, "VT": 12.45}
 
 
 def test_published_confirmation_is_recognised_for_its_serial() -> None:
-    reply = sl.parse_centre_reply(REF_CONFIRM_30)
+    reply = rp.parse_centre_reply(REF_CONFIRM_30)
     assert reply.kind == "confirm" and reply.stay_online
     assert reply.confirms(0x30, 5) and not reply.confirms(0x30, 6)
     assert not reply.confirms(0x32, 5)
 
 
 def test_published_hourly_reports_decode_with_their_observation_times() -> None:
-    empty = sl.parse_report(sl.parse_frame(REF_HOURLY_EMPTY).body)
+    empty = fr.parse_report(fr.parse_frame(REF_HOURLY_EMPTY).body)
     assert empty.values()["DRP"] == (None,) * 11 + (0.0,)
     assert empty.values()["DRZ1"] == (None,) * 12 and empty.values()["Z"] is None
     raw = _hex(REF_HOURLY_BODY)
-    raw += sl.crc_bytes(raw)
-    report = sl.parse_report(sl.parse_frame(raw).body)
+    raw += co.crc_bytes(raw)
+    report = fr.parse_report(fr.parse_frame(raw).body)
     values = report.values()
     assert values["DRP"] == (0.5, 0.0, 0.0, 0.0, 2.0, None, None, None, None, None, 0.0, 0.0)
     assert values["DRZ1"] == (0.12, 0.12, 0.28, 0.49, 0.49, None, None, None, None, None,
@@ -288,7 +293,7 @@ def test_published_hourly_reports_decode_with_their_observation_times() -> None:
     assert times["Z"] == datetime(2024, 1, 18, 11, 0, tzinfo=BJ)
     centre = decode_uplink(raw)
     assert centre.values["DRZ1"] == values["DRZ1"] and centre.values["DRP"] == values["DRP"]
-    lines = sl.describe(REF_HOURLY_BODY + "F502")
+    lines = ds.describe(REF_HOURLY_BODY + "F502")
     assert lines[-1].endswith("CRC received F502, computed 2D9D: MISMATCH")
 
 
@@ -296,49 +301,49 @@ def test_published_hourly_reports_decode_with_their_observation_times() -> None:
 
 
 def _every_kind() -> dict[str, bytes]:
-    level = [sl.value_of("ZU", 123.456), sl.value_of("PJ", 0.5), sl.value_of("VT", 12.6)]
+    level = [va.value_of("ZU", 123.456), va.value_of("PJ", 0.5), va.value_of("VT", 12.6)]
     rain = [0.0] * 11 + [1.5]
     return {
-        "keep-alive": sl.keep_alive_frame(serial=7, sent=SENT, **HEADER),
-        "test": _report(level, sl.Function.TEST),
-        "timed": _report(level, sl.Function.TIMED),
-        "added": _report(level, sl.Function.ADDED),
-        "hourly": sl.hourly_frame(serial=7, sent=SENT, category=sl.Category.RESERVOIR,
+        "keep-alive": rp.keep_alive_frame(serial=7, sent=SENT, **HEADER),
+        "test": _report(level, co.Function.TEST),
+        "timed": _report(level, co.Function.TIMED),
+        "added": _report(level, co.Function.ADDED),
+        "hourly": rp.hourly_frame(serial=7, sent=SENT, category=co.Category.RESERVOIR,
                                   first_observed=OBSERVED - timedelta(minutes=55),
                                   rain5_mm=rain, levels5_m=[1.25] * 12, observed=OBSERVED,
-                                  elements=[sl.value_of("PT", 88.5), *level], **HEADER),
-        "query": sl.query_realtime_frame(sent=SENT, **HEADER),
-        "answer": _report(level, sl.Function.QUERY_REALTIME),
-        "confirm": sl.confirmation_frame(0x32, serial=7, sent=SENT, **HEADER),
-        "confirm-esc": sl.confirmation_frame(0x33, serial=7, sent=SENT, end=sl.ESC, **HEADER),
-        "nak": sl.nak_frame(0x36, serial=7, sent=SENT, packet=(3, 2), **HEADER),
+                                  elements=[va.value_of("PT", 88.5), *level], **HEADER),
+        "query": rp.query_realtime_frame(sent=SENT, **HEADER),
+        "answer": _report(level, co.Function.QUERY_REALTIME),
+        "confirm": rp.confirmation_frame(0x32, serial=7, sent=SENT, **HEADER),
+        "confirm-esc": rp.confirmation_frame(0x33, serial=7, sent=SENT, end=co.ESC, **HEADER),
+        "nak": rp.nak_frame(0x36, serial=7, sent=SENT, packet=(3, 2), **HEADER),
     }
 
 
 @pytest.mark.parametrize("kind", list(_every_kind()))
 def test_describe_prints_every_field_of_every_frame_kind(kind: str) -> None:
     frame = _every_kind()[kind]
-    lines = sl.describe(frame)
+    lines = ds.describe(frame)
     text = "\n".join(lines)
-    assert lines == sl.describe(frame.hex(" ")) == sl.describe(frame.hex("-").lower())
-    parsed = sl.parse_frame(frame)
+    assert lines == ds.describe(frame.hex(" ")) == ds.describe(frame.hex("-").lower())
+    parsed = fr.parse_frame(frame)
     assert f"station address {HEADER['station']}" in text and "centre address 5" in text
     assert "password 1234" in text and f"function {parsed.function:02X}H" in text
     assert f"body length {len(frame) - 17}" in text
-    assert lines[-1].endswith(f"computed {sl.crc16(frame[:-2]):04X}: OK")
+    assert lines[-1].endswith(f"computed {co.crc16(frame[:-2]):04X}: OK")
     assert "serial number " in text and "send time 2024-05-06 07:08:09 Beijing" in text
     assert not any(line.startswith("error") for line in lines)
     if parsed.downlink:
         assert "downlink (centre to station)" in text
         assert lines[2].split()[-1] == HEADER["station"]  # the station address comes first
         return
-    report = sl.parse_report(parsed.body)
+    report = fr.parse_report(parsed.body)
     for item in report.elements:
         line = next(x for x in lines if f"{item.mnemonic} ({item.identifier:02X}H)" in x)
         assert f"[{item.offset:3d}]" in line
         assert item.definition is not None
         decimals = item.decimals if item.definition.kind == "number" else None
-        wire = sl.encode_element(item.definition, item.value, decimals)
+        wire = va.encode_element(item.definition, item.value, decimals)
         assert line.split("] ", 1)[1].startswith(wire.hex(" ").upper())
     if kind != "keep-alive":
         assert "category K reservoir or lake" in text
@@ -354,29 +359,29 @@ def test_hourly_report_groups_series_and_later_values_by_observation_time() -> N
     assert report.observed_at[0xF4] == first and report.observed_at[0xF5] == first
     assert report.observed_at[0x26] == OBSERVED and report.observed_at[0x3B] == OBSERVED
     assert report.values["DRP"][-1] == 1.5 and report.values["DRZ1"] == (1.25,) * 12
-    with pytest.raises(sl.EncodeError, match="ZU is not a 5-minute level element"):
-        sl.hourly_frame(serial=7, sent=SENT, category=0x4B, first_observed=first,
+    with pytest.raises(co.EncodeError, match="ZU is not a 5-minute level element"):
+        rp.hourly_frame(serial=7, sent=SENT, category=0x4B, first_observed=first,
                         rain5_mm=None, levels5_m=[0.0] * 12, observed=OBSERVED,
                         level_element="ZU", **HEADER)
 
 
 def test_downlink_puts_the_station_address_first_and_parses_back() -> None:
-    frame = sl.confirmation_frame(0x32, serial=9, sent=SENT, **HEADER)
+    frame = rp.confirmation_frame(0x32, serial=9, sent=SENT, **HEADER)
     assert frame[:11] == _hex("7E 7E 00 12 34 56 78 05 12 34 32")
-    assert frame[11:14] == _hex("80 08 02") and frame[-3] == sl.EOT
-    parsed = sl.parse_frame(frame)
+    assert frame[11:14] == _hex("80 08 02") and frame[-3] == co.EOT
+    parsed = fr.parse_frame(frame)
     assert (parsed.downlink, parsed.centre, parsed.station) == (True, 5, "0012345678")
-    nak = sl.parse_frame(_every_kind()["nak"])
-    assert (nak.start, nak.packet, nak.end) == (sl.SYN, (3, 2), sl.NAK)
+    nak = fr.parse_frame(_every_kind()["nak"])
+    assert (nak.start, nak.packet, nak.end) == (co.SYN, (3, 2), co.NAK)
 
 
 # --- Parse errors ------------------------------------------------------------------------
 
-GOOD = _report([sl.value_of("Z", 28.96)])
+GOOD = _report([va.value_of("Z", 28.96)])
 
 
 def _recrc(frame: bytes) -> bytes:
-    return frame[:-2] + sl.crc_bytes(frame[:-2])
+    return frame[:-2] + co.crc_bytes(frame[:-2])
 
 
 @pytest.mark.parametrize(("frame", "field", "offset", "match"), [
@@ -391,41 +396,41 @@ def _recrc(frame: bytes) -> bytes:
 ])
 def test_parse_errors_name_the_field_and_byte(frame: bytes, field: str, offset: int,
                                               match: str) -> None:
-    with pytest.raises(sl.FrameError, match=match) as caught:
-        sl.parse_frame(frame)
+    with pytest.raises(co.FrameError, match=match) as caught:
+        fr.parse_frame(frame)
     assert (caught.value.field, caught.value.offset) == (field, offset)
     assert str(caught.value).startswith(f"SL 651 frame: {field} at byte {offset}:")
-    lines = sl.describe(frame)
+    lines = ds.describe(frame)
     if field in ("start", "frame", "length", "direction"):
         assert lines[-1].startswith("error: SL 651 frame:")
 
 
 def test_body_errors_name_the_field_and_byte() -> None:
-    bad_month = bytearray(sl.parse_frame(GOOD).body)
+    bad_month = bytearray(fr.parse_frame(GOOD).body)
     bad_month[3] = 0x13
-    with pytest.raises(sl.FrameError, match=r"send time at byte 16: 24 13 06 07 08 09 is not"):
-        sl.parse_report(bytes(bad_month))
+    with pytest.raises(co.FrameError, match=r"send time at byte 16: 24 13 06 07 08 09 is not"):
+        fr.parse_report(bytes(bad_month))
     bad_bcd = bytearray(bad_month)
     bad_bcd[3] = 0x1A
-    with pytest.raises(sl.FrameError, match=r"send time at byte 17: 1A is not BCD"):
-        sl.parse_report(bytes(bad_bcd))
-    with pytest.raises(sl.FrameError, match=r"Z \(39H\) at byte 0: data definition 23H "
+    with pytest.raises(co.FrameError, match=r"send time at byte 17: 1A is not BCD"):
+        fr.parse_report(bytes(bad_bcd))
+    with pytest.raises(co.FrameError, match=r"Z \(39H\) at byte 0: data definition 23H "
                                             r"announces 4 bytes, only 2 remain"):
-        sl.decode_element(_hex("39 23 00 02"), 0, None)
-    with pytest.raises(sl.FrameError, match=r"serial and send time at byte 14: the body has 3"):
-        sl.parse_report(b"\x00\x01\x24")
-    truncated = sl.describe(_recrc(GOOD[:-9] + GOOD[-7:]))
+        va.decode_element(_hex("39 23 00 02"), 0, None)
+    with pytest.raises(co.FrameError, match=r"serial and send time at byte 14: the body has 3"):
+        fr.parse_report(b"\x00\x01\x24")
+    truncated = ds.describe(_recrc(GOOD[:-9] + GOOD[-7:]))
     assert any(line.startswith("error:") for line in truncated)
-    with pytest.raises(sl.Sl651Error, match="not hex text"):
-        sl.describe("7E 7E zz")
+    with pytest.raises(co.Sl651Error, match="not hex text"):
+        ds.describe("7E 7E zz")
 
 
 def test_frame_size_splits_a_stream() -> None:
-    assert sl.frame_size(GOOD[:13]) is None
-    assert sl.frame_size(GOOD[:14]) == len(GOOD) == sl.frame_size(GOOD + GOOD)
-    assert sl.frame_size(b"\x7e") is None
-    with pytest.raises(sl.FrameError, match="start at byte 0: expected 7E 7E, got 7E 00"):
-        sl.frame_size(b"\x7e\x00")
+    assert fr.frame_size(GOOD[:13]) is None
+    assert fr.frame_size(GOOD[:14]) == len(GOOD) == fr.frame_size(GOOD + GOOD)
+    assert fr.frame_size(b"\x7e") is None
+    with pytest.raises(co.FrameError, match="start at byte 0: expected 7E 7E, got 7E 00"):
+        fr.frame_size(b"\x7e\x00")
 
 
 # --- Headers, times, serials -------------------------------------------------------------
@@ -433,12 +438,12 @@ def test_frame_size_splits_a_stream() -> None:
 
 def test_times_are_sent_in_beijing_time() -> None:
     utc = datetime(2024, 1, 1, 0, 0, 30, tzinfo=UTC)
-    assert sl.send_time_bytes(utc) == _hex("24 01 01 08 00 30")
-    assert sl.observation_time_bytes(int(utc.timestamp() * 1000)) == _hex("24 01 01 08 00")
-    with pytest.raises(sl.EncodeError, match="has no timezone: SL 651 sends Beijing time"):
-        sl.send_time_bytes(datetime(2024, 1, 1))
-    with pytest.raises(sl.EncodeError, match="only 2000-2099 can be sent"):
-        sl.send_time_bytes(datetime(1999, 12, 31, tzinfo=BJ))
+    assert co.send_time_bytes(utc) == _hex("24 01 01 08 00 30")
+    assert co.observation_time_bytes(int(utc.timestamp() * 1000)) == _hex("24 01 01 08 00")
+    with pytest.raises(co.EncodeError, match="has no timezone: SL 651 sends Beijing time"):
+        co.send_time_bytes(datetime(2024, 1, 1))
+    with pytest.raises(co.EncodeError, match="only 2000-2099 can be sent"):
+        co.send_time_bytes(datetime(1999, 12, 31, tzinfo=BJ))
 
 
 @pytest.mark.parametrize(("change", "match"), [
@@ -449,58 +454,58 @@ def test_times_are_sent_in_beijing_time() -> None:
 ])
 def test_header_fields_out_of_range_are_refused(change: dict[str, object], match: str) -> None:
     fields: dict[str, object] = {**HEADER, "serial": 1, "sent": SENT, **change}
-    with pytest.raises(sl.EncodeError, match=match):
-        sl.keep_alive_frame(**fields)  # type: ignore[arg-type]  # bad on purpose
+    with pytest.raises(co.EncodeError, match=match):
+        rp.keep_alive_frame(**fields)  # type: ignore[arg-type]  # bad on purpose
 
 
 def test_frame_level_encode_errors() -> None:
-    with pytest.raises(sl.EncodeError, match="end character 04H is not one an uplink frame"):
-        sl.encode_frame(sl.Frame(5, "0012345678", 0, 0x32, b"", end=sl.EOT))
-    with pytest.raises(sl.EncodeError, match="exceeds the 12-bit length field"):
-        sl.encode_frame(sl.Frame(5, "0012345678", 0, 0x32, bytes(4096)))
-    with pytest.raises(sl.EncodeError, match="needs its packet"):
-        sl.encode_frame(sl.Frame(5, "0012345678", 0, 0x32, b"", start=sl.SYN))
-    with pytest.raises(sl.EncodeError, match="not a single-time report"):
-        _report([], function=sl.Function.HOURLY)
-    with pytest.raises(sl.EncodeError, match="a confirmation ends EOT, ESC or ACK"):
-        sl.confirmation_frame(0x32, serial=1, sent=SENT, end=sl.NAK, **HEADER)
+    with pytest.raises(co.EncodeError, match="end character 04H is not one an uplink frame"):
+        fr.encode_frame(fr.Frame(5, "0012345678", 0, 0x32, b"", end=co.EOT))
+    with pytest.raises(co.EncodeError, match="exceeds the 12-bit length field"):
+        fr.encode_frame(fr.Frame(5, "0012345678", 0, 0x32, bytes(4096)))
+    with pytest.raises(co.EncodeError, match="needs its packet"):
+        fr.encode_frame(fr.Frame(5, "0012345678", 0, 0x32, b"", start=co.SYN))
+    with pytest.raises(co.EncodeError, match="not a single-time report"):
+        _report([], function=co.Function.HOURLY)
+    with pytest.raises(co.EncodeError, match="a confirmation ends EOT, ESC or ACK"):
+        rp.confirmation_frame(0x32, serial=1, sent=SENT, end=co.NAK, **HEADER)
 
 
 def test_serial_numbers_cycle_from_1_to_65535() -> None:
-    assert sl.next_serial(1) == 2 and sl.next_serial(65535) == 1 and sl.next_serial(0) == 1
-    assert sl.query_realtime_frame(sent=SENT, **HEADER)[14:16] == b"\x00\x00"
+    assert co.next_serial(1) == 2 and co.next_serial(65535) == 1 and co.next_serial(0) == 1
+    assert rp.query_realtime_frame(sent=SENT, **HEADER)[14:16] == b"\x00\x00"
 
 
 # --- Centre replies ----------------------------------------------------------------------
 
 
 def test_centre_replies_are_classified() -> None:
-    nak = sl.parse_centre_reply(_every_kind()["nak"])
+    nak = rp.parse_centre_reply(_every_kind()["nak"])
     assert nak.kind == "nak" and nak.serial == 7 and not nak.confirms(0x36, 7)
-    ack = sl.parse_centre_reply(sl.confirmation_frame(0x31, serial=4, sent=SENT, end=sl.ACK,
+    ack = rp.parse_centre_reply(rp.confirmation_frame(0x31, serial=4, sent=SENT, end=co.ACK,
                                                       **HEADER))
     assert ack.kind == "ack" and ack.confirms(0x31, 4) and not ack.stay_online
-    empty = sl.encode_frame(sl.Frame(5, "0012345678", 0, 0x32, b"", downlink=True,
-                                     end=sl.EOT))
-    assert sl.parse_centre_reply(empty).serial is None
-    with pytest.raises(sl.FrameError, match="direction at byte 11: an uplink frame is not"):
-        sl.parse_centre_reply(GOOD)
-    short = sl.encode_frame(sl.Frame(5, "0012345678", 0, 0x32, b"\x00\x07", downlink=True,
-                                     end=sl.EOT))
-    with pytest.raises(sl.FrameError, match="2 bytes: a reply carries 8"):
-        sl.parse_centre_reply(short)
+    empty = fr.encode_frame(fr.Frame(5, "0012345678", 0, 0x32, b"", downlink=True,
+                                     end=co.EOT))
+    assert rp.parse_centre_reply(empty).serial is None
+    with pytest.raises(co.FrameError, match="direction at byte 11: an uplink frame is not"):
+        rp.parse_centre_reply(GOOD)
+    short = fr.encode_frame(fr.Frame(5, "0012345678", 0, 0x32, b"\x00\x07", downlink=True,
+                                     end=co.EOT))
+    with pytest.raises(co.FrameError, match="2 bytes: a reply carries 8"):
+        rp.parse_centre_reply(short)
 
 
 # --- Property: any value within N(x,y) survives ------------------------------------------
 
 
 @st.composite
-def _number_case(draw: st.DrawFn) -> tuple[sl.ElementDef, int, float]:
+def _number_case(draw: st.DrawFn) -> tuple[el.ElementDef, int, float]:
     user = draw(st.booleans())
     if user:
         digits = draw(st.integers(1, 14))
         decimals = draw(st.integers(0, min(7, digits)))
-        definition = sl.ElementDef.user_defined(draw(st.integers(0xFF00, 0xFFFE)), "U",
+        definition = el.ElementDef.user_defined(draw(st.integers(0xFF00, 0xFFFE)), "U",
                                                 digits, decimals)
     else:
         definition = draw(st.sampled_from(NUMBER_ELEMENTS))
@@ -513,11 +518,11 @@ def _number_case(draw: st.DrawFn) -> tuple[sl.ElementDef, int, float]:
 
 @settings(max_examples=300, deadline=None)
 @given(_number_case())
-def test_any_value_within_n_x_y_round_trips(case: tuple[sl.ElementDef, int, float]) -> None:
+def test_any_value_within_n_x_y_round_trips(case: tuple[el.ElementDef, int, float]) -> None:
     definition, decimals, value = case
-    wire = sl.encode_element(definition, value, decimals)
+    wire = va.encode_element(definition, value, decimals)
     expected = _expected(value, decimals)
-    item, end = sl.decode_element(wire, 0, None)
+    item, end = va.decode_element(wire, 0, None)
     assert end == len(wire) and item.value == expected
     head = 3 if definition.identifier > 0xFF else 2
     assert element_value(definition.identifier, wire[head:].hex().upper(),
@@ -535,7 +540,7 @@ async def _exchange(centre: Sl651Centre, frame: bytes, reply_timeout: float = 2.
             writer.write(frame[i:i + 7])
             await writer.drain()
         head = await asyncio.wait_for(reader.readexactly(14), reply_timeout)
-        size = sl.frame_size(head)
+        size = fr.frame_size(head)
         assert size is not None
         return head + await asyncio.wait_for(reader.readexactly(size - 14), reply_timeout)
     finally:
@@ -545,16 +550,16 @@ async def _exchange(centre: Sl651Centre, frame: bytes, reply_timeout: float = 2.
 def test_centre_confirms_reports_and_the_codec_recognises_the_serial() -> None:
     async def scenario() -> None:
         async with Sl651Centre(address=5) as centre:
-            frame = _report([sl.value_of("ZU", 123.45, 2), sl.value_of("VT", 12.6)], serial=41)
-            reply = sl.parse_centre_reply(await _exchange(centre, frame))
-            assert reply.confirms(sl.Function.TIMED, 41) and reply.end == EOT
+            frame = _report([va.value_of("ZU", 123.45, 2), va.value_of("VT", 12.6)], serial=41)
+            reply = rp.parse_centre_reply(await _exchange(centre, frame))
+            assert reply.confirms(co.Function.TIMED, 41) and reply.end == EOT
             assert reply.frame.station == "0012345678" and reply.frame.password == 0x1234
             [got] = await centre.wait_for(1)
             assert (got.function, got.serial, got.body_station, got.category) == (
                 0x32, 41, "0012345678", "K")
             assert got.values == {"ZU": 123.45, "VT": 12.6} and got.observed == OBSERVED
             centre.set_mode("confirm", end=ESC)
-            reply = sl.parse_centre_reply(await _exchange(centre, _report([], serial=42)))
+            reply = rp.parse_centre_reply(await _exchange(centre, _report([], serial=42)))
             assert reply.stay_online and reply.confirms(0x32, 42)
     asyncio.run(scenario())
 
@@ -563,7 +568,7 @@ def test_centre_confirms_reports_and_the_codec_recognises_the_serial() -> None:
 def test_centre_misbehaves_as_told(mode: str) -> None:
     async def scenario() -> None:
         async with Sl651Centre(address=5, mode=mode) as centre:  # type: ignore[arg-type]  # the parametrized modes are valid
-            frame = _report([sl.value_of("Z", 1.0)], serial=3)
+            frame = _report([va.value_of("Z", 1.0)], serial=3)
             if mode == "silent":
                 with pytest.raises(TimeoutError):
                     await _exchange(centre, frame, reply_timeout=0.3)
@@ -571,10 +576,10 @@ def test_centre_misbehaves_as_told(mode: str) -> None:
                 return
             reply = await _exchange(centre, frame)
             if mode == "bad_crc":
-                with pytest.raises(sl.FrameError, match="CRC at byte 23: received"):
-                    sl.parse_centre_reply(reply)
+                with pytest.raises(co.FrameError, match="CRC at byte 23: received"):
+                    rp.parse_centre_reply(reply)
             else:
-                parsed = sl.parse_centre_reply(reply)
+                parsed = rp.parse_centre_reply(reply)
                 assert parsed.kind == "nak" and not parsed.confirms(0x32, 3)
     asyncio.run(scenario())
 
@@ -582,7 +587,7 @@ def test_centre_misbehaves_as_told(mode: str) -> None:
 def test_centre_ignores_keep_alives_and_refuses_bad_frames() -> None:
     async def scenario() -> None:
         async with Sl651Centre(address=5) as centre:
-            keep = sl.keep_alive_frame(serial=9, sent=SENT, **HEADER)
+            keep = rp.keep_alive_frame(serial=9, sent=SENT, **HEADER)
             broken = GOOD[:-1] + bytes([GOOD[-1] ^ 1])
             with pytest.raises(TimeoutError):
                 await _exchange(centre, b"junk" + keep + broken, reply_timeout=0.3)
@@ -597,15 +602,15 @@ def test_centre_query_reaches_the_station_and_parses_as_a_command() -> None:
     async def scenario() -> None:
         async with Sl651Centre(address=5) as centre:
             reader, writer = await asyncio.open_connection("127.0.0.1", centre.port)
-            writer.write(sl.keep_alive_frame(serial=9, sent=SENT, **HEADER))
+            writer.write(rp.keep_alive_frame(serial=9, sent=SENT, **HEADER))
             await writer.drain()
             await centre.wait_for(1, function=0x2F)
             sent = await centre.query_realtime()
             received = await asyncio.wait_for(reader.readexactly(len(sent)), 2)
-            query = sl.parse_centre_reply(received)
+            query = rp.parse_centre_reply(received)
             assert (query.kind, query.function, query.serial) == ("command", 0x37, 0)
             assert query.frame.station == "0012345678"
-            answer = _report([sl.value_of("ZU", 101.5)], function=sl.Function.QUERY_REALTIME,
+            answer = _report([va.value_of("ZU", 101.5)], function=co.Function.QUERY_REALTIME,
                              serial=10)
             writer.write(answer)
             await writer.drain()

@@ -1,4 +1,4 @@
-"""An SL 651-2014 centre (中心站) for tests, written from the standard's text alone.
+"""An SL 651-2014 centre (中心站) for tests and the demo, written from the standard's text alone.
 
 Provincial hydrological centres take our reservoir stations' reports over TCP. This one
 listens on 127.0.0.1, splits the byte stream into HEX/BCD frames, checks each CRC, decodes
@@ -8,7 +8,11 @@ time, ending EOT) for every valid report, nothing for a keep-alive or an invalid
 Modes make it misbehave the ways real centres do: never confirm, confirm with a broken
 CRC, or answer NAK. It can also send the 37H real-time query.
 
-It deliberately shares no code with edge.channels.sl651_frames, so a mistake made twice
+``edge simulate`` runs one for each centre of the site's ``sl651`` section that listens on
+loopback (``serve_centres``), logging every report it confirms, so the demo shows what a
+provincial platform receives.
+
+It deliberately shares no code with the codec (edge/channels/sl651_*.py), so a mistake made twice
 cannot pass: its CRC is the standard's polynomial X^16+X^15+X^2+1 run most-significant-bit
 first on bit-reflected bytes (the codec runs the reflected 0xA001 form), and it decodes
 BCD through hex text.
@@ -18,9 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+
+if TYPE_CHECKING:
+    from edge.config import GatewaySettings
+
+log = structlog.get_logger("simulator.sl651_centre")
 
 BEIJING = timezone(timedelta(hours=8))
 EOT, ESC, ENQ, ACK, NAK, ETX, ETB, STX = 0x04, 0x1B, 0x05, 0x06, 0x15, 0x03, 0x17, 0x02
@@ -187,7 +199,9 @@ def _now_bcd() -> bytes:
 class Sl651Centre:
     """A centre on 127.0.0.1:port: ``await start()``, send frames, ``await wait_for(n)``."""
 
-    def __init__(self, *, address: int = 1, mode: Mode = "confirm", end: int = EOT) -> None:
+    def __init__(self, *, address: int = 1, mode: Mode = "confirm", end: int = EOT,
+                 port: int = 0, host: str = "127.0.0.1",
+                 on_report: Callable[[ReceivedReport], None] | None = None) -> None:
         self.address = address
         self.mode: Mode = mode
         self.end = end  # EOT (station may leave) or ESC (stay online) for confirmations
@@ -195,7 +209,9 @@ class Sl651Centre:
         self.rejected: list[str] = []
         self.sent: list[bytes] = []
         self.connections = 0
-        self.port = 0
+        self.port = port  # 0: any free port; kept, so a restarted centre is where it was
+        self.host = host
+        self.on_report = on_report
         self._server: asyncio.base_events.Server | None = None
         self._writers: list[tuple[asyncio.StreamWriter, ReceivedReport | None]] = []
         self._changed = asyncio.Condition()
@@ -207,7 +223,7 @@ class Sl651Centre:
             self.end = end
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -239,7 +255,7 @@ class Sl651Centre:
             return [r for r in self.received if r.function != KEEP_ALIVE]
         return [r for r in self.received if r.function == function]
 
-    async def wait_for(self, n: int, timeout: float = 5.0,
+    async def wait_for(self, n: int, timeout: float = 15.0,
                        function: int | None = None) -> list[ReceivedReport]:
         """Wait until ``n`` reports (of ``function``, or any but keep-alives) have arrived."""
         async with self._changed:
@@ -314,6 +330,8 @@ class Sl651Centre:
         async with self._changed:
             self.received.append(report)
             self._changed.notify_all()
+        if self.on_report is not None:
+            self.on_report(report)
         if report.function == KEEP_ALIVE or self.mode == "silent":
             return report  # §6.6.4.2: keep-alives get no downlink
         end = ACK if report.end == ETB else self.end
@@ -325,3 +343,29 @@ class Sl651Centre:
             reply = reply[:-2] + bytes([reply[-2] ^ 0xFF, reply[-1] ^ 0xFF])
         await self._send(writer, reply)
         return report
+
+
+def _log_report(centre: int) -> Callable[[ReceivedReport], None]:
+    def logged(report: ReceivedReport) -> None:
+        log.info("sl651_centre_received", centre=centre, function=f"{report.function:02X}H",
+                 serial=report.serial, station=report.station,
+                 observed=report.observed.isoformat() if report.observed else None,
+                 values={k: v for k, v in report.values.items()})
+    return logged
+
+
+async def serve_centres(settings: GatewaySettings, mode: Mode = "confirm") -> None:
+    """Serve, until cancelled, each ``sl651`` centre of the site that listens on loopback."""
+    section = settings.sl651
+    local = [c for c in (section.centres if section else [])
+             if c.host in ("127.0.0.1", "localhost", "::1")]
+    centres = [Sl651Centre(address=c.address, mode=mode, port=c.port, host=c.host,
+                           on_report=_log_report(c.address)) for c in local]
+    for centre in centres:
+        await centre.start()
+        log.info("sl651_centre_listening", centre=centre.address, port=centre.port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for centre in centres:
+            await centre.stop()
