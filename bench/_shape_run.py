@@ -31,7 +31,7 @@ from _common import (
     start_simulators,
     stop_all,
 )
-from _shape import RTU_LINE, Case, site_files, tcp_buses
+from _shape import LEVEL_RULE, RTU_LINE, Case, site_files, tcp_buses
 from alarm_latency import HIGH, NORMAL, LevelServer, wait_alarm
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class Figures:
     disk_bytes_per_datapoint: float
     rss_mib: float
     bad: int  # readings in the window whose quality was not good
+    other_alarms: int  # alarm messages of other rules than the level's: offline flapping
     latencies_ms: list[float] = field(default_factory=list)  # change -> alarm
 
 
@@ -129,7 +130,10 @@ def measure(case: Case, repeat: int, work: Path, broker: Broker, warmup: float,
     with sub.cond:
         arrived = [a for a in sub.arrivals if t0 <= a.at < t1 and a.readings]
     datapoints = max(1, sum(a.readings for a in arrived))
+    with sub.cond:
+        others = sum(1 for a in sub.arrivals if a.topic.endswith("/alarms")
+                     and ((a.body or {}).get("alarm") or {}).get("rule") != LEVEL_RULE)
     return Figures(case.key, repeat, datapoints / (t1 - t0),
                    (cpu1 - cpu0) / datapoints * 1e6, (cpu1 - cpu0) / (t1 - t0) * 100,
                    (bytes1 - bytes0) / datapoints, rss, sum(a.bad for a in arrived),
-                   latencies)
+                   others, latencies)

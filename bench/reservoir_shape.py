@@ -103,7 +103,7 @@ def report(args: argparse.Namespace, cases: list[Case], results: list[Figures]) 
           f"{args.warmup:g} s warm-up; ratio = the case / the same repeat's 10 × 100")
     print(f"{'case':<26}{'points/s':>9}{'CPU µs/pt':>10}{'×ref':>6}{'disk B/pt':>10}"
           f"{'×ref':>6}{'RSS MiB':>8}{'×ref':>6}{'alarm p50':>10}{'p99 ms':>8}{'n':>4}"
-          f"{'bad':>5}")
+          f"{'bad':>5}{'other':>6}")
     for case in cases:
         runs = [r for r in results if r.case == case.key]
         if not runs:
@@ -117,9 +117,11 @@ def report(args: argparse.Namespace, cases: list[Case], results: list[Figures]) 
         print(f"{case.label:<26}{median([r.datapoints_per_s for r in runs]):>9.0f}"
               f"{cells[0]:>10.1f}{cells[1]:>6.2f}{cells[2]:>10.1f}{cells[3]:>6.2f}"
               f"{cells[4]:>8.1f}{cells[5]:>6.2f}{percentile(lat, 50):>10.0f}"
-              f"{percentile(lat, 99):>8.0f}{len(lat):>4}{sum(r.bad for r in runs):>5}")
+              f"{percentile(lat, 99):>8.0f}{len(lat):>4}{sum(r.bad for r in runs):>5}"
+              f"{sum(r.other_alarms for r in runs):>6}")
     print("(points/s at the subscriber includes the level gauge; alarm latency is over "
-          "all trials of the case's repeats, n of them; bad = readings not good)")
+          "all trials of the case's repeats, n of them; bad = readings not good; other = "
+          "alarm messages of the instruments' rules, none unless devices flap offline)")
 
 
 def main() -> None:
