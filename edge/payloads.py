@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -33,13 +34,48 @@ def _finite(value: float | None) -> float | None:
 
 
 def readings_fragment(readings: Iterable[Reading]) -> str:
-    """The readings as the items of a JSON array, without its brackets.
+    """The readings as the items of a JSON array, without its brackets: the text
+    ``json.dumps([reading_json(r) ...])`` gives, built without a dict per reading.
 
     The store keeps each message's readings in this form, so a message is put together
-    for sending by joining strings rather than encoding JSON again.
+    for sending by joining strings rather than encoding JSON again. A poll of many small
+    devices carries one to ten readings, and what each reading repeats from the last poll
+    (its device, point, unit and quality) is encoded once per point and kept.
     """
-    return json.dumps([reading_json(r) for r in readings], separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False)[1:-1]
+    return ",".join([_reading_text(r) for r in readings])
+
+
+def _reading_text(r: Reading) -> str:
+    text = (f'{_head(r.device, r.point)}{r.ts_ms:d},"value":{_number(r.value)}'
+            f"{_tail(r.unit, r.quality)}")
+    if r.raw is not None and r.raw != r.value and math.isfinite(r.raw):
+        text += f',"raw":{_number(r.raw)}'
+    if r.reason:
+        text += f',"reason":{_string(r.reason)}'
+    return text + "}"
+
+
+def _string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+# Bounded: ids and units come from the site file, but a reload may bring new ones.
+@functools.lru_cache(maxsize=8192)
+def _head(device: str, point: str) -> str:
+    return f'{{"device":{_string(device)},"point":{_string(point)},"ts":'
+
+
+@functools.lru_cache(maxsize=1024)
+def _tail(unit: str, quality: str) -> str:
+    return f',"unit":{_string(unit)},"quality":{_string(quality)}'
+
+
+def _number(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "null"  # see reading_json: JSON has no NaN or Infinity
+    if type(value) is float:
+        return float.__repr__(value)  # what json.dumps writes for a float
+    return json.dumps(value)  # an int, or a bool some driver passed through
 
 
 def telemetry_message(seq: int, fragments: Iterable[str]) -> str:

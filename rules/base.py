@@ -186,6 +186,10 @@ class Screen(Protocol):
 
     def check_offline(self, now_ms: int) -> Sequence[Judgement]: ...
 
+    def offline_due_ms(self) -> int | None:
+        """When ``check_offline`` may first judge again (None: not before a reading)."""
+        ...
+
 
 # --- what a rule type declares -------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from rules.base import (
 from rules.derived import DerivedPoint
 from rules.derived import build as build_derived
 from rules.expression import Expression
+from rules.offline_schedule import OfflineSchedule
 from rules.registry import RULE_TYPES
 from rules.storm import StormLimiter
 from vocab.model import ActiveAlarm, AlarmTransition, Reading
@@ -181,6 +182,8 @@ class RuleEngine:
                 self.orphans.append((alarm.rule, key))  # cleared at the first poll
                 continue
             rule.restore_alarm(key, alarm.severity, alarm.side)
+        # After the restores: an alarm restored as offline keeps its screen quiet.
+        self.offline = OfflineSchedule(s for screens in self.screens.values() for s in screens)
 
     # --- the daemon's entry points -------------------------------------------------------
 
@@ -222,12 +225,12 @@ class RuleEngine:
         for reading in readings:
             fresh.append(self._take(self._screen(reading, transitions, notes), out))
         seen = {r.key for r in readings}
-        for key, screens in self.screens.items():
-            if key in seen:
-                continue
-            for screen in screens:
+        for index, screen in self.offline.take_due(now):
+            key = screen.point
+            if key not in seen:
                 self._judged(screen.id, key, now, self._safely(
                     screen.id, key, lambda s=screen: s.check_offline(now)), transitions, notes)
+            self.offline.refresh(index)
 
         # 2. derived points and rainfall sums, in dependency order
         changed = {r.key: r.ts_ms for r in fresh}
@@ -274,6 +277,8 @@ class RuleEngine:
                 log.exception("rule_failed", rule=screen.id, point=reading.key)
                 continue
             self._judged(screen.id, reading.key, reading.ts_ms, judgements, transitions, notes)
+        if reading.key in self.screens:
+            self.offline.refresh_point(reading.key)
         return reading
 
     def _produce(self, producer: DerivedPoint | Producer, changed: dict[str, int],
