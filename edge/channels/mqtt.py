@@ -8,7 +8,12 @@ Store-and-forward as the platform needs it on a flaky 4G link:
 * at most ``max_inflight`` messages are unacknowledged at once, so memory stays bounded
   however long the backlog; the backlog itself lives on disk;
 * what goes next (alarms first, live data beside the backlog, which messages are
-  replays) is the outbox's to say (edge/outbox.py); this module only speaks MQTT.
+  replays) is the outbox's to say (edge/outbox.py); this module only speaks MQTT;
+* a message unacknowledged past ``inflight_deadline_s`` means the broker has stalled:
+  the uplink says so in health, reconnects and sends the same seqs again
+  (edge/channels/mqtt_inflight.py);
+* every failed connection attempt is counted, and logged with its reason whenever the
+  reason changes (edge/channels/mqtt_session.py).
 
 paho runs its network loop in its own thread; its callbacks hop onto the event loop
 with ``call_soon_threadsafe`` and all state here is touched only from the loop.
@@ -18,113 +23,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Literal
 
-import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import Field, field_validator, model_validator
 
+from edge.channels.mqtt_config import MqttConfig, TlsConfig, check
+from edge.channels.mqtt_inflight import InflightClock
+from edge.channels.mqtt_session import (
+    ConnectAttempts,
+    ConnectFailure,
+    UplinkClient,
+    make_client,
+    set_backoff,
+    set_will,
+)
 from edge.outbox import ChannelOutbox
 from edge.payloads import mark_replay, status_payload
-from vocab.checking import Report
-from vocab.configbase import StrictModel
 from vocab.model import now_ms
+
+# The configuration model lives in its own module; it is named here too for its users.
+__all__ = ["KINDS", "MqttChannel", "MqttConfig", "ResponseRoute", "TlsConfig", "check"]
 
 log = structlog.get_logger("edge.channels.mqtt")
 
 # The kinds of outbox message this channel takes.
 KINDS = ("telemetry", "alarm", "event")
-
-
-class TlsConfig(StrictModel):
-    """TLS to the broker: the platform's CA, and a client certificate where required."""
-
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    # Only for brokers reached by IP whose certificate lacks that IP: weakens TLS.
-    check_hostname: bool = True
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (the client certificate "
-                             "and its private key)")
-        return self
-
-
-class MqttConfig(StrictModel):
-    host: str
-    port: int = Field(default=1883, ge=1, le=65535)
-    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")] = \
-        "reservoir"
-    client_id: str | None = None
-    username: str | None = None
-    # Secrets never sit in the YAML: name an environment variable or a file.
-    password_env: str | None = None
-    password_file: Path | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    max_inflight: int = Field(default=20, ge=1, le=1000)
-    # Reconnect backoff: doubles from min to max, each wait drawn in [wait/2, wait].
-    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
-    reconnect_max_s: float = Field(default=10.0, gt=0, le=3600)
-    # 3.1.1 works with every broker a district may run; only Mosquitto speaks 5 among
-    # the ones measured (lessons.md). With 5, command replies also honour the request's
-    # response topic and correlation data.
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
-    # MQTT 5 session expiry: how long the broker keeps our session while we are away.
-    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
-    tls: TlsConfig | None = None
-
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _protocol_as_text(cls, value: object) -> object:
-        # YAML reads an unquoted 5 as a number.
-        return str(value) if isinstance(value, int) else value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MqttConfig:
-        if self.password_env and self.password_file:
-            raise ValueError("give password_env or password_file, not both")
-        if (self.password_env or self.password_file) and not self.username:
-            raise ValueError("a password needs a username (password_env/password_file are "
-                             "only sent with one)")
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError(f"reconnect_min_s ({self.reconnect_min_s}) is above "
-                             f"reconnect_max_s ({self.reconnect_max_s})")
-        return self
-
-    def password(self) -> str | None:
-        """Read the password from its environment variable or file (never logged)."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"environment variable {self.password_env} is not set")
-            return value
-        if self.password_file:
-            return self.password_file.read_text(encoding="utf-8").strip()
-        return None
-
-
-def check(config: MqttConfig, report: Report) -> None:
-    """Files the configuration names must exist (paths relative to ``mqtt``)."""
-    tls = config.tls
-    if tls is not None:
-        for key in ("ca_file", "cert_file", "key_file"):
-            file = getattr(tls, key)
-            if file is not None and not file.is_file():
-                report(("tls", key), f"{file}: no such file")
-    if config.password_file is not None and not config.password_file.is_file():
-        report(("password_file",), f"{config.password_file}: no such file")
 
 
 # A message is "poison" (the broker drops the connection whenever it arrives, e.g. over
@@ -151,6 +78,10 @@ class UplinkHealth:
     last_connect_ms: int | None = None
     set_aside: int = 0  # poison messages set aside since start
     refused: int = 0  # publishes an MQTT 5 broker answered with a failure reason code
+    stalled: bool = False  # a message passed the in-flight deadline; no PUBACK since
+    stalls: int = 0  # connections dropped for passing the in-flight deadline
+    connect_failures: int = 0  # failed connection attempts since start
+    last_connect_failure: ConnectFailure | None = None
 
 
 @dataclass(frozen=True)
@@ -197,45 +128,24 @@ class MqttChannel:
         self._poison: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._dropping = False  # our own disconnect of a stalled link is under way
+        self._clock = InflightClock(config.inflight_deadline)
         self.client = self._make_client()
 
-    def _make_client(self) -> mqtt.Client:
-        cfg = self.config
-        client_id = cfg.client_id or self.client_id
-        # A persistent session keeps the broker-side state of our in-flight QoS 1
-        # messages across reconnects.
-        if cfg.protocol == "5":
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                 protocol=mqtt.MQTTv5)
-        else:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                 clean_session=False, protocol=mqtt.MQTTv311)
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password())
-        if cfg.tls is not None:
-            client.tls_set(ca_certs=str(cfg.tls.ca_file),
-                           certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                           keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None)
-            client.tls_insecure_set(not cfg.tls.check_hostname)
-        client.will_set(f"{self.root}/status", status_payload("offline"), qos=1, retain=True)
-        self._attempt = 0  # failed connection attempts in a row (paho thread only)
-        self._set_backoff(client)
-        client.max_inflight_messages_set(self.window)
+    def _make_client(self) -> UplinkClient:
+        client = make_client(self.config, self.config.client_id or self.client_id,
+                             f"{self.root}/status", self.window)
+        # Failed connection attempts in a row and why (paho thread only).
+        self._attempts = ConnectAttempts(lambda failure: self._call(self._connect_failed,
+                                                                    failure))
+        set_backoff(client, self.config, 0)
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         return client
-
-    def _set_backoff(self, client: mqtt.Client) -> None:
-        """Jittered exponential backoff: many gateways of a district must not reconnect
-        in lockstep when the platform's broker comes back."""
-        cfg = self.config
-        ceiling = min(cfg.reconnect_max_s, cfg.reconnect_min_s * 2 ** self._attempt)
-        delay = random.uniform(ceiling / 2, ceiling)
-        # min == max makes paho wait exactly this long before its next attempt.
-        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
 
     # --- paho thread -> event loop -------------------------------------------------------
 
@@ -244,19 +154,26 @@ class MqttChannel:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(fn, *args)
 
+    def _on_pre_connect(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
+        self._attempts.starting(client)
+        set_will(client, f"{self.root}/status")
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
-        if not reason_code.is_failure:
-            self._attempt = 0
-            self._set_backoff(client)
-        self._call(self._connected, not reason_code.is_failure, str(reason_code))
+        refusal = str(reason_code) if reason_code.is_failure else None
+        self._attempts.connack(refusal)
+        set_backoff(client, self.config, self._attempts.failed_in_a_row)
+        if refusal is None:
+            self._call(self._connected)
 
     def _on_connect_fail(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
-        self._attempt += 1
-        self._set_backoff(client)
+        self._attempts.socket_failed(client)
+        set_backoff(client, self.config, self._attempts.failed_in_a_row)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
-        self._attempt += 1
-        self._set_backoff(client)
+        if not self._attempts.disconnected(reason_code):
+            # A connection that was up: start the backoff over from its first step.
+            self._attempts.failed_in_a_row = 1
+        set_backoff(client, self.config, self._attempts.failed_in_a_row)
         self._call(self._disconnected, str(reason_code))
 
     def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
@@ -276,16 +193,28 @@ class MqttChannel:
 
     # --- event loop side -----------------------------------------------------------------
 
-    def _connected(self, ok: bool, reason: str) -> None:
-        if not ok:
-            log.warning("mqtt_connect_refused", reason=reason)
-            return
+    def _connect_failed(self, failure: ConnectFailure) -> None:
+        """Counted every time; logged when the reason differs from the last attempt's
+        (a broker that stays unreachable for a day gives one line, not thousands)."""
+        h = self.health_figures
+        h.connect_failures += 1
+        if failure != h.last_connect_failure:
+            log.warning("mqtt_connect_failed", reason=failure.reason, detail=failure.detail,
+                        host=self.config.host, port=self.config.port,
+                        failures=h.connect_failures)
+        h.last_connect_failure = failure
+
+    def _connected(self) -> None:
         self.health_figures.connected = True
         self.health_figures.connects += 1
         self.health_figures.last_connect_ms = now_ms()
+        self.health_figures.last_connect_failure = None
         self._connected_at = time.monotonic()
+        self._clock.resent()
         log.info("mqtt_connected", host=self.config.host, port=self.config.port)
-        self.client.publish(f"{self.root}/status", status_payload("online"), qos=1, retain=True)
+        # QoS 0, like every message sent outside the outbox: paho would otherwise keep
+        # an unacknowledged one in its window and send it first after every reconnect.
+        self.client.publish(f"{self.root}/status", status_payload("online"), qos=0, retain=True)
         for topic in self.subscriptions:
             self.client.subscribe(topic, qos=1)
         self._pending_cut = True
@@ -295,7 +224,8 @@ class MqttChannel:
         if self.health_figures.connected:
             self.health_figures.disconnects += 1
             log.warning("mqtt_disconnected", reason=reason, inflight=len(self._inflight))
-            self._watch_for_poison(reason)
+            if not self._dropping:
+                self._watch_for_poison(reason)
         self.health_figures.connected = False
 
     def _watch_for_poison(self, reason: str) -> None:
@@ -326,11 +256,14 @@ class MqttChannel:
 
     def _puback(self, mid: int, failed: bool) -> None:
         seq = self._inflight.pop(mid, None)
-        if seq is not None:
-            self._inflight_alarms.discard(seq)
-            self._sizes.pop(seq, None)
         if seq is None:
             return  # the status message, or a duplicate ack
+        self._inflight_alarms.discard(seq)
+        self._sizes.pop(seq, None)
+        self._clock.acknowledged(mid)
+        if self.health_figures.stalled:
+            self.health_figures.stalled = False
+            log.info("mqtt_uplink_resumed", seq=seq, stalls=self.health_figures.stalls)
         if failed:
             # An MQTT 5 broker refused it: it stays in the outbox and is offered again
             # after a pause (the refusal may be a passing quota), never deleted unseen.
@@ -347,14 +280,19 @@ class MqttChannel:
     def publish_now(self, topic: str, payload: str, retain: bool = False,
                     correlation: bytes | None = None) -> bool:
         """Publish outside the outbox (health, command replies): only while connected,
-        because such messages are worthless when late."""
+        because such messages are worthless when late.
+
+        QoS 0: paho keeps a QoS 1 message it has no PUBACK for and sends it first after
+        every reconnect, untracked by the outbox, so a reply a broker drops the
+        connection on would be poison that cannot be set aside, and replies nobody
+        acknowledges would fill the in-flight window the outbox needs."""
         if not self.health_figures.connected:
             return False
         properties = None
         if correlation is not None and self.config.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)
             properties.CorrelationData = correlation
-        self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        self.client.publish(topic, payload, qos=0, retain=retain, properties=properties)
         return True
 
     async def resend(self, from_seq: int, to_seq: int) -> None:
@@ -367,6 +305,7 @@ class MqttChannel:
         self._connect()
         self.client.loop_start()
         waiting = asyncio.create_task(self._outbox_wakes(), name="mqtt-outbox-wakes")
+        deadline = asyncio.create_task(self._watch_deadline(), name="mqtt-inflight-deadline")
         try:
             while not self._stopping:
                 await self._wake.wait()
@@ -380,9 +319,23 @@ class MqttChannel:
                     await asyncio.sleep(UPLINK_RETRY_S)
                     self._wake.set()
         finally:
-            waiting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
+            for task in (waiting, deadline):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _watch_deadline(self) -> None:
+        """Drop and remake the connection when a message passes the in-flight deadline."""
+        while True:
+            await asyncio.sleep(self._clock.check_every_s())
+            waited = self._clock.overdue_s()
+            if waited is None or not self.health_figures.connected or self._stopping:
+                continue
+            try:
+                await self._drop_stalled(waited)
+            except Exception:
+                # The watch must outlive a failed drop: the next look tries again.
+                log.exception("mqtt_stall_drop_failed")
 
     async def _outbox_wakes(self) -> None:
         """New messages in the outbox wake the sender."""
@@ -418,6 +371,7 @@ class MqttChannel:
         self._inflight.clear()
         self._inflight_alarms.clear()
         self._sizes.clear()
+        self._clock.clear()
         try:
             await self.outbox.set_aside(seq, "broker drops the connection on this message")
             self.health_figures.set_aside += 1
@@ -428,6 +382,26 @@ class MqttChannel:
             self.client = self._make_client()
             self._connect()
             self.client.loop_start()
+
+    async def _drop_stalled(self, waited_s: float) -> None:
+        """The broker holds our messages without a PUBACK: say so once, disconnect and
+        connect again. paho keeps its unacknowledged messages and sends them again, same
+        mid and so same seq, on the new connection (at-least-once, as after any outage)."""
+        h = self.health_figures
+        h.stalls += 1
+        if not h.stalled:
+            h.stalled = True
+            log.error("mqtt_uplink_stalled", waited_s=round(waited_s, 1),
+                      deadline_s=self._clock.deadline_s, inflight=len(self._inflight),
+                      oldest_seq=min(self._inflight.values(), default=None))
+        self._dropping = True
+        try:
+            self.client.disconnect()
+            await asyncio.get_running_loop().run_in_executor(None, self.client.loop_stop)
+            self._connect()
+            self.client.loop_start()
+        finally:
+            self._dropping = False
 
     def _connect(self) -> None:
         cfg = self.config
@@ -451,6 +425,7 @@ class MqttChannel:
                 payload = mark_replay(message.payload) if message.replay else message.payload
                 info = self.client.publish(self.topics[message.kind], payload, qos=1)
                 self._inflight[info.mid] = message.seq
+                self._clock.sent(info.mid)
                 self._sizes[message.seq] = len(payload)
                 if message.kind != "telemetry":
                     self._inflight_alarms.add(message.seq)
@@ -462,9 +437,13 @@ class MqttChannel:
 
     def health(self) -> dict[str, object]:
         h = self.health_figures
+        failure = h.last_connect_failure
         return {"connected": h.connected, "connects": h.connects,
                 "disconnects": h.disconnects, "published": h.published, "acked": h.acked,
-                "set_aside": h.set_aside, "refused": h.refused, "inflight": self.inflight}
+                "set_aside": h.set_aside, "refused": h.refused, "inflight": self.inflight,
+                "stalled": h.stalled, "stalls": h.stalls,
+                "connect_failures": h.connect_failures,
+                "last_connect_failure": vars(failure) if failure is not None else None}
 
     async def drain(self, timeout_s: float) -> bool:
         """Before a stop: while connected, send what the outbox holds and wait for the
