@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from drivers.devices import DeviceConfig, PointConfig
 from edge.buses import BusSupervisor
 from edge.commands import (
-    MAX_RESEND,
     AckAlarmArgs,
     CommandFailed,
     GetReadingsArgs,
@@ -24,6 +23,7 @@ from edge.commands import (
     NoArgs,
     NotifyTestArgs,
     ResendArgs,
+    check_resend,
 )
 from edge.outbox import ChannelOutbox
 from edge.pipeline import AckNotStored, Pipeline
@@ -116,16 +116,12 @@ def get_readings(store: StoreWorker, points: Points, pipeline: Pipeline) -> Hand
 
 
 def resend(channel: ChannelOutbox) -> Handler:
-    async def resend_range(args: ResendArgs) -> dict[str, Any]:
-        if args.to_seq < args.from_seq:
-            raise CommandFailed("args.to_seq: must not be below args.from_seq")
-        if args.to_seq - args.from_seq + 1 > MAX_RESEND:
-            raise CommandFailed(f"at most {MAX_RESEND} seqs per request")
-        report = await channel.requeue(args.from_seq, args.to_seq)
+    async def resend_seqs(args: ResendArgs) -> dict[str, Any]:
+        report = await channel.requeue_ranges(check_resend(args))
         return {"requeued": report.requeued, "already_queued": report.already_queued,
                 "missing": report.missing[:1000]}
 
-    return resend_range
+    return resend_seqs
 
 
 def get_status(snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> Handler:

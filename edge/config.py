@@ -102,6 +102,22 @@ class CommandsConfig(StrictModel):
                            "get_readings", "resend", "notify_test",
                            "sl651_test"]] = Field(
                                default_factory=list)
+    # Where else an MQTT 5 requester may ask for its reply (ResponseTopic), besides
+    # {root}/reply/...: the gateway publishes under its own identity, so only a subtree
+    # the site names (and the broker's ACL lets the gateway write) is allowed.
+    reply_prefix: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("reply_prefix")
+    @classmethod
+    def _one_subtree(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if any(c in value for c in "+#\x00"):
+            raise ValueError("a topic prefix, not a filter: no wildcards (+, #) or NUL")
+        if value.startswith(("/", "$")) or value.endswith("/"):
+            raise ValueError("must not start with / or $ or end with /: replies go to "
+                             "<reply_prefix>/...")
+        return value
 
 
 class LoggingConfig(StrictModel):

@@ -31,7 +31,7 @@ from edge import command_handlers as handlers
 from edge.buses import BusSupervisor
 from edge.channels.mqtt import KINDS as MQTT_KINDS
 from edge.channels.mqtt import MqttChannel, ResponseRoute
-from edge.commands import STATE_CHANGING, CommandRouter, Handler
+from edge.commands import STATE_CHANGING, CommandFigures, CommandRouter, Handler
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
 from edge.health import HealthReporter, write_status_file
 from edge.history import HistoryReader
@@ -69,8 +69,9 @@ class Gateway:
         self.mqtt: MqttChannel | None = None
         self._mqtt_task: asyncio.Task[None] | None = None
         self.services: dict[str, tuple[Service, asyncio.Task[None]]] = {}
+        self.command_figures = CommandFigures()  # outlives the routers of reloads
         self.health = HealthReporter(self.store, self.outbox, self.pipeline, self.buses,
-                                     self._channels, self._state,
+                                     self._channels, self._health_state,
                                      int(settings.store.quota_mb * 1024 * 1024))
         self.inspection = handlers.Inspection(lambda: self.settings.iter_points(), self.buses,
                                               self.pipeline)
@@ -91,6 +92,9 @@ class Gateway:
 
     def _state(self) -> dict[str, Any]:
         return {"config": self.loaded.digest, "reloads": self.reloads}
+
+    def _health_state(self) -> dict[str, Any]:
+        return {**self._state(), "commands": vars(self.command_figures).copy()}
 
     def _channels(self) -> list[Any]:
         mqtt = [self.mqtt] if self.mqtt is not None else []
@@ -155,7 +159,8 @@ class Gateway:
             "sl651_test": handlers.sl651_test(lambda: self._service("sl651")),
         }
         return CommandRouter(settings.topic_root, command_handlers,
-                             frozenset(settings.commands.disabled))
+                             frozenset(settings.commands.disabled),
+                             settings.commands.reply_prefix, self.command_figures)
 
     def _notify_service(self) -> Any:
         return self._service("notify")
@@ -179,18 +184,18 @@ class Gateway:
     async def _answer(self, router: CommandRouter, topic: str, payload: bytes,
                       response: ResponseRoute) -> None:
         try:
-            reply = await router.handle(topic, payload)
+            reply = await router.handle(topic, payload, response.topic)
+            if reply is None or self.mqtt is None:
+                return
+            # The reply always goes to {root}/cmd/<name>/reply (every broker); an MQTT 5
+            # requester whose response topic the router accepted gets it there too.
+            self.mqtt.publish_now(reply.topic, reply.payload)
+            if reply.response_topic and reply.response_topic != reply.topic:
+                self.mqtt.publish_now(reply.response_topic, reply.payload,
+                                      correlation=response.correlation)
         except Exception:  # a command must never take the daemon down
             log.exception("command_failed", topic=topic)
             return
-        if reply is None or self.mqtt is None:
-            return
-        # The reply always goes to {root}/cmd/<name>/reply (every broker); an MQTT 5
-        # requester that named a response topic gets it there too, with its tag.
-        self.mqtt.publish_now(reply.topic, reply.payload)
-        if response.topic and response.topic != reply.topic:
-            self.mqtt.publish_now(response.topic, reply.payload,
-                                  correlation=response.correlation)
         log.info("command_answered", topic=topic, ok='"ok":true' in reply.payload)
 
     async def _restart_mqtt(self) -> None:

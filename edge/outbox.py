@@ -182,11 +182,21 @@ class ChannelOutbox:
 
     async def requeue(self, from_seq: int, to_seq: int) -> RequeueReport:
         """Put a seq range back for this channel from the store, and send it again."""
+        return await self.requeue_ranges([(from_seq, to_seq)])
+
+    async def requeue_ranges(self, ranges: list[tuple[int, int]]) -> RequeueReport:
+        """Put sorted, disjoint seq ranges back for this channel, in one store step."""
         await self._outbox.flush_acks(delete_now=True)
-        rows = self._outbox.store.rows
-        report = await self._outbox.store.run(rows.requeue, from_seq, to_seq,
-                                              self._stream.bit)
-        await self.rewind(from_seq, to_seq)
+        rows, stream = self._outbox.store.rows, self._stream
+
+        def requeue() -> RequeueReport:
+            report = rows.requeue_ranges(ranges, stream.bit)
+            for low, high in reversed(ranges):  # the backlog then runs in seq order
+                stream.rewind(low - 1, high)
+            return report
+
+        report = await self._outbox.store.run(requeue)
+        self.wake()
         return report
 
     async def stats(self) -> OutboxStats:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from edge.history import PARTS, unpack_fragment
@@ -254,16 +254,51 @@ class OutboxRows:
         return OutboxStats(int(row[0]), int(row[1] or 0), row[2])
 
     def requeue(self, from_seq: int, to_seq: int, bit: int = MQTT_BIT) -> RequeueReport:
-        """Put messages of a seq range back into a channel's stream, as first sent.
+        """Put messages of a seq range back into a channel's stream, as first sent."""
+        return self.requeue_ranges([(from_seq, to_seq)], bit)
+
+    def requeue_ranges(self, ranges: Sequence[tuple[int, int]],
+                       bit: int = MQTT_BIT) -> RequeueReport:
+        """Put messages of seq ranges (sorted, disjoint) back into a channel's stream.
 
         Telemetry comes from its stored parts, alarms are rebuilt from the alarm log, each
-        with its original seq, so the platform can fill a gap it found (a broker may lose
-        messages it acknowledged). Messages still queued for the channel stay as they are;
-        seqs whose readings were pruned or thinned are reported missing.
+        with its original seq, so the platform can fill the gaps it found (a broker may
+        lose messages it acknowledged). Messages still queued for the channel stay as they
+        are; seqs whose readings were pruned or thinned are reported missing. All ranges
+        are read, then written in one transaction.
         """
         # Acknowledged rows awaiting their delete would otherwise count as still queued
         # and vanish with the next poll: the very case resend exists for.
         self.flush_acks()
+        entries: list[tuple[int, str, str | None, str | None]] = []
+        queued_total = 0
+        missing: list[int] = []
+        for from_seq, to_seq in ranges:
+            found, queued = self._rebuild(from_seq, to_seq, bit, entries)
+            queued_total += len(queued)
+            missing += [s for s in range(from_seq, min(to_seq, self._last_seq()) + 1)
+                        if s not in found]
+        created = now_ms() - 86_400_000  # old enough to be sent as replay
+
+        def insert() -> None:
+            # A row another channel still holds only gains this channel's bit.
+            self._conn.executemany(
+                "INSERT INTO outbox (seq, kind, created_ms, payload, device, pending) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(seq) DO UPDATE SET pending = pending | ?",
+                [(seq, kind, created, payload, device, bit, bit)
+                 for seq, kind, payload, device in entries])
+
+        if entries:
+            in_transaction(self._conn, insert)
+        return RequeueReport(len(entries), queued_total, missing)
+
+    def _rebuild(self, from_seq: int, to_seq: int, bit: int,
+                 entries: list[tuple[int, str, str | None, str | None]]
+                 ) -> tuple[set[int], set[int]]:
+        """Add the range's messages not queued for the channel to ``entries``.
+
+        Returns the seqs the store has (stored, logged or queued) and those still queued.
+        """
         stored: dict[int, str] = {}
         for row_id, device in self._conn.execute(
                 "SELECT id, device FROM telemetry WHERE id BETWEEN ? AND ? ORDER BY id",
@@ -278,9 +313,8 @@ class OutboxRows:
         rows = dict(self._conn.execute(
             "SELECT seq, pending FROM outbox WHERE seq BETWEEN ? AND ?", (from_seq, to_seq)))
         queued = {seq for seq, pending in rows.items() if pending & bit}
-        entries: list[tuple[int, str, str | None, str | None]] = [
-            (seq, "telemetry", None, device) for seq, device in stored.items()
-            if seq not in queued]
+        entries += [(seq, "telemetry", None, device) for seq, device in stored.items()
+                    if seq not in queued]
         for e in events:
             if e["seq"] not in queued:
                 t = AlarmTransition(e["alarm_id"], e["rule"], e["device"], e["point"],
@@ -288,18 +322,4 @@ class OutboxRows:
                                     e["ts_ms"], e["message"], e["side"] or "",
                                     json.loads(e["extra"]) if e["extra"] else {})
                 entries.append((e["seq"], "alarm", alarm_payload(e["seq"], t), None))
-        created = now_ms() - 86_400_000  # old enough to be sent as replay
-
-        def insert() -> None:
-            # A row another channel still holds only gains this channel's bit.
-            self._conn.executemany(
-                "INSERT INTO outbox (seq, kind, created_ms, payload, device, pending) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT(seq) DO UPDATE SET pending = pending | ?",
-                [(seq, kind, created, payload, device, bit, bit)
-                 for seq, kind, payload, device in entries])
-
-        in_transaction(self._conn, insert)
-        found = set(stored) | {e["seq"] for e in events} | queued
-        missing = [s for s in range(from_seq, min(to_seq, self._last_seq()) + 1)
-                   if s not in found]
-        return RequeueReport(len(entries), len(queued), missing)
+        return set(stored) | {e["seq"] for e in events} | queued, queued

@@ -214,3 +214,25 @@ def test_reload_with_mqtt_settings_that_cannot_connect_is_refused(
     config.write_text(good)
     assert platform.ask("get_status")["ok"] is True
     assert gateway.proc.poll() is None
+
+
+def test_resend_a_list_of_seqs_and_ranges_sends_exactly_those(
+        running: tuple[Path, Platform, EdgeProcess]) -> None:
+    _, platform, _ = running
+
+    def arrivals(r: Recorder, seq: int) -> int:
+        return sum(1 for m in r.on("/telemetry") + r.on("/alarms") if m["seq"] == seq)
+
+    platform.rec.wait_for(lambda r: all(arrivals(r, s) for s in range(1, 7)), 15, "seqs 1-6")
+    time.sleep(1.5)  # their acknowledgements have been written
+    reply = platform.ask("resend", {"seqs": [6, 1, [3, 4]]})
+    assert reply["ok"] is True, reply
+    assert reply["result"]["requeued"] + reply["result"]["already_queued"] == 4
+    assert reply["result"]["missing"] == []
+    platform.rec.wait_for(lambda r: all(arrivals(r, s) >= 2 for s in (1, 3, 4, 6)), 10,
+                          "seqs 1, 3, 4 and 6 again")
+    time.sleep(1.0)
+    assert arrivals(platform.rec, 2) == 1 and arrivals(platform.rec, 5) == 1, \
+        "seqs not asked for are not sent again"
+    bad = platform.ask("resend", {"seqs": [1, [9, 2]]})
+    assert bad["ok"] is False and bad["error"] == "args.seqs: item 1: range [9, 2] is reversed"

@@ -103,6 +103,8 @@ def test_mqtt5_reply_goes_to_the_response_topic_with_correlation(tmp_path: Path,
     config = site_config(tmp_path, broker.port, modbus_port, gateway_id="gw-v5")
     data = yaml.safe_load(config.read_text())
     data["mqtt"]["protocol"] = "5"
+    # The platform's reply space: a ResponseTopic elsewhere is refused.
+    data["commands"] = {"reply_prefix": "platform/replies"}
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     sim = start_edge(["simulate", "-c", str(config)], tmp_path / "sim.log")
     wait_for_port(modbus_port)
