@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -33,13 +32,12 @@ from paho.mqtt.properties import Properties
 
 from edge.channels.mqtt_config import MqttConfig, TlsConfig, check
 from edge.channels.mqtt_inflight import InflightClock
+from edge.channels.mqtt_paho import ChannelEvents, PahoBridge, ResponseRoute
+from edge.channels.mqtt_poison import PoisonWatch
 from edge.channels.mqtt_session import (
-    ConnectAttempts,
     ConnectFailure,
     UplinkClient,
     make_client,
-    set_backoff,
-    set_will,
 )
 from edge.outbox import ChannelOutbox
 from edge.payloads import mark_replay, status_payload
@@ -54,14 +52,8 @@ log = structlog.get_logger("edge.channels.mqtt")
 KINDS = ("telemetry", "alarm", "event")
 
 
-# A message is "poison" (the broker drops the connection whenever it arrives, e.g. over
-# its max_packet_size) when it is the oldest unacknowledged message at this many
-# consecutive disconnects, each within POISON_WINDOW_S of connecting. It is then set
-# aside in the store instead of being re-sent forever ahead of everything else.
-POISON_DISCONNECTS = 3
 UPLINK_RETRY_S = 2.0
 REFUSED_RETRY_S = 60.0
-POISON_WINDOW_S = 5.0
 
 # Telemetry older than this when the link comes up is delivered late: it is sent from the
 # backlog, oldest first, and marked "replay".
@@ -82,14 +74,6 @@ class UplinkHealth:
     stalls: int = 0  # connections dropped for passing the in-flight deadline
     connect_failures: int = 0  # failed connection attempts since start
     last_connect_failure: ConnectFailure | None = None
-
-
-@dataclass(frozen=True)
-class ResponseRoute:
-    """MQTT 5 request/response: where the requester wants the reply, and its tag."""
-
-    topic: str | None = None
-    correlation: bytes | None = None
 
 
 MessageCallback = Callable[[str, bytes, ResponseRoute], Awaitable[None]]
@@ -113,7 +97,6 @@ class MqttChannel:
                        "event": f"{root}/events"}
         self.window = config.max_inflight
         self.health_figures = UplinkHealth()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
         self._inflight_alarms: set[int] = set()
@@ -121,75 +104,29 @@ class MqttChannel:
         # one process each seq is handed to paho once; after a restart whatever is left
         # in the outbox is sent again (same seq: at-least-once).
         self._pending_cut = False
-        self._connected_at = 0.0
-        # (seqs in flight at each of the last quick disconnects, how many disconnects)
-        self._suspect: tuple[set[int], int] | None = None
+        self._poison_watch = PoisonWatch()  # poison messages (edge/channels/mqtt_poison.py)
         self._sizes: dict[int, int] = {}  # in-flight seq -> payload bytes
         self._poison: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._dropping = False  # our own disconnect of a stalled link is under way
         self._clock = InflightClock(config.inflight_deadline)
+        self._paho = PahoBridge(config, f"{root}/status", ChannelEvents(
+            self._connected, self._disconnected, self._message, self._puback,
+            self._connect_failed))
         self.client = self._make_client()
 
     def _make_client(self) -> UplinkClient:
         client = make_client(self.config, self.config.client_id or self.client_id,
                              f"{self.root}/status", self.window)
-        # Failed connection attempts in a row and why (paho thread only).
-        self._attempts = ConnectAttempts(lambda failure: self._call(self._connect_failed,
-                                                                    failure))
-        set_backoff(client, self.config, 0)
-        client.on_pre_connect = self._on_pre_connect
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_connect_fail = self._on_connect_fail
-        client.on_message = self._on_message
+        self._paho.attach(client)
         return client
-
-    # --- paho thread -> event loop -------------------------------------------------------
-
-    def _call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(fn, *args)
-
-    def _on_pre_connect(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
-        self._attempts.starting(client)
-        set_will(client, f"{self.root}/status")
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
-        refusal = str(reason_code) if reason_code.is_failure else None
-        self._attempts.connack(refusal)
-        set_backoff(client, self.config, self._attempts.failed_in_a_row)
-        if refusal is None:
-            self._call(self._connected)
-
-    def _on_connect_fail(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
-        self._attempts.socket_failed(client)
-        set_backoff(client, self.config, self._attempts.failed_in_a_row)
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
-        if not self._attempts.disconnected(reason_code):
-            # A connection that was up: start the backoff over from its first step.
-            self._attempts.failed_in_a_row = 1
-        set_backoff(client, self.config, self._attempts.failed_in_a_row)
-        self._call(self._disconnected, str(reason_code))
-
-    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
-        props = getattr(message, "properties", None)
-        response = ResponseRoute(getattr(props, "ResponseTopic", None),
-                                 getattr(props, "CorrelationData", None))
-        self._call(self._message, message.topic, bytes(message.payload), response)
 
     def _message(self, topic: str, payload: bytes, response: ResponseRoute) -> None:
         if self.on_message is not None and not self._stopping:
             task = asyncio.create_task(self.on_message(topic, payload, response))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
-        self._call(self._puback, mid, reason_code.is_failure)
 
     # --- event loop side -----------------------------------------------------------------
 
@@ -209,7 +146,7 @@ class MqttChannel:
         self.health_figures.connects += 1
         self.health_figures.last_connect_ms = now_ms()
         self.health_figures.last_connect_failure = None
-        self._connected_at = time.monotonic()
+        self._poison_watch.connected()
         self._clock.resent()
         log.info("mqtt_connected", host=self.config.host, port=self.config.port)
         # QoS 0, like every message sent outside the outbox: paho would otherwise keep
@@ -229,29 +166,15 @@ class MqttChannel:
         self.health_figures.connected = False
 
     def _watch_for_poison(self, reason: str) -> None:
-        quick = time.monotonic() - self._connected_at < POISON_WINDOW_S
-        if not self._inflight or not quick or self._stopping:
-            self._suspect = None
+        if self._stopping:
+            self._poison_watch.forget()
             return
-        # Alarms are never set aside: they are small (never over a broker's packet limit),
-        # and a flapping link must not park one. Only telemetry can be poison.
-        telemetry = {seq for seq in self._inflight.values() if seq not in self._inflight_alarms}
-        if not telemetry or min(self._inflight.values()) in self._inflight_alarms:
-            self._suspect = None
-            return
-        # The poison message is in flight at every one of the quick disconnects; a small
-        # message sent just before it may be too, when the broker drops the link before
-        # its PUBACK is read. Of those in flight every time, the largest is the one a
-        # broker refuses (over its max_packet_size), so that is the one set aside.
-        candidates = telemetry & self._suspect[0] if self._suspect else telemetry
-        count = self._suspect[1] + 1 if self._suspect and candidates else 1
-        self._suspect = (candidates or telemetry, count)
-        if count >= POISON_DISCONNECTS:
-            poison = max(self._suspect[0], key=lambda seq: (self._sizes.get(seq, 0), -seq))
-            log.error("mqtt_poison_message", seq=poison, disconnects=count, reason=reason,
-                      bytes=self._sizes.get(poison))
-            self._poison = poison
-            self._suspect = None
+        named = self._poison_watch.disconnected(self._inflight, self._inflight_alarms,
+                                                self._sizes)
+        if named is not None:
+            self._poison = named[0]
+            log.error("mqtt_poison_message", seq=named[0], disconnects=named[1],
+                      reason=reason, bytes=self._sizes.get(named[0]))
             self._wake.set()
 
     def _puback(self, mid: int, failed: bool) -> None:
@@ -301,7 +224,7 @@ class MqttChannel:
         self._wake.set()
 
     async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._paho.loop = asyncio.get_running_loop()
         self._connect()
         self.client.loop_start()
         waiting = asyncio.create_task(self._outbox_wakes(), name="mqtt-outbox-wakes")

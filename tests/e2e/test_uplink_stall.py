@@ -98,6 +98,8 @@ async def deliver_to_mosquitto(tmp_path: Path, port: int, up: MqttChannel, outbo
         await until(lambda: sorted({m["seq"] for m in recorder.on("/alarms")}) == seqs,
                     30, "every alarm at the working broker")
         await until(lambda: not up.health()["stalled"], 10, "the stall to clear")
+        # The subscriber may see the last alarms before the gateway has their PUBACKs.
+        await until(lambda: up.health_figures.acked >= len(seqs), 10, "every PUBACK")
         await outbox.flush_acks(delete_now=True)
         assert (await outbox.stats()).depth == 0
         recorder.close()

@@ -6,7 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from edge.channels.mqtt import POISON_DISCONNECTS, MqttChannel, MqttConfig
+from edge.channels.mqtt import MqttChannel, MqttConfig
+from edge.channels.mqtt_poison import POISON_DISCONNECTS
 from edge.outbox import Outbox
 from edge.store import Store, StoreWorker
 
@@ -20,7 +21,7 @@ def uplink(tmp_path: Path) -> MqttChannel:
 
 def disconnect_quickly(up: MqttChannel, times: int) -> None:
     for _ in range(times):
-        up._connected_at = time.monotonic()
+        up._poison_watch.connected()
         up._watch_for_poison("connection lost")
 
 
@@ -45,7 +46,7 @@ def test_a_disconnect_after_a_long_connection_is_a_network_problem(tmp_path: Pat
     up = uplink(tmp_path)
     up._inflight = {11: 7}
     for _ in range(POISON_DISCONNECTS * 2):
-        up._connected_at = time.monotonic() - 60
+        up._poison_watch._connected_at = time.monotonic() - 60
         up._watch_for_poison("keepalive timeout")
     assert up._poison is None
 
