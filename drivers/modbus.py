@@ -44,7 +44,7 @@ from drivers.bus import (
 from drivers.bustask import LinkBackoff
 from drivers.decode import DeviceConversions, decode_point, failed_points
 from drivers.devices import DeviceConfig
-from drivers.readplan import ReadBlock, plan_reads
+from drivers.readplan import ReadBlock, join_read, plan_reads, split_block
 from vocab.checking import PathKey, Report
 from vocab.configbase import StrictModel
 from vocab.ids import Ident
@@ -87,6 +87,8 @@ RTU_CHAR_BITS = 11  # start + 8 data + parity or second stop + stop, as the spec
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 # Write single coil, single register, multiple coils, multiple registers.
 WRITE_FUNCTION_CODES = frozenset({5, 6, 15, 16})
+# Exception 2: the request's span holds an address the device does not map.
+ILLEGAL_DATA_ADDRESS = 2
 # Slack on top of the client's own timeout before the poller stops waiting itself.
 TIMEOUT_SLACK_S = 0.25
 
@@ -136,11 +138,14 @@ class _RequestFailed(Exception):
     same request may succeed if sent again (line noise, a missed frame).
     """
 
-    def __init__(self, reason: str, device_dead: bool, retryable: bool = False):
+    def __init__(self, reason: str, device_dead: bool, retryable: bool = False,
+                 exception_code: int | None = None):
         super().__init__(reason)
         self.reason = reason
         self.device_dead = device_dead
         self.retryable = retryable
+        # The Modbus exception code when the device answered with one.
+        self.exception_code = exception_code
 
 
 @dataclass
@@ -372,7 +377,8 @@ class ModbusDriver:
         response = self._response(task, pending)
         if response.isError():
             code = getattr(response, "exception_code", None)
-            raise _RequestFailed(f"exception_response: code {code}", device_dead=False)
+            raise _RequestFailed(f"exception_response: code {code}", device_dead=False,
+                                 exception_code=code)
         if response.function_code != pending.function_code:
             # A gateway or converter that mixes up answers: right transaction, another
             # request's data. Never stored as the registers that were asked for.
@@ -406,31 +412,61 @@ class ModbusDriver:
         return "timeout"
 
     async def poll(self, device: DeviceConfig) -> PollResult:
-        readings: list[Reading] = []
+        """Read every block of the device's plan.
+
+        The device is alive while any of its requests is answered with data: a register
+        it refuses (an exception answer) marks only that request's points bad, so one
+        unmapped register never takes the device offline or into backoff.
+        """
+        poll = _DevicePoll(device.id)
         frames_before = self._frames_sent
-        failure: str | None = None
-        dead = False
         try:
             await self._ensure_connected()
         except _RequestFailed as exc:
-            failure, dead = exc.reason, True
-        for block in self.plans[device.id]:
-            ts = now_ms()
-            if dead:
-                readings.extend(failed_points(device.id, block.points, ts, failure or "skipped"))
-                continue
-            try:
-                values = await self._read(device, block)
-            except _RequestFailed as exc:
-                failure = exc.reason
-                dead = exc.device_dead
-                readings.extend(failed_points(device.id, block.points, ts, exc.reason))
-                continue
-            readings.extend(decode_point(device.id, p, block, values, ts) for p in block.points)
-        readings = self.conversions[device.id].apply(readings)
-        ok = failure is None
+            poll.failed(exc)
+        plan = self.plans[device.id]
+        for block in list(plan):
+            leaves = await self._read_or_split(device, block, poll)
+            if len(leaves) > 1:
+                self._remember_split(device, block, join_read(leaves))
+        readings = self.conversions[device.id].apply(poll.readings)
+        ok = poll.failure is None or poll.answered
         requests = self._frames_sent - frames_before
-        return PollResult(self.bus.id, device.id, tuple(readings), requests, ok, failure)
+        return PollResult(self.bus.id, device.id, tuple(readings), requests, ok, poll.failure)
+
+    async def _read_or_split(self, device: DeviceConfig, block: ReadBlock,
+                             poll: _DevicePoll) -> list[tuple[ReadBlock, bool]]:
+        """Read ``block`` into ``poll``; if the device refuses a merged read because a
+        register in its span is not mapped (exception 2), read it in halves, halving
+        again what is still refused. Returns the blocks it was finally read as, each
+        with whether it was read."""
+        if poll.dead:
+            poll.skip(block)
+            return [(block, False)]
+        try:
+            values = await self._read(device, block)
+        except _RequestFailed as exc:
+            if exc.exception_code != ILLEGAL_DATA_ADDRESS or len(block.points) < 2:
+                poll.failed(exc, block)
+                return [(block, False)]
+        else:
+            poll.decoded(block, values)
+            return [(block, True)]
+        leaves: list[tuple[ReadBlock, bool]] = []
+        for half in split_block(block):
+            leaves.extend(await self._read_or_split(device, half, poll))
+        return leaves
+
+    def _remember_split(self, device: DeviceConfig, block: ReadBlock,
+                        leaves: list[ReadBlock]) -> None:
+        """From now on the device is read as ``leaves`` instead of ``block``; said once."""
+        plan = self.plans[device.id]
+        at = plan.index(block)
+        plan[at : at + 1] = leaves
+        log.warning("read_split", bus=self.bus.id, device=device.id, table=block.table,
+                    address=block.address, count=block.count,
+                    reason="exception_response: code 2",
+                    reads=[f"{leaf.address}+{leaf.count}" for leaf in leaves])
 
 
     # -- relay modules --------------------------------------------------------------------
@@ -485,6 +521,37 @@ class ModbusDriver:
                 if not exc.retryable or attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable: the last attempt raises")
+
+
+class _DevicePoll:
+    """What one poll of a device has gathered so far, block by block."""
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.readings: list[Reading] = []
+        self.failure: str | None = None
+        # Set by a failure that makes further requests to the device pointless
+        # (a timeout, a lost link): its remaining blocks are skipped this cycle.
+        self.dead = False
+        # Some request was answered with data: the device is alive.
+        self.answered = False
+
+    def decoded(self, block: ReadBlock, values: list[int] | list[bool]) -> None:
+        ts = now_ms()
+        self.answered = True
+        self.readings.extend(decode_point(self.device_id, p, block, values, ts)
+                             for p in block.points)
+
+    def failed(self, exc: _RequestFailed, block: ReadBlock | None = None) -> None:
+        self.failure = exc.reason
+        self.dead = self.dead or exc.device_dead
+        if block is not None:
+            self.readings.extend(failed_points(self.device_id, block.points, now_ms(),
+                                               exc.reason))
+
+    def skip(self, block: ReadBlock) -> None:
+        self.readings.extend(failed_points(self.device_id, block.points, now_ms(),
+                                           self.failure or "skipped"))
 
 
 def _bits(values: Sequence[bool]) -> str:
