@@ -59,3 +59,49 @@ def plan_reads(
         if members:
             blocks.append(ReadBlock(table, start, end - start, tuple(members)))
     return blocks
+
+
+def split_block(block: ReadBlock) -> list[ReadBlock]:
+    """Halve a merged read that the device refused (exception 2, a register in its span
+    is not mapped): each half keeps only the span of its own points, so re-reading the
+    halves, and halving again what is still refused, ends with every readable point read
+    and the unmapped ones alone in one-point reads. A one-point block cannot be split."""
+    if len(block.points) < 2:
+        return [block]
+    ordered = sorted(block.points, key=_address)
+    middle = len(ordered) // 2
+    return [_span(block.table, half) for half in (ordered[:middle], ordered[middle:])]
+
+
+def _address(point: PointConfig) -> int:
+    assert point.register is not None  # planned blocks hold register points only
+    return point.register.address
+
+
+def _end(point: PointConfig) -> int:
+    assert point.register is not None  # planned blocks hold register points only
+    return point.register.address + point.register.width
+
+
+def _span(table: str, points: Sequence[PointConfig]) -> ReadBlock:
+    start = min(_address(p) for p in points)
+    return ReadBlock(table, start, max(_end(p) for p in points) - start, tuple(points))
+
+
+def join_read(leaves: Sequence[tuple[ReadBlock, bool]]) -> list[ReadBlock]:
+    """The reads a split ends with: neighbours that were both read and whose spans touch
+    are one read again (every register of the joined span was just read), so halving
+    costs requests only around the holes. ``leaves`` are (block, was read), in order."""
+    joined: list[ReadBlock] = []
+    last_read = False
+    for block, read in leaves:
+        previous = joined[-1] if joined else None
+        if (read and last_read and previous is not None
+                and previous.address + previous.count == block.address):
+            joined[-1] = ReadBlock(block.table, previous.address,
+                                   previous.count + block.count,
+                                   previous.points + block.points)
+        else:
+            joined.append(block)
+        last_read = read
+    return joined

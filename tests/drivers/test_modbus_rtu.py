@@ -132,7 +132,7 @@ def test_line_settings_reach_the_serial_client(tmp_path: Path) -> None:
             tmp_path / "tty", baudrate=19200, parity="E", stopbits=2, bytesize=7, timeout_s=0.7
         )
         poller = make_poller(bus, [device(1, spread_points(2, 4))], _noop)
-        return poller.driver._client.comm_params
+        return poller.driver.link.client.comm_params
 
     params = asyncio.run(scenario())
     assert (

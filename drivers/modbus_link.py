@@ -1,0 +1,451 @@
+"""The Modbus link: one connection to an endpoint, shared by every bus and unit behind it.
+
+A Modbus TCP endpoint is often a gateway in front of an RS-485 line (or a converter in
+front of several slaves): one TCP connection, requests strictly one at a time, the unit
+id naming the slave. Many such gateways accept a single connection, and every connection
+costs the gateway a client, a transport and its buffers. So buses configured on the same
+``host:port`` share one ``ModbusLink``: its requests are serialized by one lock, whichever
+bus sends them, and its connection is opened, lost and re-opened once for all of them,
+each bus's health following it.
+
+A silent unit is not a dead connection: a gateway answers for its line, and a slave that
+does not answer (unpowered, wrong unit id) times out while the others answer on the same
+connection. pymodbus drops the connection after ``retries + 3`` unanswered requests in a
+row, which on a shared endpoint would take every unit offline because one is dead; the
+link decides instead, and drops the connection only when nothing on it has answered for
+``DROP_AFTER_SILENT`` requests in a row to every unit it serves (a half-open connection,
+a hung gateway). An RTU bus has a link of its own (its port is its own).
+
+RTU specifics: the line is kept silent for 3.5 character times (1.75 ms above 19200 baud,
+as the Modbus serial-line specification fixes it) after every frame before the next
+request, plus ``inter_request_delay_s`` for slow slaves; a CRC error is noticed as soon as
+the frame is complete, not after the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from drivers.bus import BusHealth
+from drivers.bustask import LinkBackoff
+
+if TYPE_CHECKING:
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+    from pymodbus.pdu import ModbusPDU
+
+log = structlog.get_logger("drivers.modbus")
+
+RTU_CHAR_BITS = 11  # start + 8 data + parity or second stop + stop, as the spec counts
+# Write single coil, single register, multiple coils, multiple registers.
+WRITE_FUNCTION_CODES = frozenset({5, 6, 15, 16})
+# Slack on top of the client's own timeout before the poller stops waiting itself.
+TIMEOUT_SLACK_S = 0.25
+# Unanswered requests in a row, to every unit the link serves, before its connection is
+# taken for dead and re-opened (pymodbus' own rule, retries + 3, counted per endpoint).
+DROP_AFTER_SILENT = 4
+# pymodbus must never drop a shared connection by itself: see the module docstring.
+PYMODBUS_NEVER_DROPS = 2**31
+
+
+def rtu_char_time(baudrate: int) -> float:
+    return RTU_CHAR_BITS / baudrate
+
+
+def rtu_silence_s(baudrate: int) -> float:
+    """The 3.5-character inter-frame silence; fixed at 1.75 ms above 19200 baud."""
+    return 0.00175 if baudrate > 19200 else 3.5 * rtu_char_time(baudrate)
+
+
+def crc16_modbus(data: bytes) -> bytes:
+    """CRC-16/MODBUS of a frame body, in wire order (low byte first)."""
+    from pymodbus.framer import FramerRTU
+
+    return FramerRTU.compute_CRC(data).to_bytes(2, "big")
+
+
+def check_rtu_reply(data: bytes, unit: int, function_code: int) -> str | None:
+    """'crc_error' when ``data`` starts with a complete reply of ``unit`` whose CRC fails.
+
+    None while the frame is incomplete, valid, or not recognisably ours (garbage before a
+    frame is hunted through by the client; if no frame ever comes it is a timeout).
+    """
+    if len(data) < 3 or data[0] != unit:
+        return None
+    if data[1] == function_code:
+        # Writes are answered with an echo of fixed length (address and value or count);
+        # reads carry their byte count.
+        length = 8 if function_code in WRITE_FUNCTION_CODES else 3 + data[2] + 2
+    elif data[1] == function_code | 0x80:
+        length = 5
+    else:
+        return None
+    if len(data) < length:
+        return None
+    return None if crc16_modbus(data[: length - 2]) == data[length - 2 : length] \
+        else "crc_error"
+
+
+class RequestFailed(Exception):
+    """A request got no usable answer.
+
+    ``device_dead``: skip the device's remaining requests this cycle; ``retryable``: the
+    same request may succeed if sent again (line noise, a missed frame).
+    """
+
+    def __init__(self, reason: str, device_dead: bool, retryable: bool = False,
+                 exception_code: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.device_dead = device_dead
+        self.retryable = retryable
+        # The Modbus exception code when the device answered with one.
+        self.exception_code = exception_code
+
+
+@dataclass
+class LinkUser:
+    """A bus on a link: its health figures, and the frames its requests put on the wire."""
+
+    bus_id: str
+    health: BusHealth
+    timeout_s: float
+    frames_sent: int = 0
+
+
+@dataclass
+class _Pending:
+    """The request on the wire: whose it is, what answer is expected, what has arrived."""
+
+    user: LinkUser
+    unit: int
+    function_code: int
+    abort: asyncio.Future[str]
+    rx_bytes: int = 0
+
+
+Tracer = Callable[[bool, bytes], bytes]
+
+
+def make_client(bus: Any, trace_packet: Tracer | None = None,
+                trace_connect: Callable[[bool], None] | None = None,
+                ) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+    from pymodbus.framer import FramerType
+
+    # reconnect_delay=0: the poller owns reconnection and its backoff, so a dead link is
+    # retried on the bus schedule instead of by a hidden background loop. retries=0: the
+    # poller retries itself, so a CRC error can be retried at once instead of after a
+    # full timeout.
+    if bus.type == "modbus_tcp":
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient = AsyncModbusTcpClient(
+            bus.host, port=bus.port, timeout=bus.timeout_s, retries=0, reconnect_delay=0,
+            name=bus.id, trace_packet=trace_packet, trace_connect=trace_connect)
+    else:
+        client = AsyncModbusSerialClient(
+            bus.port, framer=FramerType.RTU, baudrate=bus.baudrate, bytesize=bus.bytesize,
+            parity=bus.parity, stopbits=bus.stopbits, timeout=bus.timeout_s,
+            retries=0, reconnect_delay=0, name=bus.id,
+            trace_packet=trace_packet, trace_connect=trace_connect)
+    client.set_max_no_responses(PYMODBUS_NEVER_DROPS)
+    return client
+
+
+@dataclass
+class _Silence:
+    """Unanswered requests in a row on the connection, and the units they went to."""
+
+    requests: int = 0
+    units: set[int] = field(default_factory=set)
+
+
+class ModbusLink:
+    """One connection (a TCP endpoint or a serial port) and the buses that use it."""
+
+    def __init__(self, bus: Any, key: tuple[str, int] | None) -> None:
+        self.key = key
+        rtu = bus.type == "modbus_rtu"
+        self.name: str = bus.port if rtu else f"{bus.host}:{bus.port}"
+        self._port_path: str | None = bus.port if rtu else None
+        self.rtu = rtu
+        self._char_s = rtu_char_time(bus.baudrate) if rtu else 0.0
+        self._silence_s = rtu_silence_s(bus.baudrate) if rtu else 0.0
+        self._request_gap_s: float = bus.inter_request_delay_s if rtu else 0.0
+        self._connect_timeout_s: float = bus.timeout_s
+        self.users: dict[str, LinkUser] = {}
+        self.units: set[int] = set()
+        self._lock = asyncio.Lock()
+        self._quiet_at = 0.0
+        self._rx_seen = b""
+        self._pending: _Pending | None = None
+        self._silent = _Silence()
+        self.backoff = LinkBackoff()
+        self.client = make_client(bus, self._on_packet, self._on_connect)
+
+    def join(self, bus: Any, health: BusHealth, units: set[int]) -> LinkUser:
+        user = LinkUser(bus.id, health, bus.timeout_s)
+        self.users[bus.id] = user
+        self.units |= units
+        health.connected = self.client.connected
+        # The connection waits for an answer as long as the most patient bus on it;
+        # each bus still stops waiting at its own timeout.
+        self._connect_timeout_s = max(self._connect_timeout_s, bus.timeout_s)
+        self.client.comm_params.timeout_connect = self._connect_timeout_s
+        return user
+
+    def leave(self, bus_id: str) -> bool:
+        """Forget a bus; True when no bus uses the link any more (it is then closed)."""
+        self.users.pop(bus_id, None)
+        if self.users:
+            return False
+        self.client.close()
+        return True
+
+    @property
+    def reopen_at(self) -> float | None:
+        return self.backoff.retry_at if self.backoff.failing and not self.client.connected \
+            else None
+
+    # -- the connection -----------------------------------------------------------------
+
+    async def ensure_connected(self) -> None:
+        if self.client.connected:
+            return
+        async with self._lock:
+            await self._connect()
+
+    async def _connect(self) -> None:
+        if self.client.connected:
+            return  # another bus on the link opened it while this one waited
+        if self.backoff.failing and not self.backoff.may_try():
+            raise RequestFailed(self.backoff.reason or "connect_failed", device_dead=True)
+        reason = self._port_missing()
+        if reason is None:
+            try:
+                ok = await asyncio.wait_for(self.client.connect(),
+                                            self._connect_timeout_s + 1)
+            except Exception as exc:  # pyserial also raises termios.error, not an OSError
+                ok, reason = False, f"connect_failed: {exc or type(exc).__name__}"
+            else:
+                reason = None if ok else "connect_failed"
+        if reason is not None:
+            self.client.close()
+            for user in self.users.values():
+                if not self.backoff.failing or user.health.connected:
+                    log.warning("bus_unavailable", bus=user.bus_id, reason=reason)
+            self.backoff.failed(reason)
+            self._set_connected(False)
+            raise RequestFailed(reason, device_dead=True)
+        if self.backoff.failing:
+            # The bus tasks poll the devices the outage took down at once.
+            for user in self.users.values():
+                user.health.reconnects += 1
+        self.backoff.succeeded()
+        self._silent = _Silence()
+        self._set_connected(True)
+
+    def _port_missing(self) -> str | None:
+        if self._port_path is None:
+            return None
+        if not os.path.exists(self._port_path):
+            return f"connect_failed: {self._port_path} not found"
+        if not os.access(self._port_path, os.R_OK | os.W_OK):
+            return f"connect_failed: no read/write permission on {self._port_path}"
+        return None
+
+    def _link_down(self, reason: str) -> None:
+        self.client.close()
+        self.backoff.lost(reason)
+        self._set_connected(False, reason)
+
+    def _set_connected(self, connected: bool, reason: str | None = None) -> None:
+        for user in self.users.values():
+            health = user.health
+            if connected == health.connected:
+                continue
+            health.connected = connected
+            if connected:
+                log.info("bus_connected", bus=user.bus_id, endpoint=self.name,
+                         reconnects=health.reconnects)
+            else:
+                log.warning("bus_disconnected", bus=user.bus_id, endpoint=self.name,
+                            reason=reason)
+
+    def _on_connect(self, connected: bool) -> None:
+        if connected:
+            return
+        # The transport saw the port or socket fail (a USB adapter unplugged, the peer
+        # closed): the request in flight will never be answered.
+        pending = self._pending
+        if pending is not None and not pending.abort.done():
+            pending.abort.set_result("io_error: link lost")
+        self.backoff.lost("io_error: link lost")
+        self._set_connected(False, "io_error: link lost")
+
+    def _on_packet(self, sending: bool, data: bytes) -> bytes:
+        now = time.monotonic()
+        pending = self._pending
+        health = pending.user.health if pending is not None else None
+        if sending:
+            if pending is not None:
+                pending.user.frames_sent += 1
+            if health is not None:
+                health.bytes_sent += len(data)
+            self._rx_seen = b""
+            # If nothing answers, the line is free once our frame is out and has been
+            # followed by the silence.
+            self._quiet_at = now + len(data) * self._char_s + self._silence_s
+            return data
+        # The client hands over its whole receive buffer: count only what is new.
+        new = len(data) - len(self._rx_seen) if data.startswith(self._rx_seen) else len(data)
+        self._rx_seen = data
+        self._quiet_at = now + self._silence_s
+        if pending is not None and health is not None:
+            health.bytes_received += new
+            pending.rx_bytes += new
+            if self.rtu and not pending.abort.done():
+                verdict = check_rtu_reply(data, pending.unit, pending.function_code)
+                if verdict is not None:
+                    pending.abort.set_result(verdict)
+        return data
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def request(self, user: LinkUser, unit: int, function_code: int,
+                      call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        """One request on the link and its answer, or ``RequestFailed`` saying why not.
+        Requests of every bus on the link go one at a time."""
+        async with self._lock:
+            if not self.client.connected:
+                raise RequestFailed(self.backoff.reason or "io_error: not connected",
+                                    device_dead=True)
+            await self._wait_for_quiet_line()
+            pending = _Pending(user, unit, function_code,
+                               asyncio.get_running_loop().create_future())
+            try:
+                return await self._exchange(pending, call)
+            except RequestFailed as exc:
+                if exc.reason == "timeout":
+                    self._unanswered(unit)
+                raise
+            finally:
+                if pending.rx_bytes:
+                    self._silent = _Silence()  # something on the link answered
+
+    async def _exchange(self, pending: _Pending,
+                        call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        self._pending = pending
+        task: asyncio.Task[ModbusPDU] = asyncio.ensure_future(call())
+        try:
+            await asyncio.wait({task, pending.abort},
+                               timeout=pending.user.timeout_s + TIMEOUT_SLACK_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._pending = None
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+            if self._request_gap_s:
+                self._quiet_at = max(self._quiet_at, time.monotonic() + self._request_gap_s)
+        if pending.abort.done():
+            reason = pending.abort.result()
+            if reason.startswith("io_error"):
+                self._link_down(reason)
+                raise RequestFailed(reason, device_dead=True)
+            # The device answered, only the frame was damaged: it is alive, try again.
+            raise RequestFailed(reason, device_dead=False, retryable=True)
+        if not task.done() or task.cancelled():
+            raise RequestFailed(self._no_answer(pending), device_dead=True, retryable=True)
+        response = self._response(task, pending)
+        if response.isError():
+            code = getattr(response, "exception_code", None)
+            raise RequestFailed(f"exception_response: code {code}", device_dead=False,
+                                exception_code=code)
+        if response.function_code != pending.function_code:
+            # A gateway or converter that mixes up answers: right transaction, another
+            # request's data. Never stored as the registers that were asked for.
+            raise RequestFailed(f"wrong_function: answer to function {response.function_code}"
+                                f" for a request of function {pending.function_code}",
+                                device_dead=False, retryable=True)
+        return response
+
+    def _unanswered(self, unit: int) -> None:
+        """Count a timeout; drop the connection when no unit on it answers any more."""
+        self._silent.requests += 1
+        self._silent.units.add(unit)
+        if self._silent.requests >= DROP_AFTER_SILENT and self._silent.units >= self.units:
+            self._link_down("io_error: endpoint not answering")
+
+    async def _wait_for_quiet_line(self) -> None:
+        delay = self._quiet_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _response(self, task: asyncio.Task[ModbusPDU], pending: _Pending) -> ModbusPDU:
+        from pymodbus.exceptions import ModbusException, ModbusIOException
+
+        try:
+            return task.result()
+        except ModbusIOException:
+            raise RequestFailed(self._no_answer(pending), device_dead=True,
+                                retryable=True) from None
+        except ModbusException as exc:
+            # ConnectionException and friends: the link itself is gone.
+            reason = f"io_error: {type(exc).__name__}"
+            self._link_down(reason)
+            raise RequestFailed(reason, device_dead=True) from None
+        except OSError as exc:
+            reason = f"io_error: {exc.strerror or exc}"
+            self._link_down(reason)
+            raise RequestFailed(reason, device_dead=True) from None
+
+    @staticmethod
+    def _no_answer(pending: _Pending) -> str:
+        if pending.rx_bytes:
+            return f"garbled_response: {pending.rx_bytes} bytes without a valid frame"
+        return "timeout"
+
+
+# Open TCP links by endpoint, per event loop: a link's lock and futures belong to the
+# loop it was opened in, and a finished loop takes its links with it.
+_ENDPOINTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                      dict[tuple[str, int], ModbusLink]] = \
+    weakref.WeakKeyDictionary()
+
+
+def open_link(bus: Any, health: BusHealth, units: set[int]) -> tuple[ModbusLink, LinkUser]:
+    """The link for ``bus``: the open one of its TCP endpoint, or a new one. An RTU bus,
+    and a bus built outside a running loop, get a link of their own."""
+    loop = _running_loop()
+    if bus.type != "modbus_tcp" or loop is None:
+        link = ModbusLink(bus, None if bus.type != "modbus_tcp" else (bus.host, bus.port))
+        return link, link.join(bus, health, units)
+    endpoints = _ENDPOINTS.setdefault(loop, {})
+    key = (bus.host, bus.port)
+    link = endpoints.get(key)
+    if link is None:
+        link = endpoints[key] = ModbusLink(bus, key)
+    return link, link.join(bus, health, units)
+
+
+def close_link(link: ModbusLink, bus_id: str) -> None:
+    """``bus_id`` is done with ``link``; the connection closes with its last bus."""
+    if not link.leave(bus_id) or link.key is None:
+        return
+    for endpoints in list(_ENDPOINTS.values()):
+        if endpoints.get(link.key) is link:
+            del endpoints[link.key]
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    with contextlib.suppress(RuntimeError):
+        return asyncio.get_running_loop()
+    return None
