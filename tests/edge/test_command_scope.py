@@ -138,3 +138,23 @@ def test_a_reply_prefix_that_is_not_one_subtree_is_a_config_error(
     assert any("commands.reply_prefix" in p and error in p for p in problems), problems
     good = write(tmp_path, GOOD + "commands: {reply_prefix: platform/replies}\n", "ok.yaml")
     assert load_config(good).settings.commands.reply_prefix == "platform/replies"
+
+
+def test_requeue_of_several_ranges_queues_exactly_those_in_one_step(tmp_path: Path) -> None:
+    from edge.store import Store
+    from vocab.model import Reading
+
+    store = Store(tmp_path / "edge.db")
+    for i in range(12):
+        seqs = store.commit_cycle([Reading("level-1", "water_level", 1_700_000_000_000 + i,
+                                           120.0 + i, "m", "good")], [])
+        store.outbox.ack(seqs)
+    store.outbox.flush_acks()
+    assert store.outbox.pending("telemetry", 0, 100) == []
+    report = store.outbox.requeue_ranges([(2, 2), (5, 7), (11, 14)])
+    # 13 and 14 were never recorded (last seq 12): beyond the end, not missing.
+    assert (report.requeued, report.already_queued, report.missing) == (6, 0, [])
+    assert [e.seq for e in store.outbox.pending("telemetry", 0, 100)] == [2, 5, 6, 7, 11, 12]
+    again = store.outbox.requeue_ranges([(1, 2)])
+    assert (again.requeued, again.already_queued) == (1, 1)
+    store.close()
