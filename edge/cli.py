@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections import Counter
@@ -16,6 +17,10 @@ from typing import Any
 from edge import __version__
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
 from edge.logs import configure_logging
+from edge.yamlsource import ConfigProblem, load_config_source
+
+# The file systemd reads the daemon's environment from (EnvironmentFile= in the unit).
+UNIT_ENV_FILE = "/etc/reservoir-edge/env"
 
 EXIT_CONFIG = 2
 
@@ -30,8 +35,39 @@ def _load_or_report(path: str) -> LoadedConfig | None:
         return None
 
 
+def _environment_problems(loaded: LoadedConfig, path: str) -> list[ConfigProblem]:
+    """Variables the configuration names that are not set in this process's environment.
+
+    ``edge check`` runs as the unit's ExecStartPre/ExecReload with the unit's environment, so
+    what is missing here is missing for the daemon too; ``load_config`` cannot check this
+    itself because ``edge status``/``export`` are run by hand without the service's secrets.
+    """
+    name = loaded.settings.mqtt.password_env
+    if name is None or name in os.environ:
+        return []
+    key = ("mqtt", "password_env")
+    where = load_config_source(Path(path)).locate(key)
+    return [ConfigProblem(where, "mqtt.password_env",
+                          f"environment variable {name} is not set; put {name}=<the broker "
+                          f"password> in {UNIT_ENV_FILE} (read by systemd at start)")]
+
+
+def _load_for_daemon(path: str) -> LoadedConfig | None:
+    """The configuration as ``edge run`` needs it: valid, and its secrets present."""
+    loaded = _load_or_report(path)
+    if loaded is None:
+        return None
+    problems = _environment_problems(loaded, path)
+    if not problems:
+        return loaded
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(problems)} error(s) in {path}", file=sys.stderr)
+    return None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args.config)
+    loaded = _load_for_daemon(args.config)
     if loaded is None:
         return EXIT_CONFIG
     s = loaded.settings
@@ -64,7 +100,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args.config)
+    loaded = _load_for_daemon(args.config)
     if loaded is None:
         return EXIT_CONFIG
     # --log-level wins over the config's logging.level (a technician debugging on site).
