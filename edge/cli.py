@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections import Counter
@@ -17,6 +18,10 @@ from edge import __version__
 from edge.channels.sl651_tool import add_sl651_tool
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
 from edge.logs import configure_logging
+from edge.yamlsource import ConfigProblem, load_config_source
+
+# The file systemd reads the daemon's environment from (EnvironmentFile= in the unit).
+UNIT_ENV_FILE = "/etc/reservoir-edge/env"
 
 EXIT_CONFIG = 2
 
@@ -31,8 +36,39 @@ def _load_or_report(path: str) -> LoadedConfig | None:
         return None
 
 
+def _environment_problems(loaded: LoadedConfig, path: str) -> list[ConfigProblem]:
+    """Variables the configuration names that are not set in this process's environment.
+
+    ``edge check`` runs as the unit's ExecStartPre/ExecReload with the unit's environment, so
+    what is missing here is missing for the daemon too; ``load_config`` cannot check this
+    itself because ``edge status``/``export`` are run by hand without the service's secrets.
+    """
+    name = loaded.settings.mqtt.password_env
+    if name is None or name in os.environ:
+        return []
+    key = ("mqtt", "password_env")
+    where = load_config_source(Path(path)).locate(key)
+    return [ConfigProblem(where, "mqtt.password_env",
+                          f"environment variable {name} is not set; put {name}=<the broker "
+                          f"password> in {UNIT_ENV_FILE} (read by systemd at start)")]
+
+
+def _load_for_daemon(path: str) -> LoadedConfig | None:
+    """The configuration as ``edge run`` needs it: valid, and its secrets present."""
+    loaded = _load_or_report(path)
+    if loaded is None:
+        return None
+    problems = _environment_problems(loaded, path)
+    if not problems:
+        return loaded
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(problems)} error(s) in {path}", file=sys.stderr)
+    return None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args.config)
+    loaded = _load_for_daemon(args.config)
     if loaded is None:
         return EXIT_CONFIG
     s = loaded.settings
@@ -67,8 +103,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Validate, then SIGHUP the running daemon: the unit's ExecReload.
+
+    The daemon's own command rather than ``/bin/kill``, which Debian ships in procps, absent
+    from minimal images (``systemctl reload`` then failed with status=203/EXEC).
+    """
+    loaded = _load_for_daemon(args.config)
+    if loaded is None:
+        print(f"edge reload: configuration refused, process {args.pid} not signalled",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        os.kill(args.pid, signal.SIGHUP)
+    except OSError as exc:
+        print(f"edge reload: cannot signal process {args.pid}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    print(f"config OK: {', '.join(loaded.files)} (digest {loaded.digest}); "
+          f"SIGHUP sent to {args.pid}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args.config)
+    loaded = _load_for_daemon(args.config)
     if loaded is None:
         return EXIT_CONFIG
     # --log-level wins over the config's logging.level (a technician debugging on site).
@@ -239,6 +297,38 @@ def add_notify_test(sub: Any, with_config: Callable[[argparse.ArgumentParser], N
     p.set_defaults(func=cmd_notify_test)
 
 
+def _add_service_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]
+                          ) -> None:
+    """What the systemd unit runs besides ``run``: ExecStartPre's check, ExecReload's reload."""
+    p = sub.add_parser("check", help="validate a configuration and print a summary")
+    with_config(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("reload", help="check a configuration, then tell the running "
+                                      "gateway to apply it (SIGHUP)")
+    with_config(p)
+    p.add_argument("--pid", type=int, required=True,
+                   help="the gateway's process id (systemd: $MAINPID)")
+    p.set_defaults(func=cmd_reload)
+
+
+def _add_store_tools(sub: Any, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Tools that read the local store, which work while the uplink is down."""
+    p = sub.add_parser("status", help="state of the local gateway, from its store (no uplink "
+                                      "needed)")
+    with_config(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="readings from the local store as CSV or JSON lines")
+    with_config(p)
+    p.add_argument("--from", dest="from_", required=True,
+                   help="start, ISO 8601 (e.g. 2026-11-24T08:00+08:00) or epoch ms")
+    p.add_argument("--to", required=True, help="end (inclusive), same forms")
+    p.add_argument("--point", help="only this point, as device/point")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="reservoir-edge gateway")
     parser.add_argument("--version", action="version", version=f"reservoir-edge {__version__}")
@@ -253,10 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"],
                        help="overrides logging.level of the configuration (default info)")
 
-    p = sub.add_parser("check", help="validate a configuration and print a summary")
-    with_config(p)
-    p.set_defaults(func=cmd_check)
-
+    _add_service_commands(sub, with_config)
     p = sub.add_parser("run", help="run the gateway in the foreground")
     with_config(p)
     with_log_level(p)
@@ -280,22 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not serve the sl651 section's loopback centres (a real one listens)")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("status", help="state of the local gateway, from its store (no uplink "
-                                      "needed)")
-    with_config(p)
-    p.set_defaults(func=cmd_status)
-
+    _add_store_tools(sub, with_config)
     add_notify_test(sub, with_config)
     add_sl651_tool(sub, with_config)
-
-    p = sub.add_parser("export", help="readings from the local store as CSV or JSON lines")
-    with_config(p)
-    p.add_argument("--from", dest="from_", required=True,
-                   help="start, ISO 8601 (e.g. 2026-11-24T08:00+08:00) or epoch ms")
-    p.add_argument("--to", required=True, help="end (inclusive), same forms")
-    p.add_argument("--point", help="only this point, as device/point")
-    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("tail", help="print the gateway's readings, alarms and health as they "
                                     "reach the broker")

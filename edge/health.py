@@ -35,6 +35,12 @@ from vocab.model import now_ms
 
 log = structlog.get_logger("edge.health")
 
+# How often, between two snapshots, the status line is compared with the devices' and the
+# uplink's state. Those states live in the bus tasks and the MQTT channel, which know nothing
+# of systemd; reading them is a few attribute lookups, so a technician's `systemctl status`
+# follows a device going offline within this, not a whole health interval later.
+STATE_CHECK_S = 1.0
+
 class Channel(Protocol):
     """What health asks of an output channel or service."""
 
@@ -104,16 +110,47 @@ class HealthReporter:
     async def run(self, systemd: SystemdNotifier, publish: Callable[[str], object],
                   interval_s: float) -> None:
         """Every ``interval_s``: systemd's status line, the status file, and ``publish``
-        (retained on ``{root}/health`` while the uplink is up)."""
+        (retained on ``{root}/health`` while the uplink is up). In between, the status line
+        is refreshed whenever a device or the uplink changes state."""
+        last: dict[str, Any] | None = None
         while True:
             try:
-                snapshot = await self.snapshot()
-                systemd.status(self.status_line(snapshot))
-                self.write_status_file(snapshot)
-                publish(json.dumps(snapshot, separators=(",", ":")))
+                last = await self.snapshot()
+                systemd.status(self.status_line(last))
+                self.write_status_file(last)
+                publish(json.dumps(last, separators=(",", ":")))
             except Exception:
                 log.exception("health_failed")
-            await asyncio.sleep(interval_s)
+            deadline = time.monotonic() + interval_s
+            if last is None:
+                await asyncio.sleep(interval_s)
+            else:
+                await self._follow_state_changes(systemd, last, deadline)
+
+    def _live_state(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The devices and uplink parts of a snapshot, as they are now."""
+        mqtt = next((c.health() for c in self.channels() if c.name == "mqtt"), None)
+        return self.buses.device_states(), mqtt
+
+    async def _follow_state_changes(self, systemd: SystemdNotifier, last: dict[str, Any],
+                                    deadline: float) -> None:
+        """Until ``deadline``, send a new status line when a device goes online or offline or
+        the uplink connects or drops; the other figures stay those of ``last``."""
+        shown = self.status_line(last)
+        failing = False
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(STATE_CHECK_S, left))
+            try:
+                devices, uplink = self._live_state()
+                line = self.status_line({**last, "devices": devices, "uplink": uplink})
+            except Exception:
+                if not failing:  # once, not every second; the next snapshot retries
+                    log.exception("status_line_failed")
+                failing = True
+                continue
+            if line != shown:
+                systemd.status(line)
+                shown = line
 
     def write_status_file(self, snapshot: dict[str, Any]) -> None:
         """The local status `edge status` reads: works while the uplink is down."""

@@ -284,9 +284,18 @@ printf '+ (cd / && env <%d variables from %s>' "${#env_args[@]}" "$ENV_FILE"
 printf ' %q' "${check_cmd[@]}"
 printf ')\n'
 check_ok=1
+missing_vars=()
 if ((!DRY_RUN)); then
+    check_err=$(mktemp)
     # cd /: the service user may not be able to enter the installer's working directory.
-    (cd / && env "${env_args[@]}" "${check_cmd[@]}") || check_ok=0
+    (cd / && env "${env_args[@]}" "${check_cmd[@]}") 2>"$check_err" || check_ok=0
+    cat -- "$check_err" >&2
+    # A variable the configuration names (mqtt.password_env) but the env file does not set
+    # would make every start fail: say exactly what to add instead of starting the unit.
+    mapfile -t missing_vars < <(sed -n \
+        's/.*environment variable \([A-Za-z_][A-Za-z0-9_]*\) is not set.*/\1/p' \
+        "$check_err" | sort -u)
+    rm -f -- "$check_err"
 fi
 
 print_summary() {
@@ -310,6 +319,14 @@ if ((!check_ok)); then
             "its next restart or a reboot will fail until the configuration is fixed."
     else
         warn "'edge check' refused the configuration in $CONF_DIR: NOT starting."
+    fi
+    if ((${#missing_vars[@]})); then
+        warn "the configuration names variables that $ENV_FILE does not set. Add:"
+        for var in "${missing_vars[@]}"; do
+            printf '    %s=<value>\n' "$var" >&2
+        done
+        warn "with: sudoedit $ENV_FILE   then re-run install.sh (or: systemctl restart" \
+            "$UNIT_NAME)"
     fi
     die "fix the configuration, then re-run install.sh" 3
 fi

@@ -85,7 +85,10 @@ def test_password_comes_from_the_environment(tmp_path: Path,
         loaded.settings.mqtt.password()
 
 
-def test_edge_check_summary_and_exit_codes(tmp_path: Path) -> None:
+def test_edge_check_summary_and_exit_codes(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # `edge check` also requires the password variable GOOD names (tests/systemd/test_entry.py).
+    monkeypatch.setenv("EDGE_MQTT_PW", "s3cret")
     good = run_edge(["check", "-c", str(write(tmp_path, GOOD))])
     assert good.returncode == 0, good.stderr
     assert "buses: 2" in good.stdout

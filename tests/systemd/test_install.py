@@ -75,6 +75,13 @@ def main():
     for f in files:
         if "broken: true" in f.read_text():
             sys.exit(f"{f}: invalid configuration")
+        # The real check's words for a password variable the environment lacks.
+        for number, line in enumerate(f.read_text().splitlines(), 1):
+            name = line.partition("password_env:")[2].strip()
+            if name and name not in os.environ:
+                sys.exit(f"{f.name}:{number}: mqtt.password_env: environment variable "
+                         f"{name} is not set; put {name}=<the broker password> in "
+                         "/etc/reservoir-edge/env (read by systemd at start)")
     print("configuration ok")
 '''
 
@@ -212,6 +219,25 @@ def test_broken_config_is_refused_and_left_untouched(source_tree: Path, tmp_path
     assert "refused the configuration" in proc.stderr
     assert "NOT starting" in proc.stderr
     assert (conf / "site.yaml").read_text() == broken
+
+
+def test_unset_password_variable_is_named_and_nothing_started(
+    source_tree: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    conf = root / "etc" / "reservoir-edge"
+    conf.mkdir(parents=True)
+    (conf / "site.yaml").write_text("mqtt:\n  password_env: EDGE_MQTT_PASSWORD\n")
+    proc = run_installer("--prefix", root, source_tree, log=tmp_path / "log")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "NOT starting" in proc.stderr
+    assert f"{conf / 'env'} does not set. Add:\n    EDGE_MQTT_PASSWORD=<value>\n" in proc.stderr
+
+    # Filled in as told, the same installer accepts it and says nothing about variables.
+    (conf / "env").write_text("EDGE_MQTT_PASSWORD=s3cret\n")
+    again = run_installer("--prefix", root, source_tree, log=tmp_path / "log")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "<value>" not in again.stderr
 
 
 def test_world_readable_env_file_is_tightened_not_rewritten(

@@ -211,10 +211,16 @@ def test_service_type_watchdog_and_restart(unit: Unit) -> None:
 
 
 def test_reload_validates_then_signals(unit: Unit) -> None:
+    # One command of our own: /bin/kill is procps', absent from minimal Debian images.
     assert values(unit, "Service", "ExecReload") == [
-        f"{EXEC_BINARY} check -c /etc/reservoir-edge",
-        "/bin/kill -HUP $MAINPID",
+        f"{EXEC_BINARY} reload -c /etc/reservoir-edge --pid $MAINPID",
     ]
+
+
+def test_commands_need_nothing_outside_the_venv(unit: Unit) -> None:
+    for key in ("ExecStartPre", "ExecStart", "ExecReload", "ExecStop", "ExecStopPost"):
+        for command in values(unit, "Service", key):
+            assert command.split()[0] == EXEC_BINARY, (key, command)
 
 
 def test_restarts_forever(unit: Unit) -> None:

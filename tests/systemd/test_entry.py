@@ -1,0 +1,101 @@
+"""What systemd sees of ``edge`` before the daemon runs: the console script, signals during
+start-up, and configurations whose secrets the unit's environment lacks (issue 20, 1 and 3)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from tests.support import REPO, free_port, run_edge, site_config
+
+
+def _with_password_env(tmp: Path, variable: str) -> tuple[Path, int]:
+    """The test site with an MQTT password named by ``variable``; and that key's line."""
+    path = site_config(tmp, free_port(), free_port())
+    config = yaml.safe_load(path.read_text())
+    config["mqtt"].update(username="gw-test", password_env=variable)
+    text = yaml.safe_dump(config, sort_keys=False)
+    path.write_text(text)
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "password_env:" in t)
+    return path, line
+
+
+def _env_without(variable: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != variable}
+
+
+def test_console_script_is_the_light_entry() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["edge"] == "edge.entry:main"
+
+
+def test_check_reports_an_unset_password_variable_at_its_line(tmp_path: Path) -> None:
+    path, line = _with_password_env(tmp_path, "EDGE_TEST_UNSET_PASSWORD")
+    os.environ.pop("EDGE_TEST_UNSET_PASSWORD", None)
+    result = run_edge(["check", "-c", str(path)])
+    assert result.returncode == 2, result.stdout
+    assert (f"site.yaml:{line}: mqtt.password_env: environment variable "
+            "EDGE_TEST_UNSET_PASSWORD is not set") in result.stderr
+    assert "/etc/reservoir-edge/env" in result.stderr
+
+
+def test_check_accepts_the_password_variable_once_set(tmp_path: Path) -> None:
+    path, _ = _with_password_env(tmp_path, "EDGE_TEST_SET_PASSWORD")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EDGE_TEST_SET_PASSWORD": "secret"}
+    result = subprocess.run([sys.executable, "-m", "edge", "check", "-c", str(path)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout
+    assert "secret" not in result.stdout + result.stderr
+
+
+def test_run_with_an_unset_password_variable_fails_in_one_line(tmp_path: Path) -> None:
+    path, line = _with_password_env(tmp_path, "EDGE_TEST_UNSET_PASSWORD")
+    env = {**_env_without("EDGE_TEST_UNSET_PASSWORD"), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "edge", "run", "-c", str(path)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"site.yaml:{line}: mqtt.password_env:" in result.stderr
+    assert not (tmp_path / "edge.db").exists(), "the store was opened before the check"
+
+
+def _blocked_opening_fifo(pid: int, timeout: float = 60.0) -> bool:
+    """True once ``pid`` waits in open(2) for a FIFO's writer (the kernel's wait_for_partner)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/wchan").read_text().strip() == "wait_for_partner":
+                return True
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path) -> None:
+    # The configuration is a FIFO nobody writes to: the daemon stays in start-up, blocked
+    # reading its config, for as long as the test needs, which makes the moment certain.
+    fifo = tmp_path / "site.yaml"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "-c", str(fifo)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _blocked_opening_fifo(proc.pid), "edge run never reached its config"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert "Traceback" not in err
+    assert err.strip() == "edge: SIGTERM during start-up, exiting"
