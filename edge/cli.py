@@ -16,59 +16,13 @@ from typing import Any
 
 from edge import __version__
 from edge.channels.sl651_tool import add_sl651_tool
-from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
+from edge.config import GatewaySettings
+from edge.daemon_config import EXIT_CONFIG, load_for_daemon, load_or_report
 from edge.logs import configure_logging
-from edge.yamlsource import ConfigProblem, load_config_source
-
-# The file systemd reads the daemon's environment from (EnvironmentFile= in the unit).
-UNIT_ENV_FILE = "/etc/reservoir-edge/env"
-
-EXIT_CONFIG = 2
-
-
-def _load_or_report(path: str) -> LoadedConfig | None:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} error(s) in {path}", file=sys.stderr)
-        return None
-
-
-def _environment_problems(loaded: LoadedConfig, path: str) -> list[ConfigProblem]:
-    """Variables the configuration names that are not set in this process's environment.
-
-    ``edge check`` runs as the unit's ExecStartPre/ExecReload with the unit's environment, so
-    what is missing here is missing for the daemon too; ``load_config`` cannot check this
-    itself because ``edge status``/``export`` are run by hand without the service's secrets.
-    """
-    name = loaded.settings.mqtt.password_env
-    if name is None or name in os.environ:
-        return []
-    key = ("mqtt", "password_env")
-    where = load_config_source(Path(path)).locate(key)
-    return [ConfigProblem(where, "mqtt.password_env",
-                          f"environment variable {name} is not set; put {name}=<the broker "
-                          f"password> in {UNIT_ENV_FILE} (read by systemd at start)")]
-
-
-def _load_for_daemon(path: str) -> LoadedConfig | None:
-    """The configuration as ``edge run`` needs it: valid, and its secrets present."""
-    loaded = _load_or_report(path)
-    if loaded is None:
-        return None
-    problems = _environment_problems(loaded, path)
-    if not problems:
-        return loaded
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    print(f"{len(problems)} error(s) in {path}", file=sys.stderr)
-    return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    loaded = _load_for_daemon(args.config)
+    loaded = load_for_daemon(args.config)
     if loaded is None:
         return EXIT_CONFIG
     s = loaded.settings
@@ -109,7 +63,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     The daemon's own command rather than ``/bin/kill``, which Debian ships in procps, absent
     from minimal images (``systemctl reload`` then failed with status=203/EXEC).
     """
-    loaded = _load_for_daemon(args.config)
+    loaded = load_for_daemon(args.config)
     if loaded is None:
         print(f"edge reload: configuration refused, process {args.pid} not signalled",
               file=sys.stderr)
@@ -126,7 +80,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = _load_for_daemon(args.config)
+    loaded = load_for_daemon(args.config)
     if loaded is None:
         return EXIT_CONFIG
     # --log-level wins over the config's logging.level (a technician debugging on site).
@@ -140,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or "info")
-    loaded = _load_or_report(args.config)
+    loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
     from simulator.faultplan import FaultPlanError, build_plan
@@ -184,7 +138,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args.config)
+    loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
     from edge.localstore import LocalStoreError, status_report
@@ -197,7 +151,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args.config)
+    loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
     from edge.channels.notify_tool import NotifyToolError, notify_test
@@ -210,7 +164,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args.config)
+    loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
     from edge.localstore import LocalStoreError, export_readings, parse_time
@@ -226,7 +180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args.config)
+    loaded = load_or_report(args.config)
     if loaded is None:
         return EXIT_CONFIG
     from edge.tail import tail
