@@ -17,7 +17,6 @@ cross-checks are built from that table, so adding a bus type is one module and o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from drivers.devices import DeviceConfig
 from vocab.checking import PathKey, Report
 from vocab.configbase import StrictModel
 from vocab.model import PollResult
+from vocab.waits import wait_set
 
 PollSink = Callable[[PollResult], Awaitable[None]]
 """Where a bus task hands each device's poll result: the daemon's pipeline queue."""
@@ -136,8 +136,7 @@ class SerialPortSettings(StrictModel):
 
 async def wait_until(until: float, wake: asyncio.Event) -> None:
     """Sleep until ``until`` (monotonic) or until ``wake`` is set, whichever is first."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wake.wait(), max(0.0, until - time.monotonic()))
+    await wait_set(wake, max(0.0, until - time.monotonic()))
 
 
 DriverFactory = Callable[[Any, list[DeviceConfig], BusHealth], FieldDriver]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.bus import BusHealth, SerialPortSettings, wait_until
 from drivers.bustask import LinkBackoff
 from vocab.model import now_ms
+from vocab.waits import wait_set
 
 if TYPE_CHECKING:
     # pyserial is imported when a port is first opened: the configuration loads the
@@ -178,8 +179,7 @@ class LinePort:
             if remaining <= 0:
                 return None
             self._ready.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), remaining)
+            await wait_set(self._ready, remaining)
         return self._lines.popleft()
 
     def _readable(self) -> None:

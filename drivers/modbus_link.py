@@ -37,6 +37,7 @@ import structlog
 
 from drivers.bus import BusHealth
 from drivers.bustask import LinkBackoff
+from vocab.waits import stop_tasks
 
 if TYPE_CHECKING:
     from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -230,8 +231,8 @@ class ModbusLink:
         reason = self._port_missing()
         if reason is None:
             try:
-                ok = await asyncio.wait_for(self.client.connect(),
-                                            self._connect_timeout_s + 1)
+                async with asyncio.timeout(self._connect_timeout_s + 1):  # vocab/waits.py
+                    ok = await self.client.connect()
             except Exception as exc:  # pyserial also raises termios.error, not an OSError
                 ok, reason = False, f"connect_failed: {exc or type(exc).__name__}"
             else:
@@ -351,8 +352,7 @@ class ModbusLink:
         finally:
             self._pending = None
             if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
+                await stop_tasks(task)
             if self._request_gap_s:
                 self._quiet_at = max(self._quiet_at, time.monotonic() + self._request_gap_s)
         if pending.abort.done():

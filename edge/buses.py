@@ -20,6 +20,7 @@ from drivers.bustask import BusTask
 from drivers.registry import make_poller
 from edge.config import GatewaySettings
 from edge.sdnotify import SystemdNotifier, WatchdogGate
+from vocab.waits import stop_tasks
 
 log = structlog.get_logger("edge.buses")
 
@@ -72,8 +73,7 @@ class BusSupervisor:
         done, _ = await asyncio.wait({task}, timeout=BUS_STOP_TIMEOUT_S)
         if not done:
             log.error("bus_task_cancelled", bus=bus_id, waited_s=BUS_STOP_TIMEOUT_S)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_tasks(task)
 
     async def stop_all(self) -> None:
         self._stopped = True  # no bus is started for a late relay write

@@ -7,8 +7,6 @@ else, and ``ack_alarm`` can reach the alarm book and nothing else.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -29,6 +27,7 @@ from edge.outbox import ChannelOutbox
 from edge.pipeline import AckNotStored, Pipeline
 from edge.store import StoreWorker
 from vocab.model import now_ms
+from vocab.waits import wait_set
 
 INSPECT_TIMEOUT_S = 30.0
 
@@ -52,8 +51,7 @@ class Inspection:
             if all(self.pipeline.last_poll.get(d, 0) >= requested for d in devices):
                 break
             self.pipeline.polled.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.pipeline.polled.wait(), 0.5)
+            await wait_set(self.pipeline.polled, 0.5)
         return self.report(requested)
 
     def report(self, requested_ms: int) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from edge.services import SERVICE_TYPES, configured
 from edge.store import Store, StoreWorker
 from rules.engine import RuleEngine
 from vocab.model import ActiveAlarm
+from vocab.waits import stop_tasks
 
 log = structlog.get_logger("edge.gateway")
 
@@ -117,9 +118,7 @@ class Gateway:
             await service.stop()
         except Exception:
             log.exception("service_stop_failed", service=name)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await stop_tasks(task)
 
     async def _apply_services(self, old: GatewaySettings) -> None:
         """Restart the services whose section changed; start new ones, stop removed ones.
@@ -211,9 +210,7 @@ class Gateway:
             await self.mqtt.drain(SHUTDOWN_DRAIN_S)
             await self.mqtt.stop()
         if self._mqtt_task is not None:
-            self._mqtt_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._mqtt_task
+            await stop_tasks(self._mqtt_task)
 
     # --- reload ------------------------------------------------------------------------------
 
@@ -337,9 +334,7 @@ class Gateway:
                 log.exception("pipeline_failed_at_stop")
             await self.pipeline.store_held_transitions()
             await self._stop_mqtt()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(*tasks)
             await self.outbox.flush_acks()
             with contextlib.suppress(Exception):
                 write_status_file(self.store.path.parent,

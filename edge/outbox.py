@@ -22,7 +22,6 @@ the rows they select), so the rows and the cursors cannot disagree.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ import structlog
 from edge.outboxrows import Kind, OutboxEntry, OutboxRows, OutboxStats, RequeueReport
 from edge.store import StoreWorker
 from vocab.model import now_ms
+from vocab.waits import wait_set
 
 log = structlog.get_logger("edge.outbox")
 
@@ -137,8 +137,7 @@ class ChannelOutbox:
 
     async def wait(self, timeout_s: float | None = None) -> None:
         """Until something was committed (or the timeout passed)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
+        await wait_set(self._wake, timeout_s)
         self._wake.clear()
 
     def wake(self) -> None:

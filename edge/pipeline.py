@@ -131,7 +131,8 @@ class Pipeline:
                 if left <= 0:
                     break
                 try:
-                    result = await asyncio.wait_for(self.queue.get(), left)
+                    async with asyncio.timeout(left):  # not wait_for: vocab/waits.py
+                        result = await self.queue.get()
                 except TimeoutError:
                     break
             if result is None:

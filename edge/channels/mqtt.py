@@ -22,7 +22,6 @@ with ``call_soon_threadsafe`` and all state here is touched only from the loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -42,6 +41,7 @@ from edge.channels.mqtt_session import (
 from edge.outbox import ChannelOutbox
 from edge.payloads import mark_replay, status_payload
 from vocab.model import now_ms
+from vocab.waits import stop_tasks
 
 # The configuration model lives in its own module; it is named here too for its users.
 __all__ = ["KINDS", "MqttChannel", "MqttConfig", "ResponseRoute", "TlsConfig", "check"]
@@ -242,10 +242,7 @@ class MqttChannel:
                     await asyncio.sleep(UPLINK_RETRY_S)
                     self._wake.set()
         finally:
-            for task in (waiting, deadline):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(waiting, deadline)
 
     async def _watch_deadline(self) -> None:
         """Drop and remake the connection when a message passes the in-flight deadline."""

@@ -16,7 +16,6 @@ in the same transaction as the outbox event that publishes it on MQTT
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from edge.channels.notify_store import FAILED, QUEUED, SENT, MessageRow, NewMess
 from edge.outbox import Outbox
 from edge.store import StoreWorker
 from vocab.model import now_ms
+from vocab.waits import wait_set
 
 log = structlog.get_logger("edge.channels.notify")
 
@@ -125,8 +125,7 @@ class Sender:
                     self.idle.set()
                 continue
             wait = IDLE_S if next_ms is None else min(IDLE_S, max(0.0, (next_ms - now) / 1000))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), wait)
+            await wait_set(self.wake, wait)
 
     def fit(self, group: Sequence[MessageRow]) -> list[MessageRow]:
         """The oldest texts whose summary fits in one (multi-part) SMS."""

@@ -21,7 +21,6 @@ until someone acknowledges, all on the gateway and with no uplink needed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import re
@@ -48,6 +47,7 @@ from edge.channels.notify_texts import AlarmFacts, new_code, parse_reply, site_t
 from edge.channels.sirens import Sirens
 from edge.pipeline import AckNotStored
 from vocab.model import now_ms
+from vocab.waits import stop_tasks, wait_set
 
 if TYPE_CHECKING:
     from edge.config import GatewaySettings
@@ -131,8 +131,7 @@ class NotifyService:
 
     async def stop(self) -> None:
         # A text with the modem finishes (bounded); cut off, it is sent again at restart.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.sender.idle.wait(), STOP_WAIT_S)
+        await wait_set(self.sender.idle, STOP_WAIT_S)
         # The sirens' own task goes first, so that no write of its own follows the "off".
         await self._cancel(self._tasks)
         await self.sirens.stop()
@@ -141,9 +140,7 @@ class NotifyService:
 
     @staticmethod
     async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(*tasks)
 
     async def _guarded(self, name: str, job: Callable[[], Awaitable[None]]) -> None:
         """A loop that fails is logged and started again: one bug must not silence the
@@ -215,8 +212,7 @@ class NotifyService:
                 await self._refresh()
             due = await self.store.run(db.next_tier_ms, conn)
             wait = 60.0 if due is None else min(60.0, max(0.0, (due - now_ms()) / 1000))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._climb.wait(), wait)
+            await wait_set(self._climb, wait)
 
     def compose(self, escalation: Escalation, notice: tuple[str, str]) -> NewMessage | None:
         """The text of one notice (store thread: reads only the configuration)."""

@@ -32,6 +32,7 @@ from edge.channels.escalation import ACKED, Escalation, is_equipment_alarm
 from edge.channels.notify_config import SirenConfig
 from edge.channels.notify_texts import Texts
 from vocab.model import ActiveAlarm, AlarmTransition, Severity, now_ms
+from vocab.waits import wait_set
 
 log = structlog.get_logger("edge.channels.sirens")
 
@@ -142,8 +143,8 @@ class Sirens:
                   for s in self.states.values() if s.written is not False]
         if writes:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True),
-                                       STOP_WAIT_S)
+                async with asyncio.timeout(STOP_WAIT_S):  # not wait_for: vocab/waits.py
+                    await asyncio.gather(*writes, return_exceptions=True)
 
     # -- one siren ----------------------------------------------------------------------------
 
@@ -163,14 +164,13 @@ class Sirens:
                 wait = min(wait, (change - now_ms()) / 1000)
             if not state.relay_ok:
                 wait = min(wait, FAILING_RETRY_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.wake.wait(), max(0.0, wait))
+            await wait_set(state.wake, max(0.0, wait))
 
     async def _write(self, state: SirenState, on: bool) -> None:
         siren = state.config
         try:
-            result = await asyncio.wait_for(
-                self.buses.write_coils(siren.bus, siren.unit, siren.coil, [on]), WRITE_WAIT_S)
+            async with asyncio.timeout(WRITE_WAIT_S):
+                result = await self.buses.write_coils(siren.bus, siren.unit, siren.coil, [on])
         except TimeoutError:
             result = CoilWrite(siren.bus, siren.unit, siren.coil, (on,), False, None,
                                f"no turn on bus {siren.bus} within {WRITE_WAIT_S:g} s", 0.0)

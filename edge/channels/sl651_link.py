@@ -37,6 +37,7 @@ from edge.outbox import ChannelOutbox, OutboxMessage
 from edge.sl651_config import CentreConfig, Sl651Config
 from edge.store import StoreWorker
 from vocab.model import now_ms
+from vocab.waits import stop_tasks
 
 log = structlog.get_logger("edge.channels.sl651")
 
@@ -78,9 +79,9 @@ class CentreLink:
         retry = FIRST_RETRY_S
         while True:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.centre.host, self.centre.port),
-                    CONNECT_TIMEOUT_S)
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):  # not wait_for: vocab/waits.py
+                    reader, writer = await asyncio.open_connection(self.centre.host,
+                                                                   self.centre.port)
             except (OSError, TimeoutError) as exc:
                 self._note_error(f"connect: {exc or type(exc).__name__}")
                 await self._refresh_backlog()
@@ -103,9 +104,7 @@ class CentreLink:
         except (OSError, ConnectionError) as exc:
             self._note_error(f"connection: {exc}")
         finally:
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reading
+            await stop_tasks(reading)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -202,7 +201,8 @@ class CentreLink:
             if reading.done():
                 raise ConnectionError(self.last_error or "the centre closed the connection")
             try:
-                reply = await asyncio.wait_for(self._replies.get(), min(left, 0.5))
+                async with asyncio.timeout(min(left, 0.5)):
+                    reply = await self._replies.get()
             except TimeoutError:
                 continue
             if reply.confirms(function, self._held_serial):

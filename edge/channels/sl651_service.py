@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ from edge.channels import sl651_record as record
 from edge.channels.sl651_codec import Function
 from edge.channels.sl651_link import CentreLink
 from edge.channels.sl651_reporter import ALARMS_CHANNEL, Reporter
+from vocab.waits import stop_tasks
 
 if TYPE_CHECKING:
     from edge.config import GatewaySettings
@@ -72,11 +72,7 @@ class Sl651Service:
                 await asyncio.sleep(RESTART_S)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(*self._tasks)
         self._tasks = []
 
     async def send_test(self) -> dict[str, Any]:

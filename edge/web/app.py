@@ -59,6 +59,7 @@ from edge.web.pin import MAX_PIN_LENGTH, PinHash
 from edge.web.plotpage import draw_plot, plot_range
 from edge.web.port import Inspection, KeeperPort, SiteInfo
 from vocab.model import now_ms
+from vocab.waits import stop_tasks
 
 __all__ = ["KeeperWeb", "PinGuard", "start", "stop"]
 
@@ -161,9 +162,7 @@ class KeeperWeb:
 
     async def stop(self) -> None:
         if self._retry is not None:
-            self._retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry
+            await stop_tasks(self._retry)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
