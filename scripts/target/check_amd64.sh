@@ -18,20 +18,28 @@ ct() { nsenter -t "$LEADER" -a env -i PATH="$CT_PATH" LANG=C.UTF-8 "$@"; }
 prop() { ct systemctl show -p "$1" --value "$UNIT"; }
 journal_since() { ct journalctl -u "$UNIT" --since "@$1" -o cat --no-pager; }
 
+# The container's PID 1 as the host sees it: nspawn's child named systemd, in another PID
+# namespace. Before it execs, nspawn's child is nspawn itself in the host's namespace:
+# entering that one would run the checks on the host.
+find_leader() {
+  local pid
+  pid=$(ps --ppid "$NSPAWN_PID" -o pid=,comm= 2>/dev/null | awk '$2 == "systemd" { print $1; exit }' || true)
+  if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/ns/pid")" != "$(readlink /proc/self/ns/pid)" ]; then
+    echo "$pid"
+  fi
+}
+
 boot() {  # boot ROOTFS NAME: sets NSPAWN_PID and LEADER (the container's PID 1, host view)
-  systemd-nspawn -b -D "$1" -M "$2" --register=no --keep-unit --console=passive \
+  # Its own session: a Ctrl-C meant for this script must reach the clean-up, which powers
+  # the container off, not nspawn, which would halt it half-way and be killed meanwhile.
+  setsid systemd-nspawn -b -D "$1" -M "$2" --register=no --keep-unit --console=passive \
     >"$SCRATCH_BASE/$2.console.log" 2>&1 &
   NSPAWN_PID=$!
   on_exit stop_container
   local i
-  # nspawn's child is first nspawn itself, in the host's PID namespace, before it execs the
-  # container's systemd: entering that one would run the checks on the host.
   for i in $(seq 100); do
-    LEADER=$(ps --ppid "$NSPAWN_PID" -o pid=,comm= | awk '$2 == "systemd" { print $1; exit }')
-    if [ -n "$LEADER" ] && [ "$(readlink "/proc/$LEADER/ns/pid")" != "$(readlink /proc/self/ns/pid)" ]; then
-      break
-    fi
-    LEADER=
+    LEADER=$(find_leader)
+    [ -n "$LEADER" ] && break
     sleep 0.1
   done
   [ -n "$LEADER" ] || die "systemd-nspawn did not start (see $SCRATCH_BASE/$2.console.log)"
@@ -49,6 +57,8 @@ boot() {  # boot ROOTFS NAME: sets NSPAWN_PID and LEADER (the container's PID 1,
 # Power the container off through its systemd; kill it if that does not end it in 30 s.
 stop_container() {
   [ -n "${NSPAWN_PID:-}" ] || return 0
+  # Interrupted while booting: the leader may not have been found yet.
+  [ -n "${LEADER:-}" ] || LEADER=$(find_leader)
   if kill -0 "$NSPAWN_PID" 2>/dev/null; then
     ct systemctl poweroff --no-block >/dev/null 2>&1 || kill -TERM "$NSPAWN_PID" 2>/dev/null
     if ! timeout 30 tail --pid="$NSPAWN_PID" -f /dev/null; then
