@@ -25,8 +25,9 @@
 # network: pip installs with --no-index from the downloaded wheels. The targets share the
 # host's network, so their broker and simulators take free ports, never 1883.
 #
-# Takes (2-core x86-64 VM): about 2 min for amd64 and 3 min for arm64 once the root file
-# systems are cached; building them first adds about 1 min (amd64) and 4 min (arm64).
+# Takes (2-core x86-64 VM, shared): about 2 min for amd64 and 4-5 min for arm64 (most of it
+# pip install under emulation) once the root file systems are cached; building them first
+# adds about 1 min (amd64) and 4 min (arm64).
 # Leaves nothing behind: every container, chroot process and mount it made is undone on exit,
 # pass, fail or Ctrl-C, and the scratch copies under /var/tmp/reservoir-edge-target removed.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
