@@ -79,7 +79,7 @@ stop_container() {
 # A transient unit in the container (stopped with it): the broker, simulator and subscriber.
 ct_service() {  # ct_service NAME COMMAND...
   local name=$1; shift
-  ct systemd-run --quiet --unit="$name" -E EDGE_MQTT_PASSWORD="$CHECK_PASSWORD" "$@"
+  ct systemd-run --quiet --collect --unit="$name" -E EDGE_MQTT_PASSWORD="$CHECK_PASSWORD" "$@"
 }
 
 write_conf() {  # write_conf CONTENT_FILE: the site configuration as a technician would
@@ -173,6 +173,35 @@ check_readings() {
     check_line PASS readings-at-broker "seq $BL_seq_min-$BL_seq_max, $BL_readings readings at the container's broker (port $MQTT_PORT)"
   else
     check_line FAIL readings-at-broker "after 30 s: ${BL_messages:-0} messages, seq max ${BL_seq_max:-none}"
+  fi
+}
+
+# systemctl status's STATUS= line follows a device going offline and back at once, not at
+# the next health interval (issue 20, item 4): the site's health.interval_s is 60 s, so a
+# change seen within STATUS_LIMIT_SEC came from the daemon noticing it.
+STATUS_LIMIT_SEC=15
+wait_status() {  # wait_status TEXT SECONDS: true once StatusText contains TEXT
+  local deadline=$(($(now_ms) + $2 * 1000))
+  while [ "$(now_ms)" -lt "$deadline" ]; do
+    case $(prop StatusText) in *"$1"*) return 0 ;; esac
+    sleep 0.2
+  done
+  return 1
+}
+
+check_status_line() {
+  local t0 down=0 up=0 before
+  before=$(prop StatusText)
+  t0=$(now_ms)
+  ct systemctl stop ret-simulate
+  wait_status "devices online 0/2" "$STATUS_LIMIT_SEC" && down=$(($(now_ms) - t0))
+  t0=$(now_ms)
+  ct_service ret-simulate /opt/reservoir-edge/venv/bin/edge simulate -c /etc/ret-check/good.yaml
+  wait_status "devices online 2/2" $((STATUS_LIMIT_SEC + 15)) && up=$(($(now_ms) - t0))
+  if [ "$down" -gt 0 ] && [ "$up" -gt 0 ]; then
+    check_line PASS status-line "STATUS= '$before'; simulator stopped -> 'devices online 0/2' in $down ms, restarted -> '2/2' in $up ms (health interval 60 s)"
+  else
+    check_line FAIL status-line "simulator stopped -> 0/2 after ${down} ms (0: not within ${STATUS_LIMIT_SEC} s), back -> 2/2 after ${up} ms; now '$(prop StatusText)'"
   fi
 }
 
@@ -301,6 +330,7 @@ main() {
   setup_site
   check_start
   check_readings
+  check_status_line
   check_reload
   check_bad_reload
   check_watchdog

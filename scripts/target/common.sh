@@ -146,7 +146,7 @@ gateway: {id: gw-check}
 mqtt: {host: 127.0.0.1, port: $1, topic_prefix: reservoir, username: $CHECK_USER,
        password_env: EDGE_MQTT_PASSWORD}
 store: {path: $3}
-health: {interval_s: 5}
+health: {interval_s: 60}
 buses:
   - {id: lan, type: modbus_tcp, host: 127.0.0.1, port: $2, timeout_s: 1.0}
 devices:
