@@ -30,6 +30,7 @@
 # adds about 1 min (amd64) and 4 min (arm64).
 # Leaves nothing behind: every container, chroot process and mount it made is undone on exit,
 # pass, fail or Ctrl-C, and the scratch copies under /var/tmp/reservoir-edge-target removed.
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 main() {

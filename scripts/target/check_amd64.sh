@@ -2,6 +2,7 @@
 # The amd64 half of check.sh: the project installed by systemd/install.sh into a scratch copy
 # of the Debian 12 root file system, booted with systemd-nspawn -b (systemd 252 as PID 1).
 # Prints one "PASS|FAIL name: detail" line per check; exits 1 if any failed.
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 UNIT=reservoir-edge.service
@@ -46,7 +47,7 @@ boot() {  # boot ROOTFS NAME: sets NSPAWN_PID and LEADER (the container's PID 1,
   # Until then units are still starting: a tmpfs mounted over /tmp mid-install, for one,
   # takes pip's temporary files away. systemctl fails while the bus is not up yet.
   local state=
-  for i in $(seq 300); do
+  for _ in $(seq 300); do
     state=$(ct systemctl is-system-running 2>/dev/null || true)
     case $state in running | degraded) return 0 ;; esac
     sleep 0.2
@@ -95,7 +96,6 @@ check_fresh_install() {
     /usr/local/src/reservoir-edge/systemd/install.sh 2>&1) || rc=$?
   ms=$(($(now_ms) - t0))
   printf '%s\n' "$out" >"$SCRATCH_BASE/install.log"
-  INSTALL_MS=$ms
   state=$(ct systemctl is-active "$UNIT" || true)
   restarts=$(prop NRestarts)
   if [ "$rc" -eq 3 ] && grep -q 'EDGE_MQTT_PASSWORD=<value>' <<<"$out" && [ "$state" = inactive ] \
@@ -247,7 +247,9 @@ check_watchdog() {
   pid=$(prop MainPID); restarts=$(prop NRestarts)
   broker_summary "$R$SUB_LOG"; before=$BL_seq_max
   t0=$(now_ms)
-  ct bash -c 'kill -STOP "$1"' _ "$pid"   # bash's kill: the image has no /bin/kill
+  # bash's kill: the image has no /bin/kill.
+  # shellcheck disable=SC2016
+  ct bash -c 'kill -STOP "$1"' _ "$pid"
   deadline=$((t0 + limit + 30000))
   while [ "$(now_ms)" -lt "$deadline" ]; do
     newpid=$(prop MainPID)

@@ -3,6 +3,7 @@
 # root file system run in a chroot under qemu-user (binfmt_misc). No systemd here (nspawn -b
 # under emulation is too slow to be useful); the unit's behaviour is checked on amd64.
 # Prints one "PASS|FAIL name: detail" line per check; exits 1 if any failed.
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 VENV=/opt/reservoir-edge/venv
@@ -33,6 +34,7 @@ kill_leftovers() {
 
 check_no_compiler() {
   local found
+  # shellcheck disable=SC2016
   found=$(in_root /bin/sh -c 'for c in gcc cc c++ g++ clang; do command -v $c; done' || true)
   if [ -z "$found" ]; then
     check_line PASS arm64-no-compiler "no gcc/cc/c++/clang in the image ($(in_root uname -m), $(in_root python3 -V))"
@@ -42,7 +44,7 @@ check_no_compiler() {
 }
 
 check_pip_install() {
-  local rc=0 t0 ms sdists
+  local rc=0 t0 ms sdists wheels=("$R"/var/tmp/wheels/*.whl)
   t0=$(now_ms)
   # The two commands systemd/install.sh runs for the program (step 4), offline.
   { in_root python3 -m venv "$VENV" \
@@ -50,10 +52,9 @@ check_pip_install() {
       --find-links /var/tmp/wheels /usr/local/src/reservoir-edge; } \
     >"$SCRATCH_BASE/arm64-pip.log" 2>&1 || rc=$?
   ms=$(($(now_ms) - t0))
-  PIP_MS=$ms
-  sdists=$(ls "$R/var/tmp/wheels" | grep -v '\.whl$' || true)
+  sdists=$(find "$R/var/tmp/wheels" -maxdepth 1 -type f ! -name '*.whl')
   if [ "$rc" -eq 0 ] && [ -z "$sdists" ] && [ -x "$R$VENV/bin/edge" ]; then
-    check_line PASS arm64-pip-install "venv + pip install of the source tree and $(ls "$R/var/tmp/wheels" | wc -l) wheels (numpy, pydantic-core, PyYAML: aarch64 wheels) in $(seconds "$ms") s under qemu, no compiler"
+    check_line PASS arm64-pip-install "venv + pip install of the source tree and ${#wheels[@]} wheels (numpy, pydantic-core, PyYAML: aarch64 wheels) in $(seconds "$ms") s under qemu, no compiler"
   else
     check_line FAIL arm64-pip-install "exit $rc after $(seconds "$ms") s (log: $SCRATCH_BASE/arm64-pip.log)"
   fi

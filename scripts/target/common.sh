@@ -1,6 +1,8 @@
 # Shared by scripts/target/*.sh: paths, logging, and the clean-up registry.
 # Needs root, debootstrap, systemd-nspawn (systemd-container), and for arm64 qemu-user-static
 # with binfmt-support. See docs/install.md, "Checking on a real target".
+# The variables set here are used by the scripts that source this file.
+# shellcheck disable=SC2034
 set -euo pipefail
 TARGET_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$TARGET_DIR/../.." && pwd)"
@@ -175,7 +177,9 @@ mosquitto_conf() {  # mosquitto_conf PORT PASSWORD_FILE
   printf 'per_listener_settings false\nlistener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\npersistence false\nlog_dest stderr\n' "$1" "$2"
 }
 
-# `key=value` lines of broker_log.py into the variables BL_<key>.
+# `key=value` lines of broker_log.py into the variables BL_<key> (every key it prints).
+BL_messages='' BL_seq_min='' BL_seq_max='' BL_seq_gaps='' BL_duplicates='' BL_readings=''
+BL_point_seen='' BL_offline_ts=''
 broker_summary() {  # broker_summary SUB_LOG [broker_log.py options]
   local line
   while IFS= read -r line; do

@@ -14,6 +14,7 @@ import pytest
 TARGET = Path(__file__).resolve().parents[2] / "scripts" / "target"
 SCRIPTS = sorted(TARGET.glob("*.sh"))
 BASH = shutil.which("bash")
+SHELLCHECK = shutil.which("shellcheck")
 
 
 def load_broker_log():
@@ -29,6 +30,14 @@ def load_broker_log():
 def test_script_parses(script: Path) -> None:
     result = subprocess.run([BASH, "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed")
+def test_shellcheck_is_clean() -> None:
+    # -x -P SCRIPTDIR: follow `source common.sh`, so variables set there count as set.
+    result = subprocess.run([SHELLCHECK, "-x", "-P", "SCRIPTDIR", "-s", "bash",
+                             *map(str, SCRIPTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
 
 
 def test_every_check_script_is_there() -> None:
