@@ -7,7 +7,8 @@
 #
 # amd64 (check_amd64.sh): a scratch copy of a Debian 12 root file system booted with
 #   systemd-nspawn -b (systemd 252 as PID 1); systemd/install.sh run in it; then: start returns
-#   after READY, readings reach a broker inside, reload applies a change and refuses a broken
+#   after READY, readings reach a broker inside, the STATUS= line follows devices going
+#   offline and back, reload applies a change and refuses a broken
 #   configuration, the watchdog restarts a SIGSTOPped daemon, a clean stop publishes
 #   `offline`, no seq is lost throughout, a bad configuration fails `systemctl start` with its
 #   FILE:LINE in the journal, and the `systemd-analyze security` exposure.

@@ -34,7 +34,7 @@ boot() {  # boot ROOTFS NAME: sets NSPAWN_PID and LEADER (the container's PID 1,
   # Its own session: a Ctrl-C meant for this script must reach the clean-up, which powers
   # the container off, not nspawn, which would halt it half-way and be killed meanwhile.
   setsid systemd-nspawn -b -D "$1" -M "$2" --register=no --keep-unit --console=passive \
-    >"$SCRATCH_BASE/$2.console.log" 2>&1 &
+    >"$SCRATCH_BASE/amd64-console.log" 2>&1 &
   NSPAWN_PID=$!
   on_exit stop_container
   local i
@@ -43,7 +43,7 @@ boot() {  # boot ROOTFS NAME: sets NSPAWN_PID and LEADER (the container's PID 1,
     [ -n "$LEADER" ] && break
     sleep 0.1
   done
-  [ -n "$LEADER" ] || die "systemd-nspawn did not start (see $SCRATCH_BASE/$2.console.log)"
+  [ -n "$LEADER" ] || die "systemd-nspawn did not start (see $SCRATCH_BASE/amd64-console.log)"
   # Until then units are still starting: a tmpfs mounted over /tmp mid-install, for one,
   # takes pip's temporary files away. systemctl fails while the bus is not up yet.
   local state=

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/target/*.sh: paths, logging, and the clean-up registry.
 # Needs root, debootstrap, systemd-nspawn (systemd-container), and for arm64 qemu-user-static
 # with binfmt-support. See docs/install.md, "Checking on a real target".
