@@ -20,8 +20,8 @@
 # exits 1 if any check failed. Last results: docs/install.md, "Checking on a real target".
 #
 # Needs: root; debootstrap, systemd-container (systemd-nspawn), util-linux (nsenter),
-# qemu-user-static and binfmt-support (arm64), python3 with pip on the host, network on the
-# host the first time (Debian mirror for the root file systems, PyPI for the wheels; both
+# qemu-user-static and binfmt-support (arm64), python3 >= 3.11 (tomllib) with pip on the
+# host, network on the host the first time (Debian mirror for the root file systems, PyPI for the wheels; both
 # cached under /var/cache/reservoir-edge-target). Nothing inside the targets uses the
 # network: pip installs with --no-index from the downloaded wheels. The targets share the
 # host's network, so their broker and simulators take free ports, never 1883.
