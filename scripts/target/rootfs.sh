@@ -4,6 +4,7 @@
 #   rootfs.sh arm64   a Raspberry Pi's architecture, run in a chroot under qemu-user
 # A finished root file system carries .reservoir-edge-rootfs-ok; a half-built one (an
 # interrupted debootstrap) is removed and rebuilt. FORCE=1 rebuilds anyway.
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Services in the image must never start while it is being built, on the host's network.
