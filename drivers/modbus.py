@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from pydantic import Field
 
+from drivers.blockdecode import BlockDecoder
 from drivers.bus import (
     BusHealth,
     BusType,
@@ -41,7 +42,7 @@ from drivers.bus import (
     check_register_points,
     wait_until,
 )
-from drivers.decode import DeviceConversions, decode_point, failed_points
+from drivers.decode import DeviceConversions, failed_points
 from drivers.devices import DeviceConfig
 from drivers.modbus_link import (  # noqa: F401  (crc16_modbus, check_rtu_reply, rtu_silence_s: this module's API)
     RequestFailed,
@@ -108,6 +109,9 @@ class ModbusDriver:
         self.health = health
         self.link, self._user = open_link(bus, health, {d.unit for d in devices
                                                          if d.unit is not None})
+        # Each planned block's decoder, by the block's identity (a split block's halves
+        # get theirs when first read).
+        self._decoders: dict[int, BlockDecoder] = {}
 
     # -- the bus task's hooks ----------------------------------------------------------
 
@@ -125,6 +129,12 @@ class ModbusDriver:
 
     def close(self) -> None:
         close_link(self.link, self.bus.id)
+
+    def _decoder(self, block: ReadBlock) -> BlockDecoder:
+        decoder = self._decoders.get(id(block))
+        if decoder is None or decoder.block is not block:
+            decoder = self._decoders[id(block)] = BlockDecoder(block)
+        return decoder
 
     # -- requests -----------------------------------------------------------------------
 
@@ -165,7 +175,7 @@ class ModbusDriver:
         it refuses (an exception answer) marks only that request's points bad, so one
         unmapped register never takes the device offline or into backoff.
         """
-        poll = _DevicePoll(device.id)
+        poll = _DevicePoll(device.id, self._decoder)
         frames_before = self._user.frames_sent
         try:
             await self.link.ensure_connected()
@@ -273,8 +283,9 @@ class ModbusDriver:
 class _DevicePoll:
     """What one poll of a device has gathered so far, block by block."""
 
-    def __init__(self, device_id: str) -> None:
+    def __init__(self, device_id: str, decoder: Callable[[ReadBlock], BlockDecoder]) -> None:
         self.device_id = device_id
+        self._decoder = decoder
         self.readings: list[Reading] = []
         self.failure: str | None = None
         # Set by a failure that makes further requests to the device pointless
@@ -286,8 +297,7 @@ class _DevicePoll:
     def decoded(self, block: ReadBlock, values: list[int] | list[bool]) -> None:
         ts = now_ms()
         self.answered = True
-        self.readings.extend(decode_point(self.device_id, p, block, values, ts)
-                             for p in block.points)
+        self.readings.extend(self._decoder(block).decode(self.device_id, values, ts))
 
     def failed(self, exc: RequestFailed, block: ReadBlock | None = None) -> None:
         self.failure = exc.reason
