@@ -44,12 +44,11 @@ from drivers.bus import (
 )
 from drivers.decode import DeviceConversions, failed_points
 from drivers.devices import DeviceConfig
-from drivers.modbus_link import (  # noqa: F401  (crc16_modbus, check_rtu_reply, rtu_silence_s: this module's API)
-    RequestFailed,
+from drivers.modbus_link import RequestFailed, close_link, open_link
+from drivers.modbus_rtu import (  # noqa: F401  (re-exported: this module's API)
+    RTU_CHAR_BITS,
     check_rtu_reply,
-    close_link,
     crc16_modbus,
-    open_link,
     rtu_silence_s,
 )
 from drivers.readplan import ReadBlock, join_read, plan_reads, split_block

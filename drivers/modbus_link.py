@@ -16,10 +16,14 @@ link decides instead, and drops the connection only when nothing on it has answe
 ``DROP_AFTER_SILENT`` requests in a row to every unit it serves (a half-open connection,
 a hung gateway). An RTU bus has a link of its own (its port is its own).
 
-RTU specifics: the line is kept silent for 3.5 character times (1.75 ms above 19200 baud,
-as the Modbus serial-line specification fixes it) after every frame before the next
-request, plus ``inter_request_delay_s`` for slow slaves; a CRC error is noticed as soon as
-the frame is complete, not after the timeout.
+RTU specifics (drivers/modbus_rtu.py): the line is kept silent for 3.5 character times
+after every frame before the next request, plus ``inter_request_delay_s`` for slow
+slaves; a CRC error is noticed as soon as the frame is complete, not after the timeout.
+
+TCP specifics (drivers/modbus_tcpstream.py): a stream that an earlier, timed-out answer
+has put out of step (part of it left at the front, a frame with transaction id 0 ahead
+of the answer) is dropped and re-opened, so an old answer is never read as a new one's
+and a new answer is not refused for the old bytes in front of it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ import structlog
 
 from drivers.bus import BusHealth
 from drivers.bustask import LinkBackoff
+from drivers.modbus_rtu import check_rtu_reply, rtu_char_time, rtu_silence_s
+from drivers.modbus_tcpstream import request_tid, stream_verdict
 from vocab.waits import stop_tasks
 
 if TYPE_CHECKING:
@@ -45,9 +51,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("drivers.modbus")
 
-RTU_CHAR_BITS = 11  # start + 8 data + parity or second stop + stop, as the spec counts
-# Write single coil, single register, multiple coils, multiple registers.
-WRITE_FUNCTION_CODES = frozenset({5, 6, 15, 16})
 # Slack on top of the client's own timeout before the poller stops waiting itself.
 TIMEOUT_SLACK_S = 0.25
 # Unanswered requests in a row, to every unit the link serves, before its connection is
@@ -55,44 +58,6 @@ TIMEOUT_SLACK_S = 0.25
 DROP_AFTER_SILENT = 4
 # pymodbus must never drop a shared connection by itself: see the module docstring.
 PYMODBUS_NEVER_DROPS = 2**31
-
-
-def rtu_char_time(baudrate: int) -> float:
-    return RTU_CHAR_BITS / baudrate
-
-
-def rtu_silence_s(baudrate: int) -> float:
-    """The 3.5-character inter-frame silence; fixed at 1.75 ms above 19200 baud."""
-    return 0.00175 if baudrate > 19200 else 3.5 * rtu_char_time(baudrate)
-
-
-def crc16_modbus(data: bytes) -> bytes:
-    """CRC-16/MODBUS of a frame body, in wire order (low byte first)."""
-    from pymodbus.framer import FramerRTU
-
-    return FramerRTU.compute_CRC(data).to_bytes(2, "big")
-
-
-def check_rtu_reply(data: bytes, unit: int, function_code: int) -> str | None:
-    """'crc_error' when ``data`` starts with a complete reply of ``unit`` whose CRC fails.
-
-    None while the frame is incomplete, valid, or not recognisably ours (garbage before a
-    frame is hunted through by the client; if no frame ever comes it is a timeout).
-    """
-    if len(data) < 3 or data[0] != unit:
-        return None
-    if data[1] == function_code:
-        # Writes are answered with an echo of fixed length (address and value or count);
-        # reads carry their byte count.
-        length = 8 if function_code in WRITE_FUNCTION_CODES else 3 + data[2] + 2
-    elif data[1] == function_code | 0x80:
-        length = 5
-    else:
-        return None
-    if len(data) < length:
-        return None
-    return None if crc16_modbus(data[: length - 2]) == data[length - 2 : length] \
-        else "crc_error"
 
 
 class RequestFailed(Exception):
@@ -186,8 +151,13 @@ class ModbusLink:
         self._lock = asyncio.Lock()
         self._quiet_at = 0.0
         self._rx_seen = b""
+        # The transaction id of the last TCP request sent (None for RTU and before any).
+        self._tid: int | None = None
         self._pending: _Pending | None = None
         self._silent = _Silence()
+        # The TCP stream holds bytes of an earlier answer that cannot be skipped: the
+        # connection is re-opened before the next request.
+        self._out_of_step = False
         self.backoff = LinkBackoff()
         self.client = make_client(bus, self._on_packet, self._on_connect)
 
@@ -251,6 +221,7 @@ class ModbusLink:
                 user.health.reconnects += 1
         self.backoff.succeeded()
         self._silent = _Silence()
+        self._out_of_step = False
         self._set_connected(True)
 
     def _port_missing(self) -> str | None:
@@ -294,13 +265,13 @@ class ModbusLink:
     def _on_packet(self, sending: bool, data: bytes) -> bytes:
         now = time.monotonic()
         pending = self._pending
-        health = pending.user.health if pending is not None else None
         if sending:
             if pending is not None:
                 pending.user.frames_sent += 1
-            if health is not None:
-                health.bytes_sent += len(data)
+                pending.user.health.bytes_sent += len(data)
             self._rx_seen = b""
+            if not self.rtu:
+                self._tid = request_tid(data)
             # If nothing answers, the line is free once our frame is out and has been
             # followed by the silence.
             self._quiet_at = now + len(data) * self._char_s + self._silence_s
@@ -309,13 +280,19 @@ class ModbusLink:
         new = len(data) - len(self._rx_seen) if data.startswith(self._rx_seen) else len(data)
         self._rx_seen = data
         self._quiet_at = now + self._silence_s
-        if pending is not None and health is not None:
-            health.bytes_received += new
-            pending.rx_bytes += new
-            if self.rtu and not pending.abort.done():
-                verdict = check_rtu_reply(data, pending.unit, pending.function_code)
-                if verdict is not None:
-                    pending.abort.set_result(verdict)
+        if pending is None:
+            if not self.rtu and stream_verdict(data, None) is not None:
+                # Part of a timed-out answer arrived between requests: pymodbus clears
+                # its buffer at the next send, and the rest would lead that answer.
+                self._out_of_step = True
+            return data
+        pending.user.health.bytes_received += new
+        pending.rx_bytes += new
+        if not pending.abort.done():
+            verdict = check_rtu_reply(data, pending.unit, pending.function_code) \
+                if self.rtu else stream_verdict(data, self._tid)
+            if verdict is not None:
+                pending.abort.set_result(verdict)
         return data
 
     # -- requests -----------------------------------------------------------------------
@@ -325,6 +302,9 @@ class ModbusLink:
         """One request on the link and its answer, or ``RequestFailed`` saying why not.
         Requests of every bus on the link go one at a time."""
         async with self._lock:
+            if self._out_of_step:
+                self._link_down("out_of_step: part of an earlier answer left on the stream")
+                await self._connect()
             if not self.client.connected:
                 raise RequestFailed(self.backoff.reason or "io_error: not connected",
                                     device_dead=True)
@@ -336,6 +316,10 @@ class ModbusLink:
             except RequestFailed as exc:
                 if exc.reason == "timeout":
                     self._unanswered(unit)
+                elif not self.rtu and self.client.connected \
+                        and stream_verdict(self._rx_seen, None) is not None:
+                    # Unanswered with part of a frame received: the rest may yet come.
+                    self._out_of_step = True
                 raise
             finally:
                 if pending.rx_bytes:
@@ -357,7 +341,7 @@ class ModbusLink:
                 self._quiet_at = max(self._quiet_at, time.monotonic() + self._request_gap_s)
         if pending.abort.done():
             reason = pending.abort.result()
-            if reason.startswith("io_error"):
+            if reason.startswith(("io_error", "out_of_step")):
                 self._link_down(reason)
                 raise RequestFailed(reason, device_dead=True)
             # The device answered, only the frame was damaged: it is alive, try again.
