@@ -5,8 +5,9 @@ points (bench/_shape.py's ``200x10`` case), each device its own ``edge simulate`
 endpoint in separate processes, polled by the real ``BusTask`` and ``ModbusDriver`` (one
 link, one pymodbus client per endpoint), each poll handed to a sink that only counts.
 No store, rules or uplink: what remains is the request, its answer, the decoding and
-the poll tail. Every bus polls back to back (``poll_interval_s`` tiny) for ``--rounds``
-polls, so the figure is CPU per poll when the loop is busy, not the idle wait.
+the poll tail. By default every bus polls back to back (``poll_interval_s`` tiny) for
+``--rounds`` polls: the per-poll work alone; ``--interval 0.1`` adds each bus task's wait
+between polls, as the daemon does it.
 
 Reports ``time.process_time`` per datapoint and per poll over the polling only (the
 median over --repeats). For instruction counts, which a loaded machine does not skew,
@@ -49,18 +50,22 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=50, help="polls per device")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--case", default="200x10", help="a TCP case of bench/_shape.py")
+    parser.add_argument("--interval", type=float, default=1e-6,
+                        help="poll interval, s: tiny polls back to back (the per-poll work "
+                             "alone); 0.1 adds the bus tasks' waits between polls")
     parser.add_argument("--profile", action="store_true", help="cProfile the polling")
     return parser.parse_args()
 
 
-async def poll_rounds(config: Any, rounds: int, profile: cProfile.Profile | None) -> tuple[
+async def poll_rounds(config: Any, rounds: int, interval: float,
+                      profile: cProfile.Profile | None) -> tuple[
         float, int, int]:
     """(CPU seconds, polls, datapoints) of ``rounds`` polls of every bench device."""
     by_bus: dict[str, list[Any]] = {}
     for device in config.devices:
         if device.id.startswith("dev-"):
             by_bus.setdefault(device.bus, []).append(
-                device.model_copy(update={"poll_interval_s": 1e-6}))
+                device.model_copy(update={"poll_interval_s": interval}))
     polls = datapoints = bad = 0
     done = asyncio.Event()
     tasks: list[BusTask] = []
@@ -118,14 +123,16 @@ def main() -> None:
             per_datapoint, per_poll = [], []
             for _ in range(args.repeats):
                 profile = cProfile.Profile() if args.profile else None
-                cpu, polls, datapoints = asyncio.run(poll_rounds(config, args.rounds, profile))
+                cpu, polls, datapoints = asyncio.run(poll_rounds(config, args.rounds, args.interval,
+                                                           profile))
                 per_datapoint.append(cpu / datapoints * 1e6)
                 per_poll.append(cpu / polls * 1e6)
                 if profile is not None:
                     pstats.Stats(profile).sort_stats("tottime").print_stats(35)
         finally:
             stop_all(sims)
-    print(f"{machine()}; {case.label}, {args.rounds} polls a device, {args.repeats} repeats")
+    print(f"{machine()}; {case.label}, {args.rounds} polls a device every "
+          f"{args.interval:g} s, {args.repeats} repeats")
     print(f"CPU µs per datapoint: median {median(per_datapoint):.2f} "
           f"({', '.join(f'{v:.2f}' for v in per_datapoint)}); "
           f"per poll {median(per_poll):.1f}")

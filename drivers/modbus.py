@@ -44,7 +44,8 @@ from drivers.bus import (
 )
 from drivers.decode import DeviceConversions, failed_points
 from drivers.devices import DeviceConfig
-from drivers.modbus_link import RequestFailed, close_link, open_link
+from drivers.modbus_endpoints import close_link, open_link
+from drivers.modbus_link import RequestFailed
 from drivers.modbus_rtu import (  # noqa: F401  (re-exported: this module's API)
     RTU_CHAR_BITS,
     check_rtu_reply,
@@ -90,6 +91,9 @@ class ModbusRtuBus(SerialPortSettings):
 
 
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+# The pymodbus client's read of each table.
+READ_METHODS = {"coil": "read_coils", "discrete": "read_discrete_inputs",
+                "holding": "read_holding_registers", "input": "read_input_registers"}
 # Exception 2: the request's span holds an address the device does not map.
 ILLEGAL_DATA_ADDRESS = 2
 
@@ -148,24 +152,18 @@ class ModbusDriver:
         raise AssertionError("unreachable: the last attempt raises")
 
     async def _exchange(self, device: DeviceConfig, block: ReadBlock) -> list[int] | list[bool]:
-        client = self.link.client
-        call = {
-            "coil": client.read_coils,
-            "discrete": client.read_discrete_inputs,
-            "holding": client.read_holding_registers,
-            "input": client.read_input_registers,
-        }[block.table]
+        read = getattr(self.link.client, READ_METHODS[block.table])
         response = await self.link.request(
             self._user, device.unit, FUNCTION_CODES[block.table],
-            lambda: call(block.address, count=block.count, device_id=device.unit))
+            lambda: read(block.address, count=block.count, device_id=device.unit))
         bits = block.table in ("coil", "discrete")
-        values = response.bits if bits else response.registers
+        values: list[int] | list[bool] = response.bits if bits else response.registers
         # Bits come padded to whole bytes; registers must be exactly the count asked for
         # (the byte count is fixed at 2 x N), or this is not the answer to this request.
         if len(values) < block.count or (not bits and len(values) != block.count):
             kind = "short_response" if len(values) < block.count else "wrong_length"
             raise RequestFailed(f"{kind}: {len(values)} of {block.count}", device_dead=False)
-        return list(values)
+        return values
 
     async def poll(self, device: DeviceConfig) -> PollResult:
         """Read every block of the device's plan.

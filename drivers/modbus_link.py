@@ -29,10 +29,8 @@ and a new answer is not refused for the old bytes in front of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,7 +41,6 @@ from drivers.bus import BusHealth
 from drivers.bustask import LinkBackoff
 from drivers.modbus_rtu import check_rtu_reply, rtu_char_time, rtu_silence_s
 from drivers.modbus_tcpstream import request_tid, stream_verdict
-from vocab.waits import stop_tasks
 
 if TYPE_CHECKING:
     from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -94,8 +91,18 @@ class _Pending:
     user: LinkUser
     unit: int
     function_code: int
-    abort: asyncio.Future[str]
+    # The task waiting for the answer, and why the transport gave up on it (a CRC error,
+    # the link lost, a stream out of step) before the client did.
+    waiter: asyncio.Task[Any] | None
+    verdict: str | None = None
     rx_bytes: int = 0
+
+    def abort(self, verdict: str) -> None:
+        """Stop waiting for the answer, from a transport callback."""
+        if self.verdict is None:
+            self.verdict = verdict
+            if self.waiter is not None:
+                self.waiter.cancel()
 
 
 Tracer = Callable[[bool, bytes], bytes]
@@ -257,8 +264,8 @@ class ModbusLink:
         # The transport saw the port or socket fail (a USB adapter unplugged, the peer
         # closed): the request in flight will never be answered.
         pending = self._pending
-        if pending is not None and not pending.abort.done():
-            pending.abort.set_result("io_error: link lost")
+        if pending is not None:
+            pending.abort("io_error: link lost")
         self.backoff.lost("io_error: link lost")
         self._set_connected(False, "io_error: link lost")
 
@@ -288,11 +295,11 @@ class ModbusLink:
             return data
         pending.user.health.bytes_received += new
         pending.rx_bytes += new
-        if not pending.abort.done():
+        if pending.verdict is None:
             verdict = check_rtu_reply(data, pending.unit, pending.function_code) \
                 if self.rtu else stream_verdict(data, self._tid)
             if verdict is not None:
-                pending.abort.set_result(verdict)
+                pending.abort(verdict)
         return data
 
     # -- requests -----------------------------------------------------------------------
@@ -309,8 +316,7 @@ class ModbusLink:
                 raise RequestFailed(self.backoff.reason or "io_error: not connected",
                                     device_dead=True)
             await self._wait_for_quiet_line()
-            pending = _Pending(user, unit, function_code,
-                               asyncio.get_running_loop().create_future())
+            pending = _Pending(user, unit, function_code, asyncio.current_task())
             try:
                 return await self._exchange(pending, call)
             except RequestFailed as exc:
@@ -327,28 +333,24 @@ class ModbusLink:
 
     async def _exchange(self, pending: _Pending,
                         call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        # The answer is awaited in the bus's own task, not in one of its own watched with
+        # asyncio.wait: that cost a task, two futures and their callbacks per request.
+        # The transport's verdicts stop the wait by cancelling it (_Pending.abort).
         self._pending = pending
-        task: asyncio.Task[ModbusPDU] = asyncio.ensure_future(call())
         try:
-            await asyncio.wait({task, pending.abort},
-                               timeout=pending.user.timeout_s + TIMEOUT_SLACK_S,
-                               return_when=asyncio.FIRST_COMPLETED)
+            response = await self._answer(pending, call)
         finally:
             self._pending = None
-            if not task.done():
-                await stop_tasks(task)
+            pending.waiter = None
             if self._request_gap_s:
                 self._quiet_at = max(self._quiet_at, time.monotonic() + self._request_gap_s)
-        if pending.abort.done():
-            reason = pending.abort.result()
+        if response is None:
+            reason = pending.verdict or "io_error: aborted"
             if reason.startswith(("io_error", "out_of_step")):
                 self._link_down(reason)
                 raise RequestFailed(reason, device_dead=True)
             # The device answered, only the frame was damaged: it is alive, try again.
             raise RequestFailed(reason, device_dead=False, retryable=True)
-        if not task.done() or task.cancelled():
-            raise RequestFailed(self._no_answer(pending), device_dead=True, retryable=True)
-        response = self._response(task, pending)
         if response.isError():
             code = getattr(response, "exception_code", None)
             raise RequestFailed(f"exception_response: code {code}", device_dead=False,
@@ -360,6 +362,43 @@ class ModbusLink:
                                 f" for a request of function {pending.function_code}",
                                 device_dead=False, retryable=True)
         return response
+
+    async def _answer(self, pending: _Pending,
+                      call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU | None:
+        """The client's answer; None when the transport aborted the request."""
+        from pymodbus.exceptions import ModbusException, ModbusIOException
+
+        task = pending.waiter
+        # Cancellations of this task already under way (none in a running bus task).
+        before = task.cancelling() if task is not None else 0
+        try:
+            async with asyncio.timeout(pending.user.timeout_s + TIMEOUT_SLACK_S):
+                response = await call()
+        except asyncio.CancelledError:
+            # Ours (an abort) is taken back; any other cancellation goes on.
+            if pending.verdict is None or task is None or task.uncancel() > before:
+                raise
+            return None
+        except (TimeoutError, ModbusIOException):
+            raise RequestFailed(self._no_answer(pending), device_dead=True,
+                                retryable=True) from None
+        except (ModbusException, OSError) as exc:
+            # ConnectionException and friends: the link itself is gone.
+            reason = f"io_error: {exc.strerror or exc}" if isinstance(exc, OSError) \
+                else f"io_error: {type(exc).__name__}"
+            self._link_down(reason)
+            raise RequestFailed(reason, device_dead=True) from None
+        if task is None:
+            return response if pending.verdict is None else None
+        if pending.verdict is not None:
+            # Aborted as the answer came: pymodbus' wait_for (Python 3.11) took the answer
+            # and swallowed the cancel (vocab/waits.py); it is taken back all the same.
+            task.uncancel()
+        if task.cancelling() > before:
+            # A stop that came with the answer, swallowed the same way: it must not be
+            # lost, or the bus task polls on after the daemon stopped it.
+            raise asyncio.CancelledError
+        return response if pending.verdict is None else None
 
     def _unanswered(self, unit: int) -> None:
         """Count a timeout; drop the connection when no unit on it answers any more."""
@@ -373,63 +412,8 @@ class ModbusLink:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    def _response(self, task: asyncio.Task[ModbusPDU], pending: _Pending) -> ModbusPDU:
-        from pymodbus.exceptions import ModbusException, ModbusIOException
-
-        try:
-            return task.result()
-        except ModbusIOException:
-            raise RequestFailed(self._no_answer(pending), device_dead=True,
-                                retryable=True) from None
-        except ModbusException as exc:
-            # ConnectionException and friends: the link itself is gone.
-            reason = f"io_error: {type(exc).__name__}"
-            self._link_down(reason)
-            raise RequestFailed(reason, device_dead=True) from None
-        except OSError as exc:
-            reason = f"io_error: {exc.strerror or exc}"
-            self._link_down(reason)
-            raise RequestFailed(reason, device_dead=True) from None
-
     @staticmethod
     def _no_answer(pending: _Pending) -> str:
         if pending.rx_bytes:
             return f"garbled_response: {pending.rx_bytes} bytes without a valid frame"
         return "timeout"
-
-
-# Open TCP links by endpoint, per event loop: a link's lock and futures belong to the
-# loop it was opened in, and a finished loop takes its links with it.
-_ENDPOINTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                      dict[tuple[str, int], ModbusLink]] = \
-    weakref.WeakKeyDictionary()
-
-
-def open_link(bus: Any, health: BusHealth, units: set[int]) -> tuple[ModbusLink, LinkUser]:
-    """The link for ``bus``: the open one of its TCP endpoint, or a new one. An RTU bus,
-    and a bus built outside a running loop, get a link of their own."""
-    loop = _running_loop()
-    if bus.type != "modbus_tcp" or loop is None:
-        link = ModbusLink(bus, None if bus.type != "modbus_tcp" else (bus.host, bus.port))
-        return link, link.join(bus, health, units)
-    endpoints = _ENDPOINTS.setdefault(loop, {})
-    key = (bus.host, bus.port)
-    link = endpoints.get(key)
-    if link is None:
-        link = endpoints[key] = ModbusLink(bus, key)
-    return link, link.join(bus, health, units)
-
-
-def close_link(link: ModbusLink, bus_id: str) -> None:
-    """``bus_id`` is done with ``link``; the connection closes with its last bus."""
-    if not link.leave(bus_id) or link.key is None:
-        return
-    for endpoints in list(_ENDPOINTS.values()):
-        if endpoints.get(link.key) is link:
-            del endpoints[link.key]
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    with contextlib.suppress(RuntimeError):
-        return asyncio.get_running_loop()
-    return None

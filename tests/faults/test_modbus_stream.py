@@ -17,9 +17,15 @@ import contextlib
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import pytest
+
+from drivers.bus import BusHealth
 from drivers.devices import DeviceConfig
 from drivers.modbus import ModbusTcpBus
+from drivers.modbus_endpoints import close_link, open_link
+from drivers.modbus_link import _Pending
 from drivers.modbus_tcpstream import stream_verdict
 from drivers.registry import make_poller
 from vocab.model import PollResult
@@ -145,3 +151,40 @@ def test_stream_verdict_reads_the_stream_as_pymodbus_does() -> None:
     assert stream_verdict(old[5:] + ours, 7) is not None  # the rest of one
     assert stream_verdict(answer(0, OTHER) + ours, 7) is not None
     assert stream_verdict(ours[:3], None) is not None
+
+
+async def swallowing_call() -> str:
+    """A client call that returns its answer when cancelled, as pymodbus' wait_for does
+    on Python 3.11 when the answer and the cancel come in the same loop turn."""
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        return "answer"
+    raise AssertionError("not cancelled")
+
+
+def test_a_stop_swallowed_with_the_answer_still_stops_the_bus_task() -> None:
+    """The answer is awaited in the bus task itself: a stop (a cancel of that task) that
+    the client swallows must still end it, and an abort it swallows is taken back."""
+
+    async def scenario() -> None:
+        bus = ModbusTcpBus(id="lan", type="modbus_tcp", host="127.0.0.1", port=1)
+        link, user = open_link(bus, BusHealth(), {1})
+        pendings: list[_Pending] = []
+
+        async def request() -> Any:
+            pendings.append(_Pending(user, 1, 3, asyncio.current_task()))
+            return await link._answer(pendings[-1], swallowing_call)
+
+        stopped = asyncio.create_task(request())
+        await asyncio.sleep(0.01)
+        stopped.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopped
+        aborted = asyncio.create_task(request())
+        await asyncio.sleep(0.01)
+        pendings[-1].abort("crc_error")
+        assert await aborted is None
+        close_link(link, "lan")
+
+    asyncio.run(scenario())
