@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from pydantic import Field
 
+from drivers.blockdecode import BlockDecoder
 from drivers.bus import (
     BusHealth,
     BusType,
@@ -41,14 +42,14 @@ from drivers.bus import (
     check_register_points,
     wait_until,
 )
-from drivers.decode import DeviceConversions, decode_point, failed_points
+from drivers.decode import DeviceConversions, failed_points
 from drivers.devices import DeviceConfig
-from drivers.modbus_link import (  # noqa: F401  (crc16_modbus, check_rtu_reply, rtu_silence_s: this module's API)
-    RequestFailed,
+from drivers.modbus_endpoints import close_link, open_link
+from drivers.modbus_link import RequestFailed
+from drivers.modbus_rtu import (  # noqa: F401  (re-exported: this module's API)
+    RTU_CHAR_BITS,
     check_rtu_reply,
-    close_link,
     crc16_modbus,
-    open_link,
     rtu_silence_s,
 )
 from drivers.readplan import ReadBlock, join_read, plan_reads, split_block
@@ -90,6 +91,9 @@ class ModbusRtuBus(SerialPortSettings):
 
 
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+# The pymodbus client's read of each table.
+READ_METHODS = {"coil": "read_coils", "discrete": "read_discrete_inputs",
+                "holding": "read_holding_registers", "input": "read_input_registers"}
 # Exception 2: the request's span holds an address the device does not map.
 ILLEGAL_DATA_ADDRESS = 2
 
@@ -108,6 +112,9 @@ class ModbusDriver:
         self.health = health
         self.link, self._user = open_link(bus, health, {d.unit for d in devices
                                                          if d.unit is not None})
+        # Each planned block's decoder, by the block's identity (a split block's halves
+        # get theirs when first read).
+        self._decoders: dict[int, BlockDecoder] = {}
 
     # -- the bus task's hooks ----------------------------------------------------------
 
@@ -126,6 +133,12 @@ class ModbusDriver:
     def close(self) -> None:
         close_link(self.link, self.bus.id)
 
+    def _decoder(self, block: ReadBlock) -> BlockDecoder:
+        decoder = self._decoders.get(id(block))
+        if decoder is None or decoder.block is not block:
+            decoder = self._decoders[id(block)] = BlockDecoder(block)
+        return decoder
+
     # -- requests -----------------------------------------------------------------------
 
     async def _read(self, device: DeviceConfig, block: ReadBlock) -> list[int] | list[bool]:
@@ -139,24 +152,18 @@ class ModbusDriver:
         raise AssertionError("unreachable: the last attempt raises")
 
     async def _exchange(self, device: DeviceConfig, block: ReadBlock) -> list[int] | list[bool]:
-        client = self.link.client
-        call = {
-            "coil": client.read_coils,
-            "discrete": client.read_discrete_inputs,
-            "holding": client.read_holding_registers,
-            "input": client.read_input_registers,
-        }[block.table]
+        read = getattr(self.link.client, READ_METHODS[block.table])
         response = await self.link.request(
             self._user, device.unit, FUNCTION_CODES[block.table],
-            lambda: call(block.address, count=block.count, device_id=device.unit))
+            lambda: read(block.address, count=block.count, device_id=device.unit))
         bits = block.table in ("coil", "discrete")
-        values = response.bits if bits else response.registers
+        values: list[int] | list[bool] = response.bits if bits else response.registers
         # Bits come padded to whole bytes; registers must be exactly the count asked for
         # (the byte count is fixed at 2 x N), or this is not the answer to this request.
         if len(values) < block.count or (not bits and len(values) != block.count):
             kind = "short_response" if len(values) < block.count else "wrong_length"
             raise RequestFailed(f"{kind}: {len(values)} of {block.count}", device_dead=False)
-        return list(values)
+        return values
 
     async def poll(self, device: DeviceConfig) -> PollResult:
         """Read every block of the device's plan.
@@ -165,7 +172,7 @@ class ModbusDriver:
         it refuses (an exception answer) marks only that request's points bad, so one
         unmapped register never takes the device offline or into backoff.
         """
-        poll = _DevicePoll(device.id)
+        poll = _DevicePoll(device.id, self._decoder)
         frames_before = self._user.frames_sent
         try:
             await self.link.ensure_connected()
@@ -273,8 +280,9 @@ class ModbusDriver:
 class _DevicePoll:
     """What one poll of a device has gathered so far, block by block."""
 
-    def __init__(self, device_id: str) -> None:
+    def __init__(self, device_id: str, decoder: Callable[[ReadBlock], BlockDecoder]) -> None:
         self.device_id = device_id
+        self._decoder = decoder
         self.readings: list[Reading] = []
         self.failure: str | None = None
         # Set by a failure that makes further requests to the device pointless
@@ -286,8 +294,7 @@ class _DevicePoll:
     def decoded(self, block: ReadBlock, values: list[int] | list[bool]) -> None:
         ts = now_ms()
         self.answered = True
-        self.readings.extend(decode_point(self.device_id, p, block, values, ts)
-                             for p in block.points)
+        self.readings.extend(self._decoder(block).decode(self.device_id, values, ts))
 
     def failed(self, exc: RequestFailed, block: ReadBlock | None = None) -> None:
         self.failure = exc.reason

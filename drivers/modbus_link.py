@@ -16,19 +16,21 @@ link decides instead, and drops the connection only when nothing on it has answe
 ``DROP_AFTER_SILENT`` requests in a row to every unit it serves (a half-open connection,
 a hung gateway). An RTU bus has a link of its own (its port is its own).
 
-RTU specifics: the line is kept silent for 3.5 character times (1.75 ms above 19200 baud,
-as the Modbus serial-line specification fixes it) after every frame before the next
-request, plus ``inter_request_delay_s`` for slow slaves; a CRC error is noticed as soon as
-the frame is complete, not after the timeout.
+RTU specifics (drivers/modbus_rtu.py): the line is kept silent for 3.5 character times
+after every frame before the next request, plus ``inter_request_delay_s`` for slow
+slaves; a CRC error is noticed as soon as the frame is complete, not after the timeout.
+
+TCP specifics (drivers/modbus_tcpstream.py): a stream that an earlier, timed-out answer
+has put out of step (part of it left at the front, a frame with transaction id 0 ahead
+of the answer) is dropped and re-opened, so an old answer is never read as a new one's
+and a new answer is not refused for the old bytes in front of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,7 +39,8 @@ import structlog
 
 from drivers.bus import BusHealth
 from drivers.bustask import LinkBackoff
-from vocab.waits import stop_tasks
+from drivers.modbus_rtu import check_rtu_reply, rtu_char_time, rtu_silence_s
+from drivers.modbus_tcpstream import request_tid, stream_verdict
 
 if TYPE_CHECKING:
     from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -45,9 +48,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("drivers.modbus")
 
-RTU_CHAR_BITS = 11  # start + 8 data + parity or second stop + stop, as the spec counts
-# Write single coil, single register, multiple coils, multiple registers.
-WRITE_FUNCTION_CODES = frozenset({5, 6, 15, 16})
 # Slack on top of the client's own timeout before the poller stops waiting itself.
 TIMEOUT_SLACK_S = 0.25
 # Unanswered requests in a row, to every unit the link serves, before its connection is
@@ -55,44 +55,6 @@ TIMEOUT_SLACK_S = 0.25
 DROP_AFTER_SILENT = 4
 # pymodbus must never drop a shared connection by itself: see the module docstring.
 PYMODBUS_NEVER_DROPS = 2**31
-
-
-def rtu_char_time(baudrate: int) -> float:
-    return RTU_CHAR_BITS / baudrate
-
-
-def rtu_silence_s(baudrate: int) -> float:
-    """The 3.5-character inter-frame silence; fixed at 1.75 ms above 19200 baud."""
-    return 0.00175 if baudrate > 19200 else 3.5 * rtu_char_time(baudrate)
-
-
-def crc16_modbus(data: bytes) -> bytes:
-    """CRC-16/MODBUS of a frame body, in wire order (low byte first)."""
-    from pymodbus.framer import FramerRTU
-
-    return FramerRTU.compute_CRC(data).to_bytes(2, "big")
-
-
-def check_rtu_reply(data: bytes, unit: int, function_code: int) -> str | None:
-    """'crc_error' when ``data`` starts with a complete reply of ``unit`` whose CRC fails.
-
-    None while the frame is incomplete, valid, or not recognisably ours (garbage before a
-    frame is hunted through by the client; if no frame ever comes it is a timeout).
-    """
-    if len(data) < 3 or data[0] != unit:
-        return None
-    if data[1] == function_code:
-        # Writes are answered with an echo of fixed length (address and value or count);
-        # reads carry their byte count.
-        length = 8 if function_code in WRITE_FUNCTION_CODES else 3 + data[2] + 2
-    elif data[1] == function_code | 0x80:
-        length = 5
-    else:
-        return None
-    if len(data) < length:
-        return None
-    return None if crc16_modbus(data[: length - 2]) == data[length - 2 : length] \
-        else "crc_error"
 
 
 class RequestFailed(Exception):
@@ -129,8 +91,18 @@ class _Pending:
     user: LinkUser
     unit: int
     function_code: int
-    abort: asyncio.Future[str]
+    # The task waiting for the answer, and why the transport gave up on it (a CRC error,
+    # the link lost, a stream out of step) before the client did.
+    waiter: asyncio.Task[Any] | None
+    verdict: str | None = None
     rx_bytes: int = 0
+
+    def abort(self, verdict: str) -> None:
+        """Stop waiting for the answer, from a transport callback."""
+        if self.verdict is None:
+            self.verdict = verdict
+            if self.waiter is not None:
+                self.waiter.cancel()
 
 
 Tracer = Callable[[bool, bytes], bytes]
@@ -186,8 +158,13 @@ class ModbusLink:
         self._lock = asyncio.Lock()
         self._quiet_at = 0.0
         self._rx_seen = b""
+        # The transaction id of the last TCP request sent (None for RTU and before any).
+        self._tid: int | None = None
         self._pending: _Pending | None = None
         self._silent = _Silence()
+        # The TCP stream holds bytes of an earlier answer that cannot be skipped: the
+        # connection is re-opened before the next request.
+        self._out_of_step = False
         self.backoff = LinkBackoff()
         self.client = make_client(bus, self._on_packet, self._on_connect)
 
@@ -251,6 +228,7 @@ class ModbusLink:
                 user.health.reconnects += 1
         self.backoff.succeeded()
         self._silent = _Silence()
+        self._out_of_step = False
         self._set_connected(True)
 
     def _port_missing(self) -> str | None:
@@ -286,21 +264,21 @@ class ModbusLink:
         # The transport saw the port or socket fail (a USB adapter unplugged, the peer
         # closed): the request in flight will never be answered.
         pending = self._pending
-        if pending is not None and not pending.abort.done():
-            pending.abort.set_result("io_error: link lost")
+        if pending is not None:
+            pending.abort("io_error: link lost")
         self.backoff.lost("io_error: link lost")
         self._set_connected(False, "io_error: link lost")
 
     def _on_packet(self, sending: bool, data: bytes) -> bytes:
         now = time.monotonic()
         pending = self._pending
-        health = pending.user.health if pending is not None else None
         if sending:
             if pending is not None:
                 pending.user.frames_sent += 1
-            if health is not None:
-                health.bytes_sent += len(data)
+                pending.user.health.bytes_sent += len(data)
             self._rx_seen = b""
+            if not self.rtu:
+                self._tid = request_tid(data)
             # If nothing answers, the line is free once our frame is out and has been
             # followed by the silence.
             self._quiet_at = now + len(data) * self._char_s + self._silence_s
@@ -309,13 +287,19 @@ class ModbusLink:
         new = len(data) - len(self._rx_seen) if data.startswith(self._rx_seen) else len(data)
         self._rx_seen = data
         self._quiet_at = now + self._silence_s
-        if pending is not None and health is not None:
-            health.bytes_received += new
-            pending.rx_bytes += new
-            if self.rtu and not pending.abort.done():
-                verdict = check_rtu_reply(data, pending.unit, pending.function_code)
-                if verdict is not None:
-                    pending.abort.set_result(verdict)
+        if pending is None:
+            if not self.rtu and stream_verdict(data, None) is not None:
+                # Part of a timed-out answer arrived between requests: pymodbus clears
+                # its buffer at the next send, and the rest would lead that answer.
+                self._out_of_step = True
+            return data
+        pending.user.health.bytes_received += new
+        pending.rx_bytes += new
+        if pending.verdict is None:
+            verdict = check_rtu_reply(data, pending.unit, pending.function_code) \
+                if self.rtu else stream_verdict(data, self._tid)
+            if verdict is not None:
+                pending.abort(verdict)
         return data
 
     # -- requests -----------------------------------------------------------------------
@@ -325,17 +309,23 @@ class ModbusLink:
         """One request on the link and its answer, or ``RequestFailed`` saying why not.
         Requests of every bus on the link go one at a time."""
         async with self._lock:
+            if self._out_of_step:
+                self._link_down("out_of_step: part of an earlier answer left on the stream")
+                await self._connect()
             if not self.client.connected:
                 raise RequestFailed(self.backoff.reason or "io_error: not connected",
                                     device_dead=True)
             await self._wait_for_quiet_line()
-            pending = _Pending(user, unit, function_code,
-                               asyncio.get_running_loop().create_future())
+            pending = _Pending(user, unit, function_code, asyncio.current_task())
             try:
                 return await self._exchange(pending, call)
             except RequestFailed as exc:
                 if exc.reason == "timeout":
                     self._unanswered(unit)
+                elif not self.rtu and self.client.connected \
+                        and stream_verdict(self._rx_seen, None) is not None:
+                    # Unanswered with part of a frame received: the rest may yet come.
+                    self._out_of_step = True
                 raise
             finally:
                 if pending.rx_bytes:
@@ -343,28 +333,24 @@ class ModbusLink:
 
     async def _exchange(self, pending: _Pending,
                         call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        # The answer is awaited in the bus's own task, not in one of its own watched with
+        # asyncio.wait: that cost a task, two futures and their callbacks per request.
+        # The transport's verdicts stop the wait by cancelling it (_Pending.abort).
         self._pending = pending
-        task: asyncio.Task[ModbusPDU] = asyncio.ensure_future(call())
         try:
-            await asyncio.wait({task, pending.abort},
-                               timeout=pending.user.timeout_s + TIMEOUT_SLACK_S,
-                               return_when=asyncio.FIRST_COMPLETED)
+            response = await self._answer(pending, call)
         finally:
             self._pending = None
-            if not task.done():
-                await stop_tasks(task)
+            pending.waiter = None
             if self._request_gap_s:
                 self._quiet_at = max(self._quiet_at, time.monotonic() + self._request_gap_s)
-        if pending.abort.done():
-            reason = pending.abort.result()
-            if reason.startswith("io_error"):
+        if response is None:
+            reason = pending.verdict or "io_error: aborted"
+            if reason.startswith(("io_error", "out_of_step")):
                 self._link_down(reason)
                 raise RequestFailed(reason, device_dead=True)
             # The device answered, only the frame was damaged: it is alive, try again.
             raise RequestFailed(reason, device_dead=False, retryable=True)
-        if not task.done() or task.cancelled():
-            raise RequestFailed(self._no_answer(pending), device_dead=True, retryable=True)
-        response = self._response(task, pending)
         if response.isError():
             code = getattr(response, "exception_code", None)
             raise RequestFailed(f"exception_response: code {code}", device_dead=False,
@@ -376,6 +362,43 @@ class ModbusLink:
                                 f" for a request of function {pending.function_code}",
                                 device_dead=False, retryable=True)
         return response
+
+    async def _answer(self, pending: _Pending,
+                      call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU | None:
+        """The client's answer; None when the transport aborted the request."""
+        from pymodbus.exceptions import ModbusException, ModbusIOException
+
+        task = pending.waiter
+        # Cancellations of this task already under way (none in a running bus task).
+        before = task.cancelling() if task is not None else 0
+        try:
+            async with asyncio.timeout(pending.user.timeout_s + TIMEOUT_SLACK_S):
+                response = await call()
+        except asyncio.CancelledError:
+            # Ours (an abort) is taken back; any other cancellation goes on.
+            if pending.verdict is None or task is None or task.uncancel() > before:
+                raise
+            return None
+        except (TimeoutError, ModbusIOException):
+            raise RequestFailed(self._no_answer(pending), device_dead=True,
+                                retryable=True) from None
+        except (ModbusException, OSError) as exc:
+            # ConnectionException and friends: the link itself is gone.
+            reason = f"io_error: {exc.strerror or exc}" if isinstance(exc, OSError) \
+                else f"io_error: {type(exc).__name__}"
+            self._link_down(reason)
+            raise RequestFailed(reason, device_dead=True) from None
+        if task is None:
+            return response if pending.verdict is None else None
+        if pending.verdict is not None:
+            # Aborted as the answer came: pymodbus' wait_for (Python 3.11) took the answer
+            # and swallowed the cancel (vocab/waits.py); it is taken back all the same.
+            task.uncancel()
+        if task.cancelling() > before:
+            # A stop that came with the answer, swallowed the same way: it must not be
+            # lost, or the bus task polls on after the daemon stopped it.
+            raise asyncio.CancelledError
+        return response if pending.verdict is None else None
 
     def _unanswered(self, unit: int) -> None:
         """Count a timeout; drop the connection when no unit on it answers any more."""
@@ -389,63 +412,8 @@ class ModbusLink:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    def _response(self, task: asyncio.Task[ModbusPDU], pending: _Pending) -> ModbusPDU:
-        from pymodbus.exceptions import ModbusException, ModbusIOException
-
-        try:
-            return task.result()
-        except ModbusIOException:
-            raise RequestFailed(self._no_answer(pending), device_dead=True,
-                                retryable=True) from None
-        except ModbusException as exc:
-            # ConnectionException and friends: the link itself is gone.
-            reason = f"io_error: {type(exc).__name__}"
-            self._link_down(reason)
-            raise RequestFailed(reason, device_dead=True) from None
-        except OSError as exc:
-            reason = f"io_error: {exc.strerror or exc}"
-            self._link_down(reason)
-            raise RequestFailed(reason, device_dead=True) from None
-
     @staticmethod
     def _no_answer(pending: _Pending) -> str:
         if pending.rx_bytes:
             return f"garbled_response: {pending.rx_bytes} bytes without a valid frame"
         return "timeout"
-
-
-# Open TCP links by endpoint, per event loop: a link's lock and futures belong to the
-# loop it was opened in, and a finished loop takes its links with it.
-_ENDPOINTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                      dict[tuple[str, int], ModbusLink]] = \
-    weakref.WeakKeyDictionary()
-
-
-def open_link(bus: Any, health: BusHealth, units: set[int]) -> tuple[ModbusLink, LinkUser]:
-    """The link for ``bus``: the open one of its TCP endpoint, or a new one. An RTU bus,
-    and a bus built outside a running loop, get a link of their own."""
-    loop = _running_loop()
-    if bus.type != "modbus_tcp" or loop is None:
-        link = ModbusLink(bus, None if bus.type != "modbus_tcp" else (bus.host, bus.port))
-        return link, link.join(bus, health, units)
-    endpoints = _ENDPOINTS.setdefault(loop, {})
-    key = (bus.host, bus.port)
-    link = endpoints.get(key)
-    if link is None:
-        link = endpoints[key] = ModbusLink(bus, key)
-    return link, link.join(bus, health, units)
-
-
-def close_link(link: ModbusLink, bus_id: str) -> None:
-    """``bus_id`` is done with ``link``; the connection closes with its last bus."""
-    if not link.leave(bus_id) or link.key is None:
-        return
-    for endpoints in list(_ENDPOINTS.values()):
-        if endpoints.get(link.key) is link:
-            del endpoints[link.key]
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    with contextlib.suppress(RuntimeError):
-        return asyncio.get_running_loop()
-    return None

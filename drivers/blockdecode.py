@@ -1,0 +1,109 @@
+"""Decoding a whole read block at once, with everything that depends only on the
+configuration worked out when the block is planned.
+
+``decode_point`` (drivers/decode.py) looks up a point's table, type, orders, scale and
+range on its pydantic model for every reading, joins the words into bytes one value at
+a time and picks the struct format by name: about 4 µs a float32 point, which with many
+small devices (issue #19: 200 devices × 10 points a second) is the largest part of a
+poll's cost on the field side. A ``BlockDecoder`` packs the block's words into bytes once
+and unpacks each point with a precompiled ``struct.Struct`` at its byte offset. Same
+readings as ``decode_point``, which it falls back to for what it does not precompile
+(bits, coils, little-endian word or byte orders) and for words that are not 16-bit
+values (so decode errors read the same).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+
+from drivers.decode import decode_point
+from drivers.devices import PointConfig
+from drivers.readplan import ReadBlock
+from drivers.registers import shortest_float32
+from vocab.model import Reading
+
+# Big-endian struct format of each register type, as drivers/registers.py packs it.
+_FORMATS = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "int64": ">q",
+            "float32": ">f", "float64": ">d"}
+
+
+class _Step:
+    """How one point is read off the block's bytes and turned into a reading."""
+
+    __slots__ = (
+        "at",
+        "float32",
+        "high",
+        "low",
+        "offset",
+        "point",
+        "point_id",
+        "scale",
+        "unit",
+        "unpack_from",
+    )
+
+    def __init__(self, point: PointConfig, block: ReadBlock) -> None:
+        reg = point.register
+        assert reg is not None, "plan_reads only takes points with a register"
+        self.point = point
+        self.point_id = point.id
+        self.unit = point.unit
+        self.unpack_from = struct.Struct(_FORMATS[reg.value_type]).unpack_from
+        self.at = 2 * (reg.address - block.address)
+        self.float32 = reg.value_type == "float32"
+        self.scale = point.scale
+        self.offset = point.offset
+        # The range is in the engineering unit: a calibrated or counted point's range is
+        # checked on the converted value (DeviceConversions), as scaled_reading does.
+        converted = point.calibration is not None or point.tipping_bucket is not None
+        checked = point.range is not None and not converted
+        self.low = point.range[0] if checked and point.range else -math.inf
+        self.high = point.range[1] if checked and point.range else math.inf
+
+
+def _precompiled(point: PointConfig) -> bool:
+    reg = point.register
+    return (reg is not None and reg.table in ("holding", "input") and reg.bit is None
+            and reg.word_order == "big" and reg.byte_order == "big")
+
+
+class BlockDecoder:
+    """The readings of one block's points from the words of its reply."""
+
+    def __init__(self, block: ReadBlock) -> None:
+        self.block = block
+        self.fast = all(_precompiled(p) for p in block.points)
+        self.words = struct.Struct(f">{block.count}H") if self.fast else None
+        self.steps = [_Step(p, block) for p in block.points] if self.fast else []
+
+    def decode(self, device: str, values: Sequence[int | bool], ts_ms: int) -> list[Reading]:
+        block = self.block
+        if self.words is None or len(values) != block.count:
+            return [decode_point(device, p, block, values, ts_ms) for p in block.points]
+        try:
+            data = self.words.pack(*values)
+        except struct.error:
+            # A word that is not a 16-bit value: decode_point names it in the reason.
+            return [decode_point(device, p, block, values, ts_ms) for p in block.points]
+        readings = []
+        isfinite = math.isfinite
+        for step in self.steps:
+            raw = float(step.unpack_from(data, step.at)[0])
+            if not isfinite(raw):
+                readings.append(Reading(device, step.point_id, ts_ms, None, step.unit, "bad",
+                                        raw, "not_a_number"))
+                continue
+            if step.float32:
+                raw = shortest_float32(raw)
+            # Rounded to 9 decimals as scaled_reading does (binary noise of the scaling).
+            value = round(raw * step.scale + step.offset, 9)
+            if step.low <= value <= step.high:
+                readings.append(Reading(device, step.point_id, ts_ms, value, step.unit,
+                                        "good", raw))
+            else:
+                readings.append(Reading(device, step.point_id, ts_ms, value, step.unit,
+                                        "bad", raw, "out_of_range"))
+        return readings
