@@ -1,9 +1,10 @@
 #!/powercut/busybox sh
 # PID 1 of the power-cut guest (bench/powercut): brings up the network, writes the site
 # config for the `synchronous` setting named on the kernel command line, starts
-# `edge simulate` and `edge run`. With powercut.stop_after=N it stops the gateway
-# cleanly after N s (SIGTERM: the store trims its reservation), syncs and powers off;
-# without it, it runs until the host kills the virtual machine (the power cut).
+# `edge simulate` and `edge run`. With powercut.stop=serial it stops the gateway cleanly
+# when the host writes a line to the second serial port (SIGTERM: the store trims its
+# reservation), syncs and powers off; without it, it runs until the host kills the
+# virtual machine (the power cut).
 B=/powercut/busybox
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
@@ -20,11 +21,11 @@ STOP=
 for word in $($B cat /proc/cmdline); do
   case "$word" in
     powercut.sync=*) SYNC=${word#powercut.sync=} ;;
-    powercut.stop_after=*) STOP=${word#powercut.stop_after=} ;;
+    powercut.stop=*) STOP=${word#powercut.stop=} ;;
   esac
 done
 $B sed "s/@SYNC@/$SYNC/" /powercut/site.yaml.in > /run/site.yaml
-echo "POWERCUT_BOOT sync=$SYNC stop_after=$STOP boot_id=$($B cat /proc/sys/kernel/random/boot_id)"
+echo "POWERCUT_BOOT sync=$SYNC stop=$STOP boot_id=$($B cat /proc/sys/kernel/random/boot_id)"
 export HOME=/root PATH=/opt/edge/bin:/usr/bin:/bin:/usr/sbin:/sbin
 /opt/edge/bin/edge simulate -c /run/site.yaml --log-level warning > /dev/console 2>&1 &
 SIM=$!
@@ -33,7 +34,8 @@ $B sleep 2
 RUN=$!
 echo "POWERCUT_STARTED"
 if [ -n "$STOP" ]; then
-  $B sleep "$STOP"
+  read -r line < /dev/ttyS1
+  echo "POWERCUT_STOP_ASKED $line"
   kill -TERM $RUN
   wait $RUN
   echo "POWERCUT_EDGE_STOPPED rc=$?"
