@@ -1,6 +1,9 @@
 """Build the power-cut guest: kernel, initramfs and a raw ext4 disk image (not in the repo).
 
-    python bench/powercut/build_image.py [--out /var/tmp/powercut/image]
+    python bench/powercut/build_image.py [--out /var/tmp/powercut/image] [--source TREE]
+
+``--source`` installs the project from another checkout (e.g. a ``git worktree`` of an
+older commit, to show what the bench finds in a store without the seq reservation).
 
 Needs root, Debian's ``qemu-system-x86``, ``busybox-static`` and e2fsprogs, and network
 access to the package registries (the kernel .deb via ``apt-get download``, the
@@ -137,13 +140,13 @@ def build_root(work: Path, wheels: Path) -> Path:
     return root
 
 
-def build_wheels(work: Path) -> Path:
+def build_wheels(work: Path, source: Path) -> Path:
     """The project and its dependencies as CPython 3.11 manylinux wheels (bookworm's)."""
     wheels = work / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip"]
-    run([*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)])
+    run([*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)])
     project = next(wheels.glob("reservoir_edge-*.whl"))
     run([*pip, "download", "-q", "-d", str(wheels), "--only-binary=:all:",
          "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
@@ -155,12 +158,14 @@ def build_wheels(work: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/var/tmp/powercut/image"))
+    parser.add_argument("--source", type=Path, default=REPO,
+                        help="the checkout to install into the guest (default: this one)")
     args = parser.parse_args()
     work: Path = args.out
     work.mkdir(parents=True, exist_ok=True)
     vmlinuz, modules = fetch_kernel(work)
     initramfs = build_initramfs(work, modules)
-    root = build_root(work, build_wheels(work))
+    root = build_root(work, build_wheels(work, args.source))
     image = work / "disk.raw"
     image.unlink(missing_ok=True)
     run(["mkfs.ext4", "-q", "-F", "-L", "powercut", "-d", str(root), str(image),
