@@ -173,10 +173,25 @@ class _BoundedLoader(yaml.SafeLoader):
     """
 
     def __init__(self, stream: str) -> None:
+        self._marks: dict[int, yaml.Mark] = {}  # before PyYAML's scanner asks for one
         super().__init__(stream)
         self._depth = 0
         self._measured: dict[int, _Expansion] = {}
         self._keep: list[yaml.Node] = []  # keeps ids in _measured unique while composing
+
+    def get_mark(self) -> yaml.Mark:
+        """One mark per line, shared by every token on it, instead of one per token.
+
+        Only a mark's line is ever read here (errors are ``FILE:LINE``; PyYAML reads the
+        column and the buffer only to print its own messages, which are not shown). PyYAML
+        keeps two marks per node, each with its own ints: about 6 MiB of a 10.6 MiB peak
+        for a 1,000-point site, and CPython's allocator does not give the arenas of such
+        a peak back while the config objects built beside it live (docs/performance.md).
+        """
+        mark = self._marks.get(self.line)
+        if mark is None:
+            mark = self._marks[self.line] = yaml.Mark(self.name, 0, self.line, 0, None, None)
+        return mark
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
         event = self.peek_event()
