@@ -14,7 +14,11 @@ first frame in edge/, drivers/, rules/ or vocab/).
 ``--tree DIR`` runs the gateway from another checkout (e.g. a worktree of the tree before
 the restructure) with the same simulator, broker and site, for a side-by-side.
 
+``--small N`` runs the reservoir's shape of bench/memory_per_device.py instead: N devices of
+one float32 point each, as unit ids behind one Modbus TCP endpoint, no rules.
+
 Usage: python bench/memory_trace.py [--seconds 40] [--frames 25] [--tree DIR] [--points 1000]
+       [--small N]
 """
 
 from __future__ import annotations
@@ -36,15 +40,20 @@ OURS = ("/edge/", "/drivers/", "/rules/", "/vocab/", "/simulator/")
 def _daemon(argv: list[str]) -> None:
     """In the gateway process: trace, schedule the snapshot, run the CLI."""
     frames, seconds, out = int(argv[0]), float(argv[1]), argv[2]
-    tracemalloc.start(frames)
+    if frames:
+        tracemalloc.start(frames)
 
     def dump() -> None:
         time.sleep(seconds)
-        tracemalloc.take_snapshot().dump(out)
+        if frames:
+            tracemalloc.take_snapshot().dump(out)
         Path(out + ".done").write_text("")
 
     threading.Thread(target=dump, daemon=True).start()
-    from edge.entry import main as edge_main
+    try:
+        from edge.entry import main as edge_main
+    except ImportError:  # a tree from before edge/entry.py (--tree)
+        from edge.cli import main as edge_main
 
     sys.argv = ["edge", *argv[3:]]
     raise SystemExit(edge_main(argv[3:]))
@@ -75,6 +84,30 @@ def importing_module(tb: tracemalloc.Traceback) -> str | None:
             return package_of(frame.filename)
         return None
     return "<import machinery>"
+
+
+def smaps_by_mapping(pid: int) -> dict[str, int]:
+    """Rss (KiB) of a process's mappings: [heap], anonymous, [stack], and each file."""
+    found: collections.Counter[str] = collections.Counter()
+    current = "?"
+    size = 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if parts and "-" in parts[0] and not parts[0].endswith(":"):
+            current = parts[5] if len(parts) > 5 else "anonymous"
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            size = (end - start) // 1024
+        elif parts and parts[0] == "Rss:":
+            found[current] += int(parts[1])
+            if current == "anonymous":
+                # Sizes tell the kinds apart: pymalloc arenas are 1 MiB, glibc's
+                # per-thread heaps up to 64 MiB, thread stacks 8 MiB.
+                kind = ("1 MiB (pymalloc arenas)" if size == 1024 else
+                        "thread stacks (8 MiB + guard)" if size in (8192, 8196) else
+                        "up to 64 MiB (glibc thread heaps)" if size >= 16384 else
+                        "other anonymous")
+                found[f"  anonymous: {kind}"] += int(parts[1])
+    return found
 
 
 def report(snapshot_path: str, top: int) -> None:
@@ -111,8 +144,10 @@ def main() -> None:
         return
     from _common import (
         REPO,
+        BenchBus,
         Subscriber,
         bench_site_config,
+        free_port,
         machine,
         plan_buses,
         proc_memory_mib,
@@ -127,18 +162,22 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40)
-    parser.add_argument("--frames", type=int, default=25)
+    parser.add_argument("--frames", type=int, default=25,
+                        help="tracemalloc depth; 0 runs untraced (RSS by mapping only)")
     parser.add_argument("--points", type=int, default=1000)
     parser.add_argument("--tree", type=Path, default=REPO)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--small", type=int, default=0, help="one-point devices instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-trace-",
                                      dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
         broker = start_broker(work)
-        buses = plan_buses(args.points)
+        buses = ([BenchBus(free_port(), [1] * args.small, 0)] if args.small
+                 else plan_buses(args.points))
         devices = sum(len(b.devices) for b in buses)
-        config = bench_site_config(work, broker.port, buses, rules=threshold_rules(devices),
+        rules = [] if args.small else threshold_rules(devices)
+        config = bench_site_config(work, broker.port, buses, rules=rules,
                                    store=work / "site.db")
         out = str(work / "snapshot")
         sims, sub, gateway = [], None, None
@@ -158,15 +197,21 @@ def main() -> None:
                     raise RuntimeError("gateway ended or hung:\n" + gateway.output()[-2000:])
                 time.sleep(0.5)
             rss = proc_memory_mib(proc.pid)["rss"]
+            mappings = smaps_by_mapping(proc.pid)
             readings = sub.readings
         finally:
             stop_all([gateway])
             tear_down(None, sims, sub, broker)
         print(f"machine: {machine()}; tree {args.tree}")
-        print(f"{args.points} points on {devices} devices every 1 s; snapshot after "
+        points = sum(sum(b.devices) for b in buses)
+        print(f"{points} points on {devices} devices every 1 s; snapshot after "
               f"{args.seconds:g} s ({readings} readings delivered); gateway RSS {rss:.1f} MiB "
               f"(tracemalloc itself adds its own bookkeeping to RSS)")
-        report(out, args.top)
+        print("--- Rss by mapping (KiB)")
+        for name, kib in sorted(mappings.items(), key=lambda kv: -kv[1])[:args.top]:
+            print(f"{kib:9d}  {name}")
+        if args.frames:
+            report(out, args.top)
 
 
 if __name__ == "__main__":
