@@ -205,8 +205,8 @@ def main() -> None:
         print(f"machine: {machine()}; tree {args.tree}")
         points = sum(sum(b.devices) for b in buses)
         print(f"{points} points on {devices} devices every 1 s; snapshot after "
-              f"{args.seconds:g} s ({readings} readings delivered); gateway RSS {rss:.1f} MiB "
-              f"(tracemalloc itself adds its own bookkeeping to RSS)")
+              f"{args.seconds:g} s ({readings} readings delivered); gateway RSS {rss:.1f} MiB"
+              + (" (with tracemalloc's own bookkeeping)" if args.frames else ""))
         print("--- Rss by mapping (KiB)")
         for name, kib in sorted(mappings.items(), key=lambda kv: -kv[1])[:args.top]:
             print(f"{kib:9d}  {name}")
