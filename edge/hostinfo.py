@@ -8,8 +8,6 @@ and whether it is before this release's date, which no correct clock can be.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import resource
 import shutil
@@ -33,6 +31,10 @@ def clock_synchronized() -> bool | None:
     """
     if Path(TIMESYNC_FLAG).exists():
         return True
+    # ctypes (about 0.2 MiB) only where the flag file does not answer.
+    import ctypes
+    import ctypes.util
+
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
         return None

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge.channels.sl651_codec import Category, EncodeError
-from edge.channels.sl651_elements import ElementDef, element
 from vocab.checking import Report
 from vocab.configbase import StrictModel
 from vocab.ids import PointRef
 
 if TYPE_CHECKING:
+    from edge.channels.sl651_elements import ElementDef
     from edge.config import GatewaySettings
 
 MAX_CENTRES = 4  # §6.1: a station reports to at most four centres
@@ -60,6 +59,10 @@ class ElementMapConfig(StrictModel):
         return self
 
     def definition(self) -> ElementDef:
+        # The codec and table C.1 load only with a site that has an sl651 section.
+        from edge.channels.sl651_codec import EncodeError
+        from edge.channels.sl651_elements import ElementDef, element
+
         if _USER_DEFINED.match(self.element):
             if self.digits is None:
                 raise ValueError(f"user-defined element {self.element} needs digits "
@@ -131,6 +134,8 @@ class Sl651Config(StrictModel):
 
     @property
     def category_code(self) -> int:
+        from edge.channels.sl651_codec import Category
+
         return int(Category[_CATEGORY_NAMES[self.category]])
 
     def password(self) -> int:

@@ -173,10 +173,25 @@ class _BoundedLoader(yaml.SafeLoader):
     """
 
     def __init__(self, stream: str) -> None:
+        self._marks: dict[int, yaml.Mark] = {}  # before PyYAML's scanner asks for one
         super().__init__(stream)
         self._depth = 0
         self._measured: dict[int, _Expansion] = {}
         self._keep: list[yaml.Node] = []  # keeps ids in _measured unique while composing
+
+    def get_mark(self) -> yaml.Mark:
+        """One mark per line, shared by every token on it, instead of one per token.
+
+        Only a mark's line is ever read here (errors are ``FILE:LINE``; PyYAML reads the
+        column and the buffer only to print its own messages, which are not shown). PyYAML
+        keeps two marks per node, each with its own ints: about 6 MiB of a 10.6 MiB peak
+        for a 1,000-point site, and CPython's allocator does not give the arenas of such
+        a peak back while the config objects built beside it live (docs/performance.md).
+        """
+        mark = self._marks.get(self.line)
+        if mark is None:
+            mark = self._marks[self.line] = yaml.Mark(self.name, 0, self.line, 0, None, None)
+        return mark
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
         event = self.peek_event()
@@ -192,7 +207,7 @@ class _BoundedLoader(yaml.SafeLoader):
             node: yaml.Node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-        expansion = self._measured.get(id(node))
+        expansion = self._expansion_of(node)
         if expansion is None:
             if is_alias:
                 # The anchor's node is still being composed: it contains itself.
@@ -214,16 +229,26 @@ class _BoundedLoader(yaml.SafeLoader):
                                  f"expanded (limit: text {MAX_EXPANDED_TEXT:,})")
         return node
 
-    def _measure(self, node: yaml.Node) -> _Expansion:
+    def _expansion_of(self, node: yaml.Node) -> _Expansion | None:
+        """A node's figure, or None for a collection not measured yet.
+
+        A scalar's is its own text, computed when asked rather than kept: scalars are most
+        of a site's nodes, and an entry per node was a third of the composing peak.
+        """
         if isinstance(node, yaml.ScalarNode):
             return _Expansion(1, 0, len(node.value))
+        return self._measured.get(id(node))
+
+    def _measure(self, node: yaml.Node) -> _Expansion:
         children: list[yaml.Node] = (
             [part for pair in node.value for part in pair]
             if isinstance(node, yaml.MappingNode) else list(node.value))
-        parts = [self._measured[id(child)] for child in children]
-        return _Expansion(1 + sum(p.nodes for p in parts),
-                          1 + max((p.depth for p in parts), default=0),
-                          sum(p.text for p in parts))
+        parts = [self._expansion_of(child) for child in children]
+        # Every child ended its composition before its parent, so each has a figure.
+        known = [p for p in parts if p is not None]
+        return _Expansion(1 + sum(p.nodes for p in known),
+                          1 + max((p.depth for p in known), default=0),
+                          sum(p.text for p in known))
 
 
 def _compose(name: str, text: str) -> yaml.Node | None:

@@ -9,8 +9,6 @@ The section's models and checks are edge/sl651_config.py; the service
 
 from __future__ import annotations
 
-from edge.channels.sl651_messages import KIND
-from edge.channels.sl651_reporter import ALARMS_CHANNEL
 from edge.config import GatewaySettings
 from edge.ports import Ports, Service, ServiceType
 
@@ -19,6 +17,10 @@ def channels(settings: GatewaySettings) -> dict[str, tuple[str, ...]]:
     config = settings.sl651
     if config is None:
         return {}
+    # The frames and the reporter (about 0.4 MiB) load only with an sl651 section.
+    from edge.channels.sl651_messages import KIND
+    from edge.channels.sl651_reporter import ALARMS_CHANNEL
+
     found: dict[str, tuple[str, ...]] = {ALARMS_CHANNEL: ("alarm",)}
     found.update({name: (KIND,) for name in config.channel_names()})
     return found
@@ -32,4 +34,4 @@ def build(settings: GatewaySettings, ports: Ports) -> Service:
 
 SERVICE_TYPE = ServiceType("sl651", lambda s: s.sl651, channels, build)
 
-__all__ = ["ALARMS_CHANNEL", "KIND", "SERVICE_TYPE", "build", "channels"]
+__all__ = ["SERVICE_TYPE", "build", "channels"]

@@ -13,14 +13,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.channels.sl651_codec import FUNCTION_NAMES, Sl651Error
-from edge.channels.sl651_describe import describe
+# The codec and the describer are imported by the commands, not here: ``edge.cli`` imports
+# this module to build its parser, and ``edge run`` (which never decodes a frame) would
+# otherwise hold them and ``decimal`` for its whole life (about 0.6 MiB).
 
 EXIT_BAD_FRAME = 1
 EXIT_CONFIG = 2
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    from edge.channels.sl651_codec import Sl651Error
+    from edge.channels.sl651_describe import describe
+
     text = " ".join(args.hex) if args.hex != ["-"] else sys.stdin.read()
     try:
         lines = describe(text)
@@ -41,6 +45,7 @@ def _iso(ts_ms: int | None) -> str:
 
 
 def cmd_frames(args: argparse.Namespace) -> int:
+    from edge.channels.sl651_codec import FUNCTION_NAMES
     from edge.channels.sl651_record import frames
     from edge.config import ConfigError, load_config
     from edge.localstore import LocalStoreError, open_readonly, parse_time

@@ -3,12 +3,14 @@ good configuration, directories of files)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, load_config
+from edge.config import ConfigError, _canonical_pieces, load_config
 from tests.support import run_edge
 
 GOOD = """\
@@ -57,6 +59,24 @@ def test_good_config_loads(tmp_path: Path) -> None:
     assert [b.type for b in s.buses] == ["modbus_rtu", "modbus_tcp"]
     assert s.devices[0].points[2].register.value_type == "bool"
     assert len(loaded.digest) == 16
+
+
+@pytest.mark.parametrize("site", ["example-site.yaml", "demo.yaml"])
+def test_digest_is_that_of_the_settings_whole_canonical_json(site: str) -> None:
+    # Health reports and reload compares the digest: hashing it in pieces must not move it.
+    settings = load_config(Path(__file__).parents[2] / "config" / site).settings
+    whole = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+    assert load_config(Path(__file__).parents[2] / "config" / site).digest == (
+        hashlib.sha256(whole.encode()).hexdigest()[:16])
+
+
+@pytest.mark.parametrize("value", [
+    {}, [], {"b": [1, {"z": None, "a": [2.5, -0.0]}], "a": {"é": "\"x\"", "10": [], "2": {}}},
+    [{"k": [True, 1e300]}, "s", [[[]]]], {"levels": {"x": 1}}, "text", 3,
+])
+def test_canonical_pieces_join_to_json_dumps_with_sorted_keys(value: object) -> None:
+    for depth in (0, 1, 2, 3):
+        assert "".join(_canonical_pieces(value, depth)) == json.dumps(value, sort_keys=True)
 
 
 def test_directory_is_merged_in_name_order_with_lines_per_file(tmp_path: Path) -> None:

@@ -89,6 +89,19 @@ def test_the_daemon_loads_no_offline_or_simulator_code() -> None:
         assert unwanted not in modules
 
 
+def test_a_site_without_sl651_loads_no_sl651_frames() -> None:
+    # The frames, the codec and the reporter (about 0.6 MiB with ``edge sl651``'s tool)
+    # load with an sl651 section only; the section's models do not need them.
+    modules = loaded_after("import edge.cli, edge.gateway, drivers.registry\n"
+                           "from edge.services import configured\n"
+                           "from tests.rules.sample_site import settings\n"
+                           "configured(settings([]))")
+    for unwanted in ("edge.channels.sl651_codec", "edge.channels.sl651_frames",
+                     "edge.channels.sl651_elements", "edge.channels.sl651_messages",
+                     "edge.channels.sl651_reporter", "edge.channels.sl651_describe"):
+        assert unwanted not in modules
+
+
 def _gateway_with_page(path: Path, web: dict[str, object] | None) -> str:
     """A fresh interpreter builds a gateway and its configured services, as `edge run`."""
     config = {"site": {"id": "s"}, "gateway": {"id": "g"}, "mqtt": {"host": "127.0.0.1"},

@@ -1,0 +1,218 @@
+"""Where the running daemon's Python memory sits: tracemalloc in a real ``edge run``.
+
+Runs the same site as bench/memory.py (``edge simulate`` serving 10 Modbus TCP devices x 100
+float32 points, one threshold rule per device, a private Mosquitto and a subscriber), but the
+gateway is started as ``python bench/memory_trace.py --daemon ...``: that wrapper starts
+tracemalloc (``--frames`` deep) before anything of ours is imported, runs ``edge.entry.main``
+and, --seconds after start, writes a snapshot from a side thread. The bench then prints the
+gateway's RSS at that moment and the traced memory grouped three ways: by the top-level
+package whose file allocated it, by the module being imported when it was allocated (the
+first of our or a library's frames below the import machinery), and the largest
+allocation sites of the running gateway (allocations made after start-up, grouped by the
+first frame in edge/, drivers/, rules/ or vocab/).
+
+``--tree DIR`` runs the gateway from another checkout (e.g. a worktree of the tree before
+the restructure) with the same simulator, broker and site, for a side-by-side.
+
+``--small N`` runs the reservoir's shape of bench/memory_per_device.py instead: N devices of
+one float32 point each, as unit ids behind one Modbus TCP endpoint, no rules.
+
+Usage: python bench/memory_trace.py [--seconds 40] [--frames 25] [--tree DIR] [--points 1000]
+       [--small N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+OURS = ("/edge/", "/drivers/", "/rules/", "/vocab/", "/simulator/")
+
+
+def _daemon(argv: list[str]) -> None:
+    """In the gateway process: trace, schedule the snapshot, run the CLI."""
+    frames, seconds, out = int(argv[0]), float(argv[1]), argv[2]
+    if frames:
+        tracemalloc.start(frames)
+
+    def dump() -> None:
+        time.sleep(seconds)
+        if frames:
+            tracemalloc.take_snapshot().dump(out)
+        Path(out + ".done").write_text("")
+
+    threading.Thread(target=dump, daemon=True).start()
+    try:
+        from edge.entry import main as edge_main
+    except ImportError:  # a tree from before edge/entry.py (--tree)
+        from edge.cli import main as edge_main
+
+    sys.argv = ["edge", *argv[3:]]
+    raise SystemExit(edge_main(argv[3:]))
+
+
+def package_of(filename: str) -> str:
+    for marker in ("site-packages/", "/lib/python3."):
+        if marker in filename:
+            rest = filename.split(marker, 1)[1]
+            if marker.startswith("/lib"):
+                rest = rest.split("/", 1)[1] if "/" in rest else rest
+            return rest.split("/", 1)[0].removesuffix(".py")
+    for marker in OURS:
+        if marker in filename:
+            return marker.strip("/") + "/" + filename.rsplit(marker, 1)[1]
+    return filename
+
+
+def importing_module(tb: tracemalloc.Traceback) -> str | None:
+    """The module whose body was running when this was allocated, or None at run time."""
+    frames = list(tb)  # most recent first
+    for i, frame in enumerate(frames):
+        if frame.filename.startswith("<frozen importlib"):
+            # Allocation inside the import machinery itself (code objects): the caller
+            # of the machinery is the importer; the module imported is not in the frames.
+            continue
+        if any(f.filename.startswith("<frozen importlib") for f in frames[i + 1:]):
+            return package_of(frame.filename)
+        return None
+    return "<import machinery>"
+
+
+def smaps_by_mapping(pid: int) -> dict[str, int]:
+    """Rss (KiB) of a process's mappings: [heap], anonymous, [stack], and each file."""
+    found: collections.Counter[str] = collections.Counter()
+    current = "?"
+    size = 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if parts and "-" in parts[0] and not parts[0].endswith(":"):
+            current = parts[5] if len(parts) > 5 else "anonymous"
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            size = (end - start) // 1024
+        elif parts and parts[0] == "Rss:":
+            found[current] += int(parts[1])
+            if current == "anonymous":
+                # Sizes tell the kinds apart: pymalloc arenas are 1 MiB, glibc's
+                # per-thread heaps up to 64 MiB, thread stacks 8 MiB.
+                kind = ("1 MiB (pymalloc arenas)" if size == 1024 else
+                        "thread stacks (8 MiB + guard)" if size in (8192, 8196) else
+                        "up to 64 MiB (glibc thread heaps)" if size >= 16384 else
+                        "other anonymous")
+                found[f"  anonymous: {kind}"] += int(parts[1])
+    return found
+
+
+def report(snapshot_path: str, top: int) -> None:
+    snap = tracemalloc.Snapshot.load(snapshot_path)
+    by_package: collections.Counter[str] = collections.Counter()
+    at_import: collections.Counter[str] = collections.Counter()
+    running: collections.Counter[str] = collections.Counter()
+    total = import_total = 0
+    for stat in snap.statistics("traceback"):
+        total += stat.size
+        by_package[package_of(stat.traceback[0].filename)] += stat.size
+        module = importing_module(stat.traceback)
+        if module is not None:
+            import_total += stat.size
+            at_import[module] += stat.size
+            continue
+        site = next((f"{package_of(f.filename)}:{f.lineno}" for f in stat.traceback
+                     if any(m in f.filename for m in OURS)), None)
+        running[site or f"{package_of(stat.traceback[0].filename)}:"
+                        f"{stat.traceback[0].lineno}"] += stat.size
+    print(f"traced {total / 2**20:.2f} MiB; allocated while importing "
+          f"{import_total / 2**20:.2f} MiB, after {(total - import_total) / 2**20:.2f} MiB")
+    for title, counter in (("by allocating file's package", by_package),
+                           ("while importing, by importing module", at_import),
+                           ("after start-up, by first frame of ours", running)):
+        print(f"--- {title}")
+        for key, size in counter.most_common(top):
+            print(f"{size / 1024:9.1f} KiB  {key}")
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--daemon"]:
+        _daemon(sys.argv[2:])
+        return
+    from _common import (
+        REPO,
+        BenchBus,
+        Subscriber,
+        bench_site_config,
+        free_port,
+        machine,
+        plan_buses,
+        proc_memory_mib,
+        start_broker,
+        start_simulators,
+        stop_all,
+        tear_down,
+    )
+    from memory import threshold_rules
+
+    from tests.support import EdgeProcess
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=40)
+    parser.add_argument("--frames", type=int, default=25,
+                        help="tracemalloc depth; 0 runs untraced (RSS by mapping only)")
+    parser.add_argument("--points", type=int, default=1000)
+    parser.add_argument("--tree", type=Path, default=REPO)
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--small", type=int, default=0, help="one-point devices instead")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-trace-",
+                                     dir=os.environ.get("BENCH_DIR")) as tmp:
+        work = Path(tmp)
+        broker = start_broker(work)
+        buses = ([BenchBus(free_port(), [1] * args.small, 0)] if args.small
+                 else plan_buses(args.points))
+        devices = sum(len(b.devices) for b in buses)
+        rules = [] if args.small else threshold_rules(devices)
+        config = bench_site_config(work, broker.port, buses, rules=rules,
+                                   store=work / "site.db")
+        out = str(work / "snapshot")
+        sims, sub, gateway = [], None, None
+        try:
+            sims = start_simulators(work, buses, 1)
+            sub = Subscriber(broker.port, "reservoir/bench/gw/#")
+            env = {**os.environ, "PYTHONPATH": str(args.tree.resolve())}
+            log = work / "gw.log"
+            proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--daemon", str(args.frames),
+                 str(args.seconds), out, "run", "-c", str(config), "--log-level", "warning"],
+                cwd=args.tree, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+            gateway = EdgeProcess(proc, log)
+            deadline = time.monotonic() + args.seconds + 120
+            while not Path(out + ".done").exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gateway ended or hung:\n" + gateway.output()[-2000:])
+                time.sleep(0.5)
+            rss = proc_memory_mib(proc.pid)["rss"]
+            mappings = smaps_by_mapping(proc.pid)
+            readings = sub.readings
+        finally:
+            stop_all([gateway])
+            tear_down(None, sims, sub, broker)
+        print(f"machine: {machine()}; tree {args.tree}")
+        points = sum(sum(b.devices) for b in buses)
+        print(f"{points} points on {devices} devices every 1 s; snapshot after "
+              f"{args.seconds:g} s ({readings} readings delivered); gateway RSS {rss:.1f} MiB"
+              + (" (with tracemalloc's own bookkeeping)" if args.frames else ""))
+        print("--- Rss by mapping (KiB)")
+        for name, kib in sorted(mappings.items(), key=lambda kv: -kv[1])[:args.top]:
+            print(f"{kib:9d}  {name}")
+        if args.frames:
+            report(out, args.top)
+
+
+if __name__ == "__main__":
+    main()
