@@ -1,0 +1,79 @@
+"""The daemon's configuration is built in a forked child (edge/daemon_config.load_apart):
+same settings and same errors as loading it in place, without the parse's memory peak."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def site_file(tmp_path: Path, devices: int, extra: str = "") -> Path:
+    config = {
+        "site": {"id": "peak"}, "gateway": {"id": "gw"},
+        "mqtt": {"host": "127.0.0.1", "port": 1},
+        "store": {"path": str(tmp_path / "s.db")},
+        "buses": [{"id": "lan", "type": "modbus_tcp", "host": "127.0.0.1", "port": 1502}],
+        "devices": [{"id": f"pz-{n}", "bus": "lan", "unit": n % 247 + 1,
+                     "poll_interval_s": 60,
+                     "points": [{"id": "head", "quantity": "seepage_pressure", "unit": "kPa",
+                                 "register": {"table": "holding", "address": 0,
+                                              "type": "float32"}}]}
+                    for n in range(devices)],
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False) + extra, encoding="utf-8")
+    return path
+
+
+# Run in a fresh interpreter: one thread, so load_apart forks (pytest's may have more).
+PROBE = """
+import json, sys, tracemalloc
+from edge import daemon_config
+from edge.config import ConfigError, load_config
+path, how = sys.argv[1], sys.argv[2]
+if how == "child-dies":
+    daemon_config._report_and_exit = lambda path, fd: daemon_config.os._exit(1)
+load = load_config if how == "in-place" else daemon_config.load_apart
+tracemalloc.start()
+try:
+    loaded = load(path)
+    answer = {"digest": loaded.digest, "devices": len(loaded.settings.devices)}
+except ConfigError as exc:
+    answer = {"problems": [str(p) for p in exc.problems]}
+answer["peak"] = tracemalloc.get_traced_memory()[1]
+print(json.dumps(answer))
+"""
+
+
+def probe(path: Path, how: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", PROBE, str(path), how], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def test_the_same_settings_without_the_parse_peak(tmp_path: Path) -> None:
+    path = site_file(tmp_path, 200)
+    in_place, apart = probe(path, "in-place"), probe(path, "apart")
+    assert apart["digest"] == in_place["digest"] and apart["devices"] == 200
+    # The parse's short-lived objects stay in the child: the parent only unpickles.
+    assert apart["peak"] * 3 < in_place["peak"], (apart["peak"], in_place["peak"])
+
+
+def test_the_same_errors_with_file_and_line(tmp_path: Path) -> None:
+    path = site_file(tmp_path, 3, extra="bogus: 1\n")
+    in_place, apart = probe(path, "in-place"), probe(path, "apart")
+    assert apart["problems"] == in_place["problems"]
+    assert any("site.yaml:" in p and "bogus" in p for p in apart["problems"])
+
+
+def test_a_child_that_dies_is_replaced_by_loading_in_place(tmp_path: Path) -> None:
+    path = site_file(tmp_path, 5)
+    assert probe(path, "child-dies")["digest"] == probe(path, "in-place")["digest"]
