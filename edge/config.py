@@ -82,6 +82,12 @@ class StoreConfig(StrictModel):
     # telemetry is thinned 1 of N (alarms never); see docs/mqtt.md "Disk quota".
     quota_mb: float = Field(default=1024.0, ge=0.05, le=1_000_000)
     maintenance_interval_s: float = Field(default=30.0, ge=1, le=3600)
+    # How often maintenance folds the telemetry messages into per-device history (one
+    # index entry per device and fold rather than per poll; docs/performance.md).
+    history_fold_s: float = Field(default=600.0, ge=10, le=86400)
+    # How long a delivered telemetry message is kept as sent, for the `resend` command
+    # (its readings stay in history either way; the quota may release it sooner).
+    resend_horizon_s: float = Field(default=86400.0, ge=0, le=3_153_600_000)
 
 
 # The rule types' models, from the table in rules/registry.py.

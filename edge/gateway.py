@@ -58,7 +58,10 @@ class Gateway:
         self.reloads = 0
         self.systemd = SystemdNotifier()
         settings = loaded.settings
-        self.store = StoreWorker(Store(settings.store.path, settings.store.synchronous))
+        self.store = StoreWorker(Store(
+            settings.store.path, settings.store.synchronous,
+            history_fold_s=settings.store.history_fold_s,
+            resend_horizon_s=settings.store.resend_horizon_s))
         self.outbox = Outbox(self.store)
         self.pipeline = Pipeline(self.store, self.outbox, self._make_room,
                                  settings.store.commit_window_ms)
