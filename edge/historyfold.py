@@ -9,8 +9,10 @@ since the last fold into ``history`` chunks: one row per device and fold, indexe
 than once per device per commit.
 
 A chunk's body is zlib-compressed text, one line per message it took readings from:
-``<seq>\\t<that device's readings as JSON array items>``. Keeping the seq per line lets
-the quota's thinning remove exactly a thinned message's readings from history too.
+``<seq>\\t<that device's readings as JSON array items>``, each seq after the first as
+its difference from the line before (a digit or two, which compresses to almost
+nothing). Keeping the seq per line lets the quota's thinning remove exactly a thinned
+message's readings from history too.
 
 The fold cursor (meta ``fold_cursor``, a telemetry row id) moves in the fold's own
 transaction, together with the chunks it wrote: a crash before the commit leaves both as
@@ -31,9 +33,9 @@ log = structlog.get_logger("edge.store")
 
 PARTS = 256
 COMPRESSION_LEVEL = 6
-# Chunks are written whenever this much text is waiting, so a fold of a busy site holds
-# a few MB, not the whole interval, in memory (several chunks per device then).
-FOLD_BUFFER_CHARS = 4_000_000
+# A device's chunk is written when it holds this many readings (a busy device then has
+# several per fold): a history query decompresses whole chunks.
+MAX_CHUNK_READINGS = 20_000
 # Every reading's JSON item starts so (edge/payloads.py); inside a string a quote is
 # escaped, so this text marks item boundaries only.
 ITEM_START = '{"device":'
@@ -77,9 +79,11 @@ def device_fragment(fragment: str, device: str) -> str:
 def chunk_lines(body: bytes) -> list[tuple[int, str]]:
     """A history chunk as (seq, fragment) lines."""
     lines = []
+    seq = 0
     for line in unpack_fragment(body).split("\n"):
-        seq, fragment = line.split("\t", 1)
-        lines.append((int(seq), fragment))
+        step, fragment = line.split("\t", 1)
+        seq += int(step)
+        lines.append((seq, fragment))
     return lines
 
 
@@ -89,7 +93,11 @@ def chunk_fragment(body: bytes) -> str:
 
 
 def pack_lines(lines: Iterable[tuple[int, str]]) -> bytes:
-    return pack_fragment("\n".join(f"{seq}\t{fragment}" for seq, fragment in lines))
+    text, last = [], 0
+    for seq, fragment in lines:
+        text.append(f"{seq - last}\t{fragment}")
+        last = seq
+    return pack_fragment("\n".join(text))
 
 
 def count_items(fragment: str) -> int:
@@ -101,29 +109,38 @@ def fold_cursor(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row is not None else 0
 
 
-class _Chunks:
-    """Lines waiting to become history chunks, per device."""
+class _Chunk:
+    """One device's history chunk as the fold builds it, compressed line by line."""
+
+    __slots__ = ("compressor", "first", "last", "n", "parts", "seq_hi", "seq_lo")
 
     def __init__(self) -> None:
-        self.lines: dict[str, list[tuple[int, str, int, int]]] = {}
-        self.chars = 0
+        # A small window: a device's readings repeat their text every ~100 characters,
+        # so 1 KiB of history finds the repeats (7.1 B a reading against 6.9 at zlib's
+        # default) and a fold over a thousand devices holds ~10 KB each, not 256.
+        self.compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, 10, 2)
+        self.parts: list[bytes] = []
+        self.n = 0
+        self.first = self.last = self.seq_lo = self.seq_hi = 0
 
-    def add(self, device: str, seq: int, fragment: str, first: int, last: int) -> None:
-        self.lines.setdefault(device, []).append((seq, fragment, first, last))
-        self.chars += len(fragment)
+    def add(self, seq: int, fragment: str, first: int, last: int) -> None:
+        if self.n:
+            line = f"\n{seq - self.seq_hi}\t{fragment}"
+            self.first, self.last = min(self.first, first), max(self.last, last)
+        else:
+            line = f"{seq}\t{fragment}"
+            self.first, self.last, self.seq_lo = first, last, seq
+        self.parts.append(self.compressor.compress(line.encode("utf-8")))
+        self.seq_hi = seq
+        self.n += count_items(fragment)
 
-    def write(self, conn: sqlite3.Connection, fold: int) -> int:
-        readings = 0
-        for device, lines in self.lines.items():
-            n = sum(count_items(f) for _, f, _, _ in lines)
-            conn.execute(
-                "INSERT INTO history (device, ts_ms, last_ts_ms, n, seq_lo, seq_hi, fold, body)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (device, min(x[2] for x in lines), max(x[3] for x in lines), n, lines[0][0],
-                 lines[-1][0], fold, pack_lines((s, f) for s, f, _, _ in lines)))
-            readings += n
-        self.lines, self.chars = {}, 0
-        return readings
+    def write(self, conn: sqlite3.Connection, device: str, fold: int) -> int:
+        body = b"".join(self.parts) + self.compressor.flush()
+        conn.execute(
+            "INSERT INTO history (device, ts_ms, last_ts_ms, n, seq_lo, seq_hi, fold, body)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (device, self.first, self.last, self.n, self.seq_lo, self.seq_hi, fold, body))
+        return self.n
 
 
 def _unfolded(conn: sqlite3.Connection, cursor: int) -> Iterator[tuple[int, int, int, bytes]]:
@@ -142,15 +159,20 @@ def fold(conn: sqlite3.Connection) -> int:
         if last is None or last <= cursor:
             conn.execute("ROLLBACK")
             return 0
-        chunks, readings = _Chunks(), 0
-        for row_id, first_ts, last_ts, body in _unfolded(conn, cursor).fetchall():
+        chunks: dict[str, _Chunk] = {}
+        readings = 0
+        for row_id, first_ts, last_ts, body in _unfolded(conn, cursor):
             for device, fragment in split_by_device(unpack_fragment(body)).items():
+                chunk = chunks.get(device)
+                if chunk is None:
+                    chunk = chunks[device] = _Chunk()
                 # The message's time span bounds each device's: a chunk's bounds may be a
-                # little wide, never too narrow (history queries stay exact: they filter).
-                chunks.add(device, row_id // PARTS, fragment, first_ts, last_ts)
-            if chunks.chars >= FOLD_BUFFER_CHARS:
-                readings += chunks.write(conn, last)
-        readings += chunks.write(conn, last)
+                # little wide, never too narrow (history queries filter).
+                chunk.add(row_id // PARTS, fragment, first_ts, last_ts)
+                if chunk.n >= MAX_CHUNK_READINGS:
+                    readings += chunks.pop(device).write(conn, device, last)
+        for device, chunk in chunks.items():
+            readings += chunk.write(conn, device, last)
         conn.execute("INSERT INTO meta (key, value) VALUES ('fold_cursor', ?) "
                      "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(last),))
         conn.execute("COMMIT")

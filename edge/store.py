@@ -85,6 +85,11 @@ class Store:
         # Lets the quota give deleted pages back to the file system (a new file only;
         # an older store is converted the first time the quota has to act).
         self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        # Some builds (Debian's) default to secure_delete=ON, which rewrites every page a
+        # delete frees: acknowledged outbox rows, released messages and the quota's
+        # deletes would cost their whole size again on the card. FAST only clears what
+        # lies in pages being written anyway.
+        self._conn.execute("PRAGMA secure_delete=FAST")
         mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"store {path}: cannot switch to WAL journal mode (got {mode})")
