@@ -30,8 +30,12 @@ SCHEMA_VERSION = 3
 # poll on SD cards (bench/disk_bytes.py).
 PAGE_SIZE = 1024
 # A telemetry message carries at most this many readings (a poll is never split): a
-# window of many large polls stays well within brokers' packet limits.
+# window of many small polls stays well within brokers' packet limits.
 MAX_MESSAGE_READINGS = 1000
+# A poll of more readings than this is a message of its own: it gains little from
+# sharing one, and a message a broker refuses as too large (set aside, docs/mqtt.md)
+# must not take other devices' readings with it.
+MAX_SHARED_POLL = 25
 
 # A poll's readings and the alarm transitions they caused.
 Cycle = tuple[Sequence[Reading], Sequence[AlarmTransition]]
@@ -112,7 +116,11 @@ def message_polls(cycles: Sequence[Cycle]) -> list[list[int]]:
     for i, (readings, _) in enumerate(cycles):
         if not readings:
             continue
-        if size + len(readings) > MAX_MESSAGE_READINGS and size > 0:
+        if len(readings) > MAX_SHARED_POLL:
+            messages.append([i])  # on its own; the next small poll starts a new message
+            size = MAX_MESSAGE_READINGS
+            continue
+        if size + len(readings) > MAX_MESSAGE_READINGS:
             messages.append([])
             size = 0
         messages[-1].append(i)

@@ -61,11 +61,26 @@ def test_a_window_is_split_into_messages_of_at_most_a_thousand_readings(
         tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db")
     now = int(time.time() * 1000)
-    seqs = store.commit_cycles([(poll(f"logger-{d}", now, points=300), []) for d in range(5)])
-    assert seqs == [[1], [1], [1], [2], [2]]  # 900 and 600 readings: a poll is never split
+    seqs = store.commit_cycles([(poll(f"gauge-{d}", now, points=20), []) for d in range(60)])
+    assert seqs == [[1]] * 50 + [[2]] * 10  # 1,000 and 200 readings: polls are never split
     sizes = [len(json.loads(e.payload)["readings"])
              for e in store.outbox.pending("telemetry", 0, 10)]
-    assert sizes == [900, 600]
+    assert sizes == [1000, 200]
+
+
+def test_a_large_poll_is_a_message_of_its_own(tmp_path: Path) -> None:
+    # A message the broker refuses as too large is set aside: a logger's 60-point poll
+    # must not take the small devices' readings of its window with it.
+    store = Store(tmp_path / "edge.db")
+    now = int(time.time() * 1000)
+    polls = [poll("piezo-0", now), poll("logger-big", now, points=60), poll("piezo-1", now),
+             poll("piezo-2", now)]
+    assert store.commit_cycles([(p, []) for p in polls]) == [[1], [2], [3], [3]]
+    devices = [{r["device"] for r in json.loads(e.payload)["readings"]}
+               for e in store.outbox.pending("telemetry", 0, 10)]
+    assert devices == [{"piezo-0"}, {"logger-big"}, {"piezo-1", "piezo-2"}]
+    rows = store.connection.execute("SELECT device FROM outbox ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == ["piezo-0", "logger-big", None]
 
 
 def test_history_is_the_same_before_and_after_a_fold_and_a_kill(tmp_path: Path) -> None:
