@@ -22,6 +22,7 @@ Usage: BENCH_DIR=/work python bench/history_fold_cost.py [--intervals 60,300,600
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -31,6 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import structlog  # noqa: E402
 
 from edge.store import Store  # noqa: E402
 from vocab.model import Reading  # noqa: E402
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--prior", type=int, default=12, help="folds of history before")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
     print(f"{args.devices} devices x {args.registers} every {args.poll_s:g} s, one message "
           f"per {args.window_ms:g} ms, {args.prior} folds of history before; median of "
           f"{args.repeat}")

@@ -54,8 +54,7 @@ log = structlog.get_logger("edge.store")
 T = TypeVar("T")
 P = ParamSpec("P")
 
-# Folding per-device history every 10 min costs a few bytes per reading; every minute,
-# several times that (docs/performance.md, store.history_fold_s).
+# store.history_fold_s: what a fold costs per reading, by interval, in docs/performance.md.
 DEFAULT_HISTORY_FOLD_S = 600.0
 DEFAULT_RESEND_HORIZON_S = 86_400.0
 
@@ -145,13 +144,15 @@ class Store:
         """
         return self.commit_cycles([(readings, transitions)])[0]
 
-    def commit_cycles(self, cycles: Sequence[Cycle]) -> list[list[int]]:
+    def commit_cycles(self, cycles: Sequence[Cycle], shared: bool = True) -> list[list[int]]:
         """Several polls in one transaction (one WAL append and fsync for all of them):
-        their readings as one telemetry message (more only past ``MAX_MESSAGE_READINGS``),
-        each alarm transition its own. All or nothing. Returns, per poll, the seqs
-        queued that carry it: its telemetry message's, then its transitions'."""
+        their readings as one telemetry message (edge/storeschema.py ``message_polls``;
+        with ``shared`` false, a message per poll), each alarm transition its own. All or
+        nothing. Returns, per poll, the seqs queued that carry it: its telemetry
+        message's, then its transitions'."""
         seq_before = self._seq
-        messages = message_polls(cycles)
+        messages = (message_polls(cycles) if shared
+                    else [[i] for i, (readings, _) in enumerate(cycles) if readings])
         self.seqs.ensure(seq_before + len(messages) + sum(len(t) for _, t in cycles))
         created = now_ms()
         conn = self._conn
