@@ -32,7 +32,7 @@ from edge.buses import BusSupervisor
 from edge.channels.mqtt import KINDS as MQTT_KINDS
 from edge.channels.mqtt import MqttChannel, ResponseRoute
 from edge.commands import STATE_CHANGING, CommandFigures, CommandRouter, Handler
-from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
+from edge.config import ConfigError, GatewaySettings, LoadedConfig, commit_window_ms, load_config
 from edge.health import HealthReporter, write_status_file
 from edge.history import HistoryReader
 from edge.outbox import Outbox
@@ -64,7 +64,7 @@ class Gateway:
             resend_horizon_s=settings.store.resend_horizon_s))
         self.outbox = Outbox(self.store)
         self.pipeline = Pipeline(self.store, self.outbox, self._make_room,
-                                 settings.store.commit_window_ms)
+                                 commit_window_ms(settings))
         self.buses = BusSupervisor(settings, self.pipeline.enqueue)
         self.history = HistoryReader(settings.store.path)
         # Model fits over years of history run here, never on the loop (rules/hst.py).

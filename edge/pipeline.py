@@ -40,7 +40,7 @@ COMMIT_BATCH = 256
 QUEUE_SIZE = 512
 # Polls that complete within this window share one transaction (store.commit_window_ms;
 # bench/store_bytes_per_datapoint.py and docs/performance.md for how it was chosen).
-DEFAULT_COMMIT_WINDOW_MS = 100.0
+DEFAULT_COMMIT_WINDOW_MS = 250.0
 # Alarm transitions kept in memory while the disk is full; past it the oldest go, counted.
 MAX_HELD_TRANSITIONS = 1000
 # While the disk stays full, room is made (as the quota would) at most this often.

@@ -115,3 +115,16 @@ def test_a_window_not_well_under_the_fastest_poll_is_warned_about(tmp_path: Path
     site["store"]["commit_window_ms"] = 100
     config.write_text(yaml.safe_dump(site))
     assert not any("commit_window_ms" in w for w in load_config(config).warnings)
+
+
+def test_the_window_unset_is_a_quarter_second_or_a_quarter_of_the_fastest_poll(
+        tmp_path: Path) -> None:
+    from edge.config import commit_window_ms
+
+    site = settings(RULES)
+    assert site.store.commit_window_ms is None
+    assert commit_window_ms(site) == 250.0
+    assert commit_window_ms(settings(RULES, interval_s=0.25)) == 62.5
+    chosen = site.model_copy(update={"store": site.store.model_copy(
+        update={"commit_window_ms": 40.0})})
+    assert commit_window_ms(chosen) == 40.0
