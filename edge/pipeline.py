@@ -275,6 +275,9 @@ class Pipeline:
         async with self.rules_lock:
             await self._commit_waiting()  # the new engine warms up from stored history
             await self.store_held_transitions()
+            # Every rule's warm-up reads its point's history: folded, it is found through
+            # the index instead of by decompressing each unfolded message per point.
+            await self.store.fold()
             # The rules' state that matters across a rebuild (active alarms) lives in the
             # store, so a new engine resumes exactly where the old one was; windows and
             # fits warm up again from the stored history.
