@@ -43,7 +43,7 @@ def fill(store: Store, seqs: int) -> None:
         cycles = [([Reading("logger-1", f"p{j}", ts + i * 1000, 100.0 + j * 0.01 + i * 1e-4,
                             "m", "good", 10000.0 + j) for j in range(READINGS_PER_SEQ)], [])
                   for i in range(start, min(start + 500, seqs))]
-        for queued in store.commit_cycles(cycles):
+        for queued in store.commit_cycles(cycles, shared=False):  # a seq per poll
             store.outbox.ack(queued)
         store.outbox.flush_acks()
 

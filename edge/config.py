@@ -73,15 +73,23 @@ class StoreConfig(StrictModel):
     # NORMAL fsyncs only at checkpoints and may lose the last polls on power loss; their
     # seqs are never reused (reserved durably ahead, edge/durable.py).
     synchronous: Literal["full", "normal"] = "full"
-    # Polls completing within this window share one transaction (alarms never wait):
-    # fewer WAL pages and fsyncs per reading. 0 commits every poll as it comes.
-    commit_window_ms: float = Field(default=100.0, ge=0, le=1000)
+    # Polls completing within this window share one transaction and one telemetry
+    # message (alarms never wait): fewer WAL pages and fsyncs per reading. Unset: 250 ms,
+    # or a quarter of the shortest poll interval if less (``commit_window_ms()``). 0
+    # commits every poll as it comes.
+    commit_window_ms: float | None = Field(default=None, ge=0, le=1000)
     # How long readings are kept; rules may not look further back than this.
     retention_days: int = Field(default=400, ge=1, le=36500)
     # The most the store may use. Past it, delivered history goes first, then unsent
     # telemetry is thinned 1 of N (alarms never); see docs/mqtt.md "Disk quota".
     quota_mb: float = Field(default=1024.0, ge=0.05, le=1_000_000)
     maintenance_interval_s: float = Field(default=30.0, ge=1, le=3600)
+    # How often maintenance folds the telemetry messages into per-device history (one
+    # index entry per device and fold rather than per poll; docs/performance.md).
+    history_fold_s: float = Field(default=600.0, ge=10, le=86400)
+    # How long a delivered telemetry message is kept as sent, for the `resend` command
+    # (its readings stay in history either way; the quota may release it sooner).
+    resend_horizon_s: float = Field(default=86400.0, ge=0, le=3_153_600_000)
 
 
 # The rule types' models, from the table in rules/registry.py.
@@ -262,7 +270,7 @@ def _config_warnings(settings: GatewaySettings, doc: LocatedDocument) -> tuple[s
                 f"{port} may point to another adapter after a replug or reboot; use "
                 "its /dev/serial/by-id/... name")))
     fastest = min(settings.devices, key=lambda d: d.poll_interval_s, default=None)
-    window_s = settings.store.commit_window_ms / 1000
+    window_s = commit_window_ms(settings) / 1000
     if fastest is not None and window_s > fastest.poll_interval_s / 2:
         # Telemetry waits up to the window before it is committed and published.
         path = ("store", "commit_window_ms")
@@ -271,6 +279,23 @@ def _config_warnings(settings: GatewaySettings, doc: LocatedDocument) -> tuple[s
             f"{settings.store.commit_window_ms:g} ms is not well under the shortest poll "
             f"interval ({fastest.id}: {fastest.poll_interval_s:g} s); keep it under half")))
     return tuple(warnings_found)
+
+
+# The commit window when the site does not choose one: the bytes written per datapoint
+# fall with it (docs/performance.md, "One message per commit window"), telemetry waits
+# up to it before publication, so it stays at a quarter of the fastest poll.
+AUTO_COMMIT_WINDOW_MS = 250.0
+
+
+def commit_window_ms(settings: GatewaySettings) -> float:
+    """``store.commit_window_ms``, or the automatic window when it is unset."""
+    chosen = settings.store.commit_window_ms
+    if chosen is not None:
+        return chosen
+    fastest = min((d.poll_interval_s for d in settings.devices), default=None)
+    if fastest is None:
+        return AUTO_COMMIT_WINDOW_MS
+    return min(AUTO_COMMIT_WINDOW_MS, fastest * 1000 / 4)
 
 
 def resolve_level(settings: GatewaySettings, value: float | str) -> float:

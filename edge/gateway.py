@@ -32,7 +32,7 @@ from edge.buses import BusSupervisor
 from edge.channels.mqtt import KINDS as MQTT_KINDS
 from edge.channels.mqtt import MqttChannel, ResponseRoute
 from edge.commands import STATE_CHANGING, CommandFigures, CommandRouter, Handler
-from edge.config import ConfigError, GatewaySettings, LoadedConfig, load_config
+from edge.config import ConfigError, GatewaySettings, LoadedConfig, commit_window_ms, load_config
 from edge.health import HealthReporter, write_status_file
 from edge.history import HistoryReader
 from edge.outbox import Outbox
@@ -59,10 +59,13 @@ class Gateway:
         self.reloads = 0
         self.systemd = SystemdNotifier()
         settings = loaded.settings
-        self.store = StoreWorker(Store(settings.store.path, settings.store.synchronous))
+        self.store = StoreWorker(Store(
+            settings.store.path, settings.store.synchronous,
+            history_fold_s=settings.store.history_fold_s,
+            resend_horizon_s=settings.store.resend_horizon_s))
         self.outbox = Outbox(self.store)
         self.pipeline = Pipeline(self.store, self.outbox, self._make_room,
-                                 settings.store.commit_window_ms)
+                                 commit_window_ms(settings))
         self.buses = BusSupervisor(settings, self.pipeline.enqueue)
         self.history = HistoryReader(settings.store.path)
         # Model fits over years of history run here, never on the loop (rules/hst.py).

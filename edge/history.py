@@ -1,95 +1,190 @@
 """Reading stored readings back: for the rules, the local tools and the keeper's page.
 
-Readings are stored once, as the telemetry message that carries them (edge/store.py):
-one row per message and device, its readings as compressed JSON array items. These
-functions read them back per device and time range, on any connection, so the rules'
-history reader and ``edge status``/``export`` never touch the writer's connection. The
-alarm log (``alarm_events``) and the notification log are read back here too, for the
-keeper's page, on a read-only connection of its own.
+Readings are stored as the telemetry messages that carry them (edge/store.py): one row
+per commit window, every device's readings in it, found by no index. Per-device history
+is folded out of them by maintenance into ``history`` chunks indexed by device and time
+(edge/historyfold.py). A device's readings are therefore read from three places, in one
+read transaction so a fold between two queries can neither hide nor double a reading:
+the chunks (through their index) for messages up to the fold cursor, the message rows
+above it (scanned, few: one fold interval's worth), and the per-device rows of stores
+written before schema 3 (legacy rows, through their partial index).
+
+All of this runs on any connection, so the rules' history reader and ``edge
+status``/``export`` never touch the writer's connection. The alarm log
+(``alarm_events``) and the notification log are read back here too, for the keeper's
+page, on a read-only connection of its own.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.historyfold import (
+    PARTS,
+    chunk_fragment,
+    chunk_lines,
+    device_fragment,
+    fold_cursor,
+    pack_fragment,
+    split_by_device,
+    unpack_fragment,
+)
 from edge.payloads import point_readings_in_fragment, readings_from_fragment
 from vocab.model import AlarmTransition, Reading
 
-PARTS = 256
-# A message's readings span at most this long (a GNSS averaging interval is minutes):
-# bounds the index range a history query scans.
-MAX_PART_SPAN_MS = 86_400_000
-COMPRESSION_LEVEL = 6
+__all__ = ["PARTS", "pack_fragment", "unpack_fragment"]
 
-
-def pack_fragment(fragment: str) -> bytes:
-    return zlib.compress(fragment.encode("utf-8"), COMPRESSION_LEVEL)
-
-
-def unpack_fragment(body: bytes) -> str:
-    return zlib.decompress(body).decode("utf-8")
+# A message's or chunk's readings span at most this long (a GNSS averaging interval is
+# minutes, a fold interval at most a day): bounds the index range a history query scans.
+MAX_PART_SPAN_MS = 2 * 86_400_000
 
 
 def _upper(to_ms: int) -> int:
     return min(to_ms + MAX_PART_SPAN_MS, 2**63 - 1)
 
 
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction over several queries (WAL: the writer goes on meanwhile)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+def _device_fragments(conn: sqlite3.Connection, device: str, from_ms: int,
+                      to_ms: int) -> Iterator[str]:
+    """One device's readings that may lie between two times, as fragments: legacy rows,
+    folded chunks, then the messages above the fold cursor (call inside ``snapshot``)."""
+    bounds = (device, from_ms, _upper(to_ms), to_ms)
+    for (body,) in conn.execute(
+            "SELECT body FROM telemetry WHERE device=? AND last_ts_ms>=? AND last_ts_ms<=?"
+            " AND ts_ms<=? ORDER BY last_ts_ms, id", bounds):
+        yield unpack_fragment(body)
+    for (body,) in conn.execute(
+            "SELECT body FROM history WHERE device=? AND last_ts_ms>=? AND last_ts_ms<=?"
+            " AND ts_ms<=? ORDER BY last_ts_ms, id", bounds):
+        yield chunk_fragment(body)
+    for (body,) in conn.execute(
+            "SELECT body FROM telemetry WHERE id>? AND device IS NULL AND last_ts_ms>=?"
+            " AND ts_ms<=? ORDER BY id", (fold_cursor(conn), from_ms, to_ms)):
+        fragment = device_fragment(unpack_fragment(body), device)
+        if fragment:
+            yield fragment
+
+
 def read_point_history(conn: sqlite3.Connection, device: str, point: str, from_ms: int,
                        to_ms: int, limit: int) -> list[Reading]:
     """One point's stored readings between two times, oldest first."""
     found: list[Reading] = []
-    for (body,) in conn.execute(
-            "SELECT body FROM telemetry WHERE device=? AND last_ts_ms>=? AND last_ts_ms<=?"
-            " AND ts_ms<=? ORDER BY last_ts_ms, id",
-            (device, from_ms, _upper(to_ms), to_ms)):
-        found.extend(r for r in point_readings_in_fragment(unpack_fragment(body), point)
-                     if from_ms <= r.ts_ms <= to_ms)
-        if len(found) >= limit * 2:
-            break
+    with snapshot(conn):
+        for fragment in _device_fragments(conn, device, from_ms, to_ms):
+            found.extend(r for r in point_readings_in_fragment(fragment, point)
+                         if from_ms <= r.ts_ms <= to_ms)
+            if len(found) >= limit * 2:
+                break
     found.sort(key=lambda r: r.ts_ms)
     return found[:limit]
 
 
+def _all_fragments(conn: sqlite3.Connection, from_ms: int, to_ms: int) -> Iterator[str]:
+    """Every device's readings that may lie between two times: legacy rows in the order
+    stored, then each fold's chunks put back into message order, then the messages above
+    the fold cursor (call inside ``snapshot``)."""
+    for (body,) in conn.execute(
+            "SELECT body FROM telemetry WHERE device IS NOT NULL AND last_ts_ms>=? AND ts_ms<=?"
+            " ORDER BY id", (from_ms, to_ms)):
+        yield unpack_fragment(body)
+    fold: int | None = None
+    lines: list[tuple[int, int, str]] = []
+    for fold_id, body in conn.execute(
+            "SELECT fold, body FROM history WHERE last_ts_ms>=? AND ts_ms<=? ORDER BY id",
+            (from_ms, to_ms)):
+        if fold_id != fold:
+            yield from (f for _, _, f in sorted(lines))
+            fold, lines = fold_id, []
+        lines += [(seq, len(lines), f) for seq, f in chunk_lines(body)]
+    yield from (f for _, _, f in sorted(lines))
+    for (body,) in conn.execute(
+            "SELECT body FROM telemetry WHERE id>? AND device IS NULL AND last_ts_ms>=?"
+            " AND ts_ms<=? ORDER BY id", (fold_cursor(conn), from_ms, to_ms)):
+        yield unpack_fragment(body)
+
+
 def iter_stored_readings(conn: sqlite3.Connection, from_ms: int, to_ms: int,
                          device: str | None = None) -> Iterator[Reading]:
-    """Every stored reading between two times, in the order the messages were stored."""
-    if device is None:
-        rows = conn.execute(
-            "SELECT body FROM telemetry WHERE last_ts_ms>=? AND ts_ms<=? ORDER BY id",
-            (from_ms, to_ms))
-    else:
-        rows = conn.execute(
-            "SELECT body FROM telemetry WHERE device=? AND last_ts_ms>=? AND last_ts_ms<=?"
-            " AND ts_ms<=? ORDER BY id",
-            (device, from_ms, _upper(to_ms), to_ms))
-    for (body,) in rows:
-        for r in readings_from_fragment(unpack_fragment(body)):
-            if from_ms <= r.ts_ms <= to_ms:
-                yield r
+    """Every stored reading between two times, in the order the messages were stored
+    (a device's readings, when one is named)."""
+    with snapshot(conn):
+        fragments = (_all_fragments(conn, from_ms, to_ms) if device is None
+                     else _device_fragments(conn, device, from_ms, to_ms))
+        for fragment in fragments:
+            for r in readings_from_fragment(fragment):
+                if from_ms <= r.ts_ms <= to_ms:
+                    yield r
+
+
+def _newest_fragments(conn: sqlite3.Connection, device: str) -> Iterator[str]:
+    """A device's newest legacy rows and history chunks (call inside ``snapshot``)."""
+    for (body,) in conn.execute(
+            "SELECT body FROM telemetry WHERE device=? ORDER BY last_ts_ms DESC LIMIT 20",
+            (device,)):
+        yield unpack_fragment(body)
+    for (body,) in conn.execute(
+            "SELECT body FROM history WHERE device=? ORDER BY last_ts_ms DESC LIMIT 2",
+            (device,)):
+        yield chunk_fragment(body)
+
+
+# A device's points may be split over recent messages (a failed read is still stored, so
+# one message usually holds them all): the newest few messages that carry it are read.
+LATEST_MESSAGES = 3
 
 
 def latest_per_point(conn: sqlite3.Connection, devices: Iterable[str]) -> list[Reading]:
-    """The newest stored reading of every point of the devices (from their newest messages).
+    """The newest stored reading of every point of the devices.
 
     The devices come from the configuration: listing them from the store would walk its
-    whole index.
+    whole index. Their newest chunks and legacy rows are found through the indexes; the
+    messages above the fold cursor (one fold interval at most) are read newest first
+    until each device was found in a few of them.
     """
+    seen = dict.fromkeys(devices, 0)
     latest: dict[tuple[str, str], Reading] = {}
-    for device in devices:
-        # A device's points may be split over recent messages (a failed read is still
-        # stored, so one message usually holds them all): look at the last few.
+
+    def keep(fragment: str) -> None:
+        for r in readings_from_fragment(fragment):
+            known = latest.get((r.device, r.point))
+            if known is None or r.ts_ms > known.ts_ms:
+                latest[(r.device, r.point)] = r
+
+    with snapshot(conn):
+        for device in seen:
+            for fragment in _newest_fragments(conn, device):
+                keep(fragment)
+        missing = len(seen)
         for (body,) in conn.execute(
-                "SELECT body FROM telemetry WHERE device=? ORDER BY last_ts_ms DESC LIMIT 20",
-                (device,)):
-            for r in readings_from_fragment(unpack_fragment(body)):
-                known = latest.get((r.device, r.point))
-                if known is None or r.ts_ms > known.ts_ms:
-                    latest[(r.device, r.point)] = r
+                "SELECT body FROM telemetry WHERE id>? AND device IS NULL ORDER BY id DESC",
+                (fold_cursor(conn),)):
+            for device, fragment in split_by_device(unpack_fragment(body)).items():
+                count = seen.get(device)
+                if count is None or count >= LATEST_MESSAGES:
+                    continue
+                keep(fragment)
+                seen[device] = count + 1
+                missing -= count + 1 == LATEST_MESSAGES
+            if not missing:
+                break
     return [latest[k] for k in sorted(latest)]
 
 

@@ -5,9 +5,10 @@ order, runs the rules over them and commits readings, telemetry and alarm transi
 one transaction, then wakes the outbox's channels. Acquisition never waits for a channel.
 
 Polls that complete within ``store.commit_window_ms`` of the first share one transaction
-(one WAL append and fsync for all, each still its own message with its own seq); a poll
-that changes an alarm never waits, it commits at once and takes the waiting polls with it.
-Nothing is published before it is committed.
+and one telemetry message (one seq, one row: every device's readings of the window, see
+edge/store.py); a poll that changes an alarm never waits, it commits at once and takes the
+waiting polls with it, each alarm transition its own message. Nothing is published before
+it is committed.
 
 Failures are contained: if a window's transaction fails, each poll is committed on its
 own and a failing poll's alarms without its readings; alarm transitions that cannot be
@@ -39,7 +40,7 @@ COMMIT_BATCH = 256
 QUEUE_SIZE = 512
 # Polls that complete within this window share one transaction (store.commit_window_ms;
 # bench/store_bytes_per_datapoint.py and docs/performance.md for how it was chosen).
-DEFAULT_COMMIT_WINDOW_MS = 100.0
+DEFAULT_COMMIT_WINDOW_MS = 250.0
 # Alarm transitions kept in memory while the disk is full; past it the oldest go, counted.
 MAX_HELD_TRANSITIONS = 1000
 # While the disk stays full, room is made (as the quota would) at most this often.
@@ -118,7 +119,7 @@ class Pipeline:
 
     async def _gather_window(self, first: PollResult) -> bool:
         """Evaluate polls as they come for up to ``commit_window_s``, to commit them in one
-        transaction (one WAL append and fsync for all, each still its own message). A poll
+        transaction as one telemetry message (one WAL append and fsync for all). A poll
         that changes an alarm ends the window at once. True when asked to stop."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.commit_window_s
@@ -178,8 +179,9 @@ class Pipeline:
     ) -> tuple[list[bool], bool]:
         """Commit (device, readings, transitions) of several polls in one transaction.
 
-        If that fails, one poll may be what failed: the others are committed on their own,
-        and a failing poll's alarms without its readings; alarms that cannot be stored at
+        If that fails, one poll may be what failed: the others are committed on their own
+        (a message each, as the window's would have carried them), and a failing poll's
+        alarms without its readings; alarms that cannot be stored at
         all are carried to the next commit. Returns, per poll, whether its readings were
         stored, and whether anything was.
         """
@@ -274,6 +276,9 @@ class Pipeline:
         async with self.rules_lock:
             await self._commit_waiting()  # the new engine warms up from stored history
             await self.store_held_transitions()
+            # Every rule's warm-up reads its point's history: folded, it is found through
+            # the index instead of by decompressing each unfolded message per point.
+            await self.store.fold()
             # The rules' state that matters across a rebuild (active alarms) lives in the
             # store, so a new engine resumes exactly where the old one was; windows and
             # fits warm up again from the stored history.

@@ -2,10 +2,15 @@
 
 An SD card in a reservoir gateway is small and a 4G outage can last days. Past the
 retention period delivered readings go; past the quota, in order and each only if the
-previous did not free enough: readings already delivered, oldest first; 1-of-N thinning
-of the older half of unsent telemetry, per device (N = 2, 4, 8, 16); finally the oldest
-unsent telemetry itself. Alarms are never dropped. Every step is counted in health and
-the counts survive restarts (meta ``quota.*``).
+previous did not free enough: readings already delivered, oldest first (first the
+delivered message rows kept for ``resend``, whose readings history holds too); 1-of-N
+thinning of the older half of unsent telemetry messages (N = 2, 4, 8, 16); finally the
+oldest unsent telemetry itself. Alarms are never dropped. Every step is counted in health
+and the counts survive restarts (meta ``quota.*``).
+
+Readings live in two tables (edge/historyfold.py): the telemetry message rows, and the
+per-device ``history`` chunks folded from them. Every step deletes from both; a reading is
+counted once (a folded message row is a copy: its readings are counted with the chunk).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from edge.history import PARTS
+from edge.historyfold import PARTS, fold_cursor, remove_seqs
 
 log = structlog.get_logger("edge.quota")
 
@@ -82,8 +87,10 @@ class QuotaKeeper:
     """Quota maintenance on the store's writer connection (the store thread only)."""
 
     def __init__(self, conn: sqlite3.Connection, last_seq: Callable[[], int],
-                 save_seq: Callable[[], None], path: Path) -> None:
+                 save_seq: Callable[[], None], path: Path,
+                 fold: Callable[[], int] = lambda: 0) -> None:
         self._conn = conn
+        self._fold = fold
         self._path = path
         self._last_seq = last_seq
         self._save_seq = save_seq
@@ -125,11 +132,39 @@ class QuotaKeeper:
             self._conn.executescript("PRAGMA incremental_vacuum;")
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
-    def _delivered_below(self) -> int:
-        """Telemetry rows below this id left the outbox: delivered (or set aside)."""
+    def _delivered_seq(self) -> int:
+        """Telemetry messages below this seq left the outbox: delivered (or set aside)."""
         oldest = self._conn.execute(
             "SELECT MIN(seq) FROM outbox WHERE kind='telemetry'").fetchone()[0]
-        return oldest * PARTS if oldest is not None else (self._last_seq() + 1) * PARTS
+        return int(oldest) if oldest is not None else self._last_seq() + 1
+
+    def _delivered_below(self) -> int:
+        """Telemetry rows below this id left the outbox: delivered (or set aside)."""
+        return self._delivered_seq() * PARTS
+
+    def _folded_below(self) -> int:
+        """Message rows below this id are delivered and folded: history holds a copy."""
+        return min(self._delivered_below(), fold_cursor(self._conn) + 1)
+
+    def _legacy_top(self) -> int:
+        row = self._conn.execute("SELECT value FROM meta WHERE key='legacy_top'").fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def release_messages(self, before_ms: int) -> int:
+        """Delete message rows every channel has, that are folded, and older than the
+        resend horizon: ``resend`` can no longer send them; history keeps their readings."""
+        released = 0
+        while True:
+            chunk = self._conn.execute(
+                "SELECT id, last_ts_ms FROM telemetry WHERE id > ? AND id < ? "
+                "AND device IS NULL ORDER BY id LIMIT 2000",
+                (self._legacy_top(), self._folded_below())).fetchall()
+            old = [row_id for row_id, last_ts in chunk if last_ts < before_ms]
+            if old:
+                self._delete_parts(old)
+                released += len(old)
+            if len(old) < len(chunk) or not chunk:
+                return released
 
     def maintain(self, quota_bytes: int, retention_before_ms: int) -> QuotaCounters:
         """Keep the store within its quota without ever dropping an alarm.
@@ -155,32 +190,42 @@ class QuotaKeeper:
         return self.counters
 
     def _prune_retention(self, before_ms: int) -> int:
-        # Oldest delivered messages first, in chunks; stops at the first chunk that still
-        # holds readings inside the retention period (rows are in acquisition order), so
-        # maintenance does not scan a large store from end to end.
+        # Oldest delivered rows first, in chunks; each table's scan stops at the first
+        # chunk that still holds readings inside the retention period (rows are in
+        # acquisition order), so maintenance does not scan a large store end to end.
         total = 0
-        while True:
-            chunk = self._conn.execute(
-                "SELECT id, last_ts_ms FROM telemetry WHERE id < ? ORDER BY id LIMIT 2000",
-                (self._delivered_below(),)).fetchall()
-            expired = [row_id for row_id, last_ts in chunk if last_ts < before_ms]
-            if expired:
-                total += self._delete_parts(expired)
-            if len(expired) < len(chunk) or not chunk:
-                return total
+        for table, below, sql in (
+                ("telemetry", self._delivered_below(),
+                 "SELECT id, last_ts_ms FROM telemetry WHERE id < ? ORDER BY id LIMIT 2000"),
+                ("history", self._delivered_seq(),
+                 "SELECT id, last_ts_ms FROM history WHERE seq_hi < ? ORDER BY id LIMIT 2000")):
+            while True:
+                chunk = self._conn.execute(sql, (below,)).fetchall()
+                expired = [row_id for row_id, last_ts in chunk if last_ts < before_ms]
+                if expired:
+                    total += self._delete_parts(expired, table)
+                if len(expired) < len(chunk) or not chunk:
+                    break
+        return total
 
-    def _delete_parts(self, ids: list[int]) -> int:
-        """Delete telemetry rows; returns how many readings they held."""
+    def _delete_parts(self, ids: list[int], table: str = "telemetry") -> int:
+        """Delete telemetry or history rows; returns how many readings they held (a
+        folded message row holds copies of what history holds: it counts none)."""
+        copies = fold_cursor(self._conn) if table == "telemetry" else None
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             readings = 0
             for chunk in range(0, len(ids), 500):
-                marks = ",".join("?" * len(ids[chunk:chunk + 500]))
-                readings += self._conn.execute(
-                    f"SELECT COALESCE(SUM(n), 0) FROM telemetry WHERE id IN ({marks})",
-                    ids[chunk:chunk + 500]).fetchone()[0]
-                self._conn.execute(f"DELETE FROM telemetry WHERE id IN ({marks})",
-                                   ids[chunk:chunk + 500])
+                batch = ids[chunk:chunk + 500]
+                marks = ",".join("?" * len(batch))
+                if copies is None:
+                    sql, params = f"SELECT SUM(n) FROM history WHERE id IN ({marks})", batch
+                else:
+                    sql = (f"SELECT SUM(n) FROM telemetry WHERE id IN ({marks}) "
+                           "AND (device IS NOT NULL OR id > ?)")
+                    params = [*batch, copies]
+                readings += self._conn.execute(sql, params).fetchone()[0] or 0
+                self._conn.execute(f"DELETE FROM {table} WHERE id IN ({marks})", batch)
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
@@ -188,13 +233,22 @@ class QuotaKeeper:
         return int(readings)
 
     def _make_room(self, target: int) -> None:
-        while self._page_bytes() > target:
-            ids = [r[0] for r in self._conn.execute(
-                "SELECT id FROM telemetry WHERE id < ? ORDER BY id LIMIT 500",
-                (self._delivered_below(),))]
-            if not ids:
-                break
-            self.counters.history_pruned += self._delete_parts(ids)
+        # Fold first: what is delivered is then in history, and its message rows (kept
+        # only for resend) are the first to go, costing no reading.
+        self._fold()
+        for sql, below, table in (
+                ("SELECT id FROM telemetry WHERE id > ? AND id < ? AND device IS NULL "
+                 "ORDER BY id LIMIT 500", (self._legacy_top(), self._folded_below()),
+                 "telemetry"),
+                ("SELECT id FROM telemetry WHERE id < ? ORDER BY id LIMIT 500",
+                 (self._delivered_below(),), "telemetry"),
+                ("SELECT id FROM history WHERE seq_hi < ? ORDER BY id LIMIT 500",
+                 (self._delivered_seq(),), "history")):
+            while self._page_bytes() > target:
+                ids = [r[0] for r in self._conn.execute(sql, below)]
+                if not ids:
+                    break
+                self.counters.history_pruned += self._delete_parts(ids, table)
         for factor in (2, 4, 8, 16):
             if self._page_bytes() <= target:
                 return
@@ -208,7 +262,8 @@ class QuotaKeeper:
             self._drop_unsent(seqs)
 
     def _thin_unsent(self, factor: int) -> None:
-        """Drop all but every ``factor``-th unsent message per device in the older half."""
+        """Drop all but every ``factor``-th unsent message in the older half (a message
+        carries a window's polls of every device, so each device keeps 1 of N polls)."""
         count = self._conn.execute(
             "SELECT COUNT(*) FROM outbox WHERE kind='telemetry'").fetchone()[0]
         if count < 2:
@@ -217,14 +272,15 @@ class QuotaKeeper:
             "SELECT seq FROM outbox WHERE kind='telemetry' ORDER BY seq LIMIT 1 OFFSET ?",
             (count // 2,)).fetchone()[0]
         seqs = [r[0] for r in self._conn.execute(
-            "SELECT seq FROM (SELECT seq, ROW_NUMBER() OVER (PARTITION BY device ORDER BY seq)"
+            "SELECT seq FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq)"
             " AS n FROM outbox WHERE kind='telemetry' AND seq < ?) WHERE n % ? != 0",
             (cutoff, factor))]
         self.counters.thinned_messages += len(seqs)
         self.counters.thinned_readings += self._drop_unsent(seqs)
 
     def _drop_unsent(self, seqs: list[int]) -> int:
-        """Remove unsent telemetry messages and their readings; returns the readings."""
+        """Remove unsent telemetry messages and their readings, from the message rows and
+        the history chunks they were folded into; returns the readings."""
         readings = 0
         for chunk in range(0, len(seqs), 500):
             batch = seqs[chunk:chunk + 500]
@@ -238,6 +294,7 @@ class QuotaKeeper:
                     self._conn.execute("DELETE FROM telemetry WHERE id BETWEEN ? AND ?",
                                        (lo, hi))
                     self._conn.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+                remove_seqs(self._conn, batch)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

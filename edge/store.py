@@ -1,16 +1,16 @@
 """The local SQLite store: readings, alarm state, the outbox and the message sequence.
 
-One poll cycle is one transaction: its readings, the telemetry message that carries them
-and every alarm transition they caused are committed together, each message with its
-``seq``, before anything is published. A crash or power cut therefore loses either a
-whole cycle that was never acknowledged to anyone, or nothing.
+One commit window is one transaction: its polls' readings as one telemetry message (one
+``seq``, one ``telemetry`` row, one outbox row), every alarm transition they caused (a
+message each), all committed before anything is published. A crash or power cut
+therefore loses either a whole window that was never acknowledged to anyone, or nothing.
 
-Readings are stored once, as the message that carries them: one ``telemetry`` row per
-message and device, its readings as compressed JSON array items (``readings_fragment``).
-The outbox row of a telemetry message only points at it. A poll of 100 points thus
-appends about one page instead of a hundred rows and a hundred index entries scattered
-over the per-point index, which is what wears an SD card (bench/disk_bytes.py); history
-for the rules and the local tools is read back per device and time range.
+Readings are stored once at commit time, as the message that carries them: its readings
+as compressed JSON array items (``readings_fragment``) in one row, with no per-device
+index entry, which is what used to cost a page per device poll on the SD card
+(docs/performance.md). Per-device history is folded out of the messages by maintenance
+(edge/historyfold.py); message rows stay until every channel has them, they are folded,
+and they are older than ``store.resend_horizon_s`` (what ``resend`` can send again).
 
 The class is synchronous and not thread-safe on purpose: the daemon gives it one
 dedicated thread (see ``StoreWorker``) so SQLite never blocks the event loop.
@@ -21,26 +21,31 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, ParamSpec, TypeVar
 
 import structlog
 
+from edge.alarmrows import record_transition
 from edge.durable import SeqReservation, current_boot_id
-from edge.history import PARTS, read_point_history
+from edge.history import read_point_history
+from edge.historyfold import PARTS, fold
 from edge.outboxrows import OutboxRows, in_transaction
 from edge.payloads import alarm_payload
 from edge.quota import DiskReserve, QuotaCounters, QuotaKeeper
 from edge.storeschema import (
     PAGE_SIZE,
     SCHEMA,
+    Cycle,
     add_missing_columns,
     insert_part,
     last_stored_seq,
+    message_polls,
     migrate_readings_table,
+    start_fold_cursor,
 )
 from vocab.model import ActiveAlarm, AlarmTransition, Reading, now_ms
 
@@ -49,14 +54,22 @@ log = structlog.get_logger("edge.store")
 T = TypeVar("T")
 P = ParamSpec("P")
 
+# store.history_fold_s: what a fold costs per reading, by interval, in docs/performance.md.
+DEFAULT_HISTORY_FOLD_S = 600.0
+DEFAULT_RESEND_HORIZON_S = 86_400.0
+
 class StoreError(Exception):
     """The store could not be opened or written; the message says which file and why."""
 
 
 class Store:
     def __init__(self, path: Path, synchronous: Literal["full", "normal"] = "full",
-                 boot_id: str | None = None) -> None:
+                 boot_id: str | None = None, history_fold_s: float = DEFAULT_HISTORY_FOLD_S,
+                 resend_horizon_s: float = DEFAULT_RESEND_HORIZON_S) -> None:
         self.path = path
+        self.history_fold_s = history_fold_s
+        self.resend_horizon_s = resend_horizon_s
+        self._folded_at = 0.0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -71,6 +84,11 @@ class Store:
         # Lets the quota give deleted pages back to the file system (a new file only;
         # an older store is converted the first time the quota has to act).
         self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        # Some builds (Debian's) default to secure_delete=ON, which rewrites every page a
+        # delete frees: acknowledged outbox rows, released messages and the quota's
+        # deletes would cost their whole size again on the card. FAST only clears what
+        # lies in pages being written anyway.
+        self._conn.execute("PRAGMA secure_delete=FAST")
         mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"store {path}: cannot switch to WAL journal mode (got {mode})")
@@ -89,7 +107,8 @@ class Store:
         self.seqs = SeqReservation(self._conn, synchronous, boot_id or current_boot_id())
         self._seq = self.seqs.resume(last_stored_seq(self._conn))
         self.outbox = OutboxRows(self._conn, lambda: self._seq)
-        self.quota = QuotaKeeper(self._conn, lambda: self._seq, self._save_seq, path)
+        self.quota = QuotaKeeper(self._conn, lambda: self._seq, self._save_seq, path,
+                                 self.fold)
         self.reserve = DiskReserve(Path(f"{path}.reserve"))
         self.reserve.ensure()
 
@@ -103,6 +122,7 @@ class Store:
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='readings'").fetchone()
         if legacy:
             migrate_readings_table(self._conn, self.path)
+        start_fold_cursor(self._conn)
 
     def _save_seq(self) -> None:
         self._conn.execute(
@@ -124,21 +144,22 @@ class Store:
         """
         return self.commit_cycles([(readings, transitions)])[0]
 
-    def commit_cycles(
-        self, cycles: Sequence[tuple[Sequence[Reading], Sequence[AlarmTransition]]],
-    ) -> list[list[int]]:
-        """Several polls in one transaction (one WAL append and fsync for all of them),
-        each still its own message with its own seq. All or nothing."""
+    def commit_cycles(self, cycles: Sequence[Cycle], shared: bool = True) -> list[list[int]]:
+        """Several polls in one transaction (one WAL append and fsync for all of them):
+        their readings as one telemetry message (edge/storeschema.py ``message_polls``;
+        with ``shared`` false, a message per poll), each alarm transition its own. All or
+        nothing. Returns, per poll, the seqs queued that carry it: its telemetry
+        message's, then its transitions'."""
         seq_before = self._seq
-        self.seqs.ensure(seq_before + sum(bool(r) + len(t) for r, t in cycles))
+        messages = (message_polls(cycles) if shared
+                    else [[i] for i, (readings, _) in enumerate(cycles) if readings])
+        self.seqs.ensure(seq_before + len(messages) + sum(len(t) for _, t in cycles))
         created = now_ms()
-        queued: list[list[int]] = []
         conn = self._conn
         acked: list[tuple[int, int]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for readings, transitions in cycles:
-                queued.append(self._queue_cycle(readings, transitions, created))
+            queued = self._queue_window(cycles, messages, created)
             # Acknowledged messages leave the outbox in this transaction: no commit of
             # their own.
             acked = self.outbox.take_acked()
@@ -152,53 +173,26 @@ class Store:
             raise
         return queued
 
-    def _queue_cycle(self, readings: Sequence[Reading],
-                     transitions: Sequence[AlarmTransition], created: int) -> list[int]:
-        queued: list[int] = []
-        if readings:
+    def _queue_window(self, cycles: Sequence[Cycle], messages: list[list[int]],
+                      created: int) -> list[list[int]]:
+        queued: list[list[int]] = [[] for _ in cycles]
+        for polls in messages:
             seq = self._next_seq()
-            by_device: dict[str, list[Reading]] = {}
-            for r in readings:
-                by_device.setdefault(r.device, []).append(r)
-            for part, (device, batch) in enumerate(by_device.items()):
-                insert_part(self._conn, seq * PARTS + part, device, batch)
-            if self.outbox.insert(seq, "telemetry", created, None, readings[0].device):
-                queued.append(seq)
-        for transition in transitions:
-            seq = self._next_seq()
-            self._record_transition(seq, transition)
-            if self.outbox.insert(seq, "alarm", created, alarm_payload(seq, transition)):
-                queued.append(seq)
+            readings = [r for i in polls for r in cycles[i][0]]
+            insert_part(self._conn, seq * PARTS, None, readings)
+            # A message of one device names it: the quota thins such messages per device.
+            devices = {r.device for r in readings}
+            device = devices.pop() if len(devices) == 1 else None
+            if self.outbox.insert(seq, "telemetry", created, None, device):
+                for i in polls:
+                    queued[i].append(seq)
+        for i, (_, transitions) in enumerate(cycles):
+            for transition in transitions:
+                seq = self._next_seq()
+                record_transition(self._conn, seq, transition)
+                if self.outbox.insert(seq, "alarm", created, alarm_payload(seq, transition)):
+                    queued[i].append(seq)
         return queued
-
-    def _record_transition(self, seq: int, t: AlarmTransition) -> None:
-        self._conn.execute(
-            "INSERT INTO alarm_events (seq, alarm_id, state, severity, ts_ms, value, "
-            "limit_value, message, extra) VALUES (?,?,?,?,?,?,?,?,?)",
-            (seq, t.alarm_id, t.state, t.severity, t.ts_ms, t.value, t.limit, t.message,
-             json.dumps(t.extra, ensure_ascii=False) if t.extra else None),
-        )
-        if t.state == "raised":
-            self._conn.execute(
-                "INSERT OR REPLACE INTO alarms (alarm_id, rule, device, point, severity, state,"
-                " acked, raised_ms, updated_ms, value, limit_value, message, side)"
-                " VALUES (?,?,?,?,?,?,0,?,?,?,?,?,?)",
-                (t.alarm_id, t.rule, t.device, t.point, t.severity, t.state, t.ts_ms,
-                 t.ts_ms, t.value, t.limit, t.message, t.side),
-            )
-        elif t.state == "acknowledged":
-            self._conn.execute(
-                "UPDATE alarms SET acked=1, updated_ms=?, acked_ms=?, acked_by=?, acked_via=? "
-                "WHERE alarm_id=?", (t.ts_ms, t.ts_ms, t.extra.get("by"), t.extra.get("via"),
-                                     t.alarm_id),
-            )
-        else:
-            self._conn.execute(
-                "UPDATE alarms SET state=?, severity=COALESCE(?, severity), updated_ms=?,"
-                " value=?, limit_value=?, message=?, side=? WHERE alarm_id=?",
-                (t.state, t.severity, t.ts_ms, t.value, t.limit, t.message, t.side,
-                 t.alarm_id),
-            )
 
     def queue_message(self, kind: str, build: Callable[[int], str]) -> int | None:
         """Commit one message of a channel's own making (an SL 651 report, a
@@ -228,9 +222,27 @@ class Store:
         return self.quota.used_bytes()
 
     def maintain(self, quota_bytes: int, retention_before_ms: int) -> QuotaCounters:
-        """Keep the store within its quota and retention (edge/quota.py)."""
+        """Fold history when due, release message rows past the resend horizon, and keep
+        the store within its quota and retention (edge/quota.py)."""
         self.outbox.flush_acks()
+        if time.monotonic() - self._folded_at >= self.history_fold_s:
+            self.fold()  # on a full disk, the quota's steps run without it
+        self.quota.release_messages(now_ms() - int(self.resend_horizon_s * 1000))
         return self.quota.maintain(quota_bytes, retention_before_ms)
+
+    def fold(self) -> int:
+        """Fold the messages committed since the last fold into per-device history.
+
+        A fold copies readings: on a full disk it fails (rolled back, nothing lost; the
+        readers see the messages unfolded) and is retried at the next maintenance."""
+        self._folded_at = time.monotonic()
+        try:
+            return fold(self._conn)
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc).lower():
+                raise
+            log.warning("history_fold_deferred", error=str(exc))
+            return 0
 
     # --- reading -------------------------------------------------------------------------
 
@@ -351,8 +363,7 @@ class StoreWorker:
         """The space held back for a full disk (call its methods through ``run``)."""
         return self._store.reserve
 
-    async def commit(self, cycles: Sequence[tuple[Sequence[Reading],
-                                                  Sequence[AlarmTransition]]]) -> list[list[int]]:
+    async def commit(self, cycles: Sequence[Cycle]) -> list[list[int]]:
         return await self.run(self._store.commit_cycles, cycles)
 
     async def queue_message(self, kind: str, build: Callable[[int], str]) -> int | None:
@@ -363,6 +374,9 @@ class StoreWorker:
 
     async def maintain(self, quota_bytes: int, retention_before_ms: int) -> QuotaCounters:
         return await self.run(self._store.maintain, quota_bytes, retention_before_ms)
+
+    async def fold(self) -> int:
+        return await self.run(self._store.fold)
 
     async def active_alarms(self) -> list[ActiveAlarm]:
         return await self.run(self._store.active_alarms)
@@ -382,3 +396,4 @@ class StoreWorker:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._store.close()
+

@@ -1,8 +1,14 @@
 """The store's tables, and the migrations of stores written by earlier versions.
 
-Readings are stored once, as the message that carries them: one ``telemetry`` row per
-message and device, its readings as compressed JSON array items. The outbox row of a
-telemetry message only points at it (edge/outboxrows.py).
+Readings are stored as the message that carries them: one ``telemetry`` row per message
+(a commit window's polls, every device's readings), its readings as compressed JSON array
+items, and no per-device index entry. The outbox row of a telemetry message only points at
+it (edge/outboxrows.py). Per-device history is written by maintenance into ``history``
+chunks (edge/historyfold.py).
+
+Schema 2 stored one ``telemetry`` row per message *and device*, each with an entry in a
+``(device, last_ts_ms)`` index. Those rows stay where they are and are read through a
+partial index of the rows that name a device (only they do): ``legacy rows``.
 """
 
 from __future__ import annotations
@@ -13,27 +19,44 @@ from pathlib import Path
 
 import structlog
 
-from edge.history import PARTS, pack_fragment
+from edge.historyfold import PARTS, pack_fragment
 from edge.payloads import readings_fragment
-from vocab.model import Reading
+from vocab.model import AlarmTransition, Reading
 
 log = structlog.get_logger("edge.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Every commit appends whole pages to the WAL; 1 KiB pages halve the bytes written per
 # poll on SD cards (bench/disk_bytes.py).
 PAGE_SIZE = 1024
+# A telemetry message carries at most this many readings (a poll is never split): a
+# window of many small polls stays well within brokers' packet limits.
+MAX_MESSAGE_READINGS = 1000
+# A poll of more readings than this is a message of its own: it gains little from
+# sharing one, and a message a broker refuses as too large (set aside, docs/mqtt.md)
+# must not take other devices' readings with it.
+MAX_SHARED_POLL = 25
+
+# A poll's readings and the alarm transitions they caused.
+Cycle = tuple[Sequence[Reading], Sequence[AlarmTransition]]
 
 # Only alarms are indexed by kind (a partial index): telemetry, nearly every row, is found
 # along the primary key, and its inserts and deletes touch no index page.
-# telemetry.id is seq * PARTS + part (one part per device in the message): the rowid
-# itself orders and groups a message's parts, which saves an index page per commit.
+# telemetry.id is seq * PARTS + part: the rowid itself orders and groups a message's
+# parts (schema 2 had one per device; a message now has one, device NULL). Only legacy
+# rows name a device, so only they are in the partial index: a commit touches no index.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS telemetry (
     id INTEGER PRIMARY KEY, device TEXT, ts_ms INTEGER, last_ts_ms INTEGER, n INTEGER,
     body BLOB);
-CREATE INDEX IF NOT EXISTS idx_telemetry_device_last_ts ON telemetry (device, last_ts_ms);
+DROP INDEX IF EXISTS idx_telemetry_device_last_ts;
+CREATE INDEX IF NOT EXISTS idx_telemetry_legacy ON telemetry (device, last_ts_ms)
+    WHERE device IS NOT NULL;
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY, device TEXT, ts_ms INTEGER, last_ts_ms INTEGER, n INTEGER,
+    seq_lo INTEGER, seq_hi INTEGER, fold INTEGER, body BLOB);
+CREATE INDEX IF NOT EXISTS idx_history_device_last_ts ON history (device, last_ts_ms);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY, kind TEXT, created_ms INTEGER, payload TEXT, device TEXT);
 DROP INDEX IF EXISTS idx_outbox_kind_seq;
@@ -68,13 +91,41 @@ def last_stored_seq(conn: sqlite3.Connection) -> int:
                default=0)
 
 
-def insert_part(conn: sqlite3.Connection, row_id: int, device: str,
+def start_fold_cursor(conn: sqlite3.Connection) -> None:
+    """A store from before schema 3 has only legacy rows: folding starts above them."""
+    for key in ("fold_cursor", "legacy_top"):  # legacy rows are all at or below it
+        conn.execute(f"INSERT OR IGNORE INTO meta (key, value) VALUES ('{key}', "
+                     "(SELECT COALESCE(MAX(id), 0) FROM telemetry))")
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
+                 (str(SCHEMA_VERSION),))
+
+
+def insert_part(conn: sqlite3.Connection, row_id: int, device: str | None,
                 readings: Sequence[Reading]) -> None:
     stamps = [r.ts_ms for r in readings]
     conn.execute(
         "INSERT INTO telemetry (id, device, ts_ms, last_ts_ms, n, body) VALUES (?,?,?,?,?,?)",
         (row_id, device, min(stamps), max(stamps), len(readings),
          pack_fragment(readings_fragment(readings))))
+
+
+def message_polls(cycles: Sequence[Cycle]) -> list[list[int]]:
+    """The polls (indexes into ``cycles``) each telemetry message of a window carries."""
+    messages: list[list[int]] = []
+    size = MAX_MESSAGE_READINGS
+    for i, (readings, _) in enumerate(cycles):
+        if not readings:
+            continue
+        if len(readings) > MAX_SHARED_POLL:
+            messages.append([i])  # on its own; the next small poll starts a new message
+            size = MAX_MESSAGE_READINGS
+            continue
+        if size + len(readings) > MAX_MESSAGE_READINGS:
+            messages.append([])
+            size = 0
+        messages[-1].append(i)
+        size += len(readings)
+    return messages
 
 
 def add_missing_columns(conn: sqlite3.Connection) -> None:

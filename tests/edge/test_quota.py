@@ -28,6 +28,9 @@ def test_retention_deletes_only_old_delivered_readings(tmp_path: Path) -> None:
         seqs = cycle(store, i, "logger-1")
         if i >= 10:
             store.outbox.ack(seqs)
+        if i == 49:  # history is folded in chunks; retention deletes whole chunks
+            store.fold()
+    store.fold()
     # The first ten messages were never delivered: past retention, they stay queued.
     counters = store.maintain(quota_bytes=10**9, retention_before_ms=T0 + 50_000)
     assert counters.retention_deleted == 0, "nothing below an unsent message is pruned"
@@ -36,6 +39,9 @@ def test_retention_deletes_only_old_delivered_readings(tmp_path: Path) -> None:
     counters = store.maintain(quota_bytes=10**9, retention_before_ms=T0 + 50_000)
     assert counters.retention_deleted == 250
     assert len(store.readings("logger-1", "p0", 0, 2**62)) == 50
+    # Delivered, folded and past the resend horizon: the message rows are gone too,
+    # their readings counted once (with the history chunk).
+    assert store._conn.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0] == 0
 
 
 def test_thinning_keeps_alarms_and_counts_everything(tmp_path: Path) -> None:
@@ -70,13 +76,35 @@ def test_delivered_history_goes_before_anything_unsent(tmp_path: Path) -> None:
         seqs = cycle(store, i, "logger-1")
         if i < 1500:
             store.outbox.ack(seqs)
+        if i % 100 == 99:
+            store.fold()
     store.outbox.flush_acks()
     store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file alone, no WAL
-    quota = int(store.used_bytes() * 0.7)
+    # Tight enough that the delivered message rows (copies) are not enough: delivered
+    # history chunks go too, each of the 15 delivered chunks' 500 readings counted.
+    quota = int(store.used_bytes() * 0.4)
     counters = store.maintain(quota_bytes=quota, retention_before_ms=0)
-    assert counters.history_pruned > 0
+    assert counters.history_pruned == 7500
     assert counters.thinned_messages == 0 and counters.dropped_messages == 0
     assert store.outbox.stats().depth == 500
+    assert len(store.readings("logger-1", "p0", 0, 2**62)) == 500
+
+
+def test_thinning_takes_the_readings_out_of_history_too(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    for i in range(2000):
+        cycle(store, i, "logger-1")
+        if i % 100 == 99:
+            store.fold()
+    store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    counters = store.maintain(quota_bytes=int(store.used_bytes() * 0.4), retention_before_ms=0)
+    assert counters.thinned_messages > 0
+    assert counters.thinned_readings == 5 * counters.thinned_messages
+    # What is left to send and what history holds are the same readings.
+    sent = sorted(r["ts"] for e in store.outbox.pending("telemetry", 0, 10**6)
+                  for r in json.loads(e.payload)["readings"] if r["point"] == "p0")
+    kept = [r.ts_ms for r in store.readings("logger-1", "p0", 0, 2**62)]
+    assert kept == sent and len(kept) == 2000 - counters.thinned_messages
 
 
 def test_only_alarms_left_are_never_dropped(tmp_path: Path) -> None:

@@ -144,9 +144,10 @@ def test_requeue_right_after_an_ack_rebuilds_the_message(tmp_path: Path) -> None
     assert json.loads(first.payload)["readings"][0]["unit"] == "m"
 
 
-def test_readings_are_one_row_per_message_and_device(tmp_path: Path) -> None:
-    # A poll of 100 points appends one compressed row, not 100 rows and index entries:
-    # what keeps the bytes written per reading low on an SD card.
+def test_readings_are_one_row_per_message(tmp_path: Path) -> None:
+    # A poll of 100 points appends one compressed row, not 100 rows and index entries,
+    # and no per-device index entry either: what keeps the bytes written per reading low
+    # on an SD card. History per device is folded out of it later.
     store = Store(tmp_path / "edge.db")
     poll = [Reading("piezo-1", f"p{j}", 1_700_000_000_000, 10.0 + j, "kPa", "good", 100.0 + j)
             for j in range(100)]
@@ -154,7 +155,7 @@ def test_readings_are_one_row_per_message_and_device(tmp_path: Path) -> None:
     assert store.commit_cycle([*poll, derived], []) == [1]
     conn = sqlite3.connect(tmp_path / "edge.db")
     rows = conn.execute("SELECT device, n FROM telemetry ORDER BY id").fetchall()
-    assert rows == [("piezo-1", 100), ("derived", 1)]
+    assert rows == [(None, 101)]
     body = json.loads(store.outbox.pending("telemetry", 0, 1)[0].payload)
     assert body["seq"] == 1 and len(body["readings"]) == 101
     history = store.readings("piezo-1", "p7", 0, 2**63 - 1)

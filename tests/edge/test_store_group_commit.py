@@ -56,8 +56,11 @@ def test_polls_within_the_window_share_one_transaction(tmp_path: Path) -> None:
         gateway.store.close()
 
     asyncio.run(scenario())
-    # Still one message and one seq per poll.
-    assert [m["seq"] for m in queued(tmp_path / "edge.db", "telemetry")] == [1, 2, 3, 4, 5]
+    # One message, one seq, carrying every poll of the window in the order they came.
+    [message] = queued(tmp_path / "edge.db", "telemetry")
+    assert message["seq"] == 1
+    assert [r["value"] for r in message["readings"]] == [  # type: ignore[index]
+        120.0, 121.0, 122.0, 123.0, 124.0]
 
 
 def test_an_alarm_transition_never_waits_for_the_window(tmp_path: Path) -> None:
@@ -69,9 +72,12 @@ def test_an_alarm_transition_never_waits_for_the_window(tmp_path: Path) -> None:
         # The alarm commits at once, taking the waiting polls with it: no stop needed.
         await asyncio.wait_for(gateway.polled.wait(), 30)
         assert gateway.commits == 1
-        assert [a["alarm"]["state"] for a in queued(tmp_path / "edge.db", "alarm")] == [
-            "raised"]
-        assert len(queued(tmp_path / "edge.db", "telemetry")) == 3
+        alarms = queued(tmp_path / "edge.db", "alarm")
+        assert [a["alarm"]["state"] for a in alarms] == ["raised"]  # type: ignore[index]
+        # The window's three polls are one message, numbered before the alarm.
+        [telemetry] = queued(tmp_path / "edge.db", "telemetry")
+        assert len(telemetry["readings"]) == 3  # type: ignore[arg-type]
+        assert (telemetry["seq"], alarms[0]["seq"]) == (1, 2)
         await gateway.stop()
         await task
         gateway.store.close()
@@ -109,3 +115,16 @@ def test_a_window_not_well_under_the_fastest_poll_is_warned_about(tmp_path: Path
     site["store"]["commit_window_ms"] = 100
     config.write_text(yaml.safe_dump(site))
     assert not any("commit_window_ms" in w for w in load_config(config).warnings)
+
+
+def test_the_window_unset_is_a_quarter_second_or_a_quarter_of_the_fastest_poll(
+        tmp_path: Path) -> None:
+    from edge.config import commit_window_ms
+
+    site = settings(RULES)
+    assert site.store.commit_window_ms is None
+    assert commit_window_ms(site) == 250.0
+    assert commit_window_ms(settings(RULES, interval_s=0.25)) == 62.5
+    chosen = site.model_copy(update={"store": site.store.model_copy(
+        update={"commit_window_ms": 40.0})})
+    assert commit_window_ms(chosen) == 40.0

@@ -49,7 +49,8 @@ def test_a_killed_process_resumes_without_a_gap(tmp_path: Path) -> None:
     """SIGKILL loses nothing the kernel accepted: same boot, no skipped seqs."""
     path = tmp_path / "edge.db"
     store = Store(path, "normal", boot_id="boot-1")
-    assert store.commit_cycles([poll(0), poll(1)]) == [[1], [2]]
+    assert store.commit_cycles([poll(0), poll(1)]) == [[1], [1]]  # one window, one message
+    assert store.commit_cycle(*poll(1)) == [2]
     store.connection.close()  # killed: no clean shutdown
     again = Store(path, "normal", boot_id="boot-1")
     assert again.commit_cycles([poll(2)]) == [[3]]
