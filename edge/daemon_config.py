@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -42,8 +43,13 @@ def load_apart(path: str) -> LoadedConfig:
         os.close(reading)
         _report_and_exit(path, writing)
     os.close(writing)
-    with os.fdopen(reading, "rb") as pipe:
-        answer = pipe.read()
+    try:
+        with os.fdopen(reading, "rb") as pipe:
+            answer = pipe.read()
+    except BaseException:  # a stop during start-up (edge/entry.py): no child left behind
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     os.waitpid(pid, 0)
     try:
         outcome, value = pickle.loads(answer)

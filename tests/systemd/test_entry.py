@@ -67,17 +67,24 @@ def test_run_with_an_unset_password_variable_fails_in_one_line(tmp_path: Path) -
     assert not (tmp_path / "edge.db").exists(), "the store was opened before the check"
 
 
-def _blocked_opening_fifo(pid: int, timeout: float = 60.0) -> bool:
-    """True once ``pid`` waits in open(2) for a FIFO's writer (the kernel's wait_for_partner)."""
+def _blocked_opening_fifo(pid: int, timeout: float = 60.0) -> int | None:
+    """The process, ``pid`` or a child of it (the configuration is built in a forked child,
+    edge/daemon_config.py), once it waits in open(2) for a FIFO's writer (the kernel's
+    wait_for_partner); None if none does within the timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if Path(f"/proc/{pid}/wchan").read_text().strip() == "wait_for_partner":
-                return True
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         except OSError:
-            return False
+            return None
+        for candidate in (pid, *map(int, children)):
+            try:
+                if Path(f"/proc/{candidate}/wchan").read_text().strip() == "wait_for_partner":
+                    return candidate
+            except OSError:
+                continue
         time.sleep(0.05)
-    return False
+    return None
 
 
 def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path) -> None:
@@ -89,7 +96,8 @@ def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "-c", str(fifo)], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert _blocked_opening_fifo(proc.pid), "edge run never reached its config"
+        blocked = _blocked_opening_fifo(proc.pid)
+        assert blocked is not None, "edge run never reached its config"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -99,3 +107,4 @@ def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, (proc.returncode, err)
     assert "Traceback" not in err
     assert err.strip() == "edge: SIGTERM during start-up, exiting"
+    assert not Path(f"/proc/{blocked}").exists(), "a process of the start-up was left behind"
