@@ -4,6 +4,8 @@ Last Will is stamped at each connection. Against real sockets and a real Mosquit
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -38,10 +40,10 @@ async def make_channel(tmp_path: Path, port: int, **settings: Any) -> MqttChanne
     return MqttChannel(config, ROOT, "gw-connect", outbox.channel(MqttChannel.name))
 
 
-async def failures_against(tmp_path: Path, mode: str | None,
+async def failures_against(tmp_path: Path, mode: str | None, attempts: int = 3,
                            **settings: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Health and the connect-failure log events after at least three failed attempts
-    against a server in ``mode`` (None: a port nothing listens on)."""
+    """Health and the connect-failure log events after at least ``attempts`` failed
+    attempts against a server in ``mode`` (None: a port nothing listens on)."""
     server = FakeBroker(mode) if mode else None
     if server is not None:
         await server.start()
@@ -50,8 +52,8 @@ async def failures_against(tmp_path: Path, mode: str | None,
     with capture_logs() as logs:
         running = asyncio.create_task(up.run())
         try:
-            await until(lambda: up.health()["connect_failures"] >= 3, 30,
-                        "three failed connection attempts")
+            await until(lambda: up.health()["connect_failures"] >= attempts, 45,
+                        f"{attempts} failed connection attempts")
         finally:
             await up.stop(timeout_s=1)
             running.cancel()
@@ -75,6 +77,53 @@ def test_each_failed_attempt_is_counted_and_logged_once_with_its_reason(
     # The same failure again and again is one line, however many attempts.
     assert len(logged) == 1, logged
     assert logged[0]["reason"] == reason and logged[0]["failures"] == 1
+
+
+def test_a_broker_that_accepts_but_never_answers_connect_is_no_connack(tmp_path: Path) -> None:
+    """A half-dead broker (a hung process behind a listening socket, a proxy that lost
+    its upstream): each attempt ends after the keep-alive, as no_connack, not as a
+    network or refused failure (5 s, the shortest keep-alive the config allows)."""
+    health, logged = asyncio.run(failures_against(tmp_path, "silent", attempts=2))
+    assert health["connected"] is False and health["connects"] == 0
+    assert health["last_connect_failure"]["reason"] == "no_connack"
+    assert [e["reason"] for e in logged] == ["no_connack"]
+
+
+def test_a_host_whose_listen_queue_is_full_is_a_timeout(tmp_path: Path) -> None:
+    """A broker host that takes no more connections (its accept queue full, SYNs
+    dropped): the TCP connect times out (paho's 5 s), reason timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]  # nobody accepts them: the queue fills
+    for filler in fillers:
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+    try:
+        health, logged = asyncio.run(full_queue_failures(tmp_path, port))
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+    assert health["connected"] is False and health["connects"] == 0
+    assert health["last_connect_failure"]["reason"] == "timeout"
+    assert [e["reason"] for e in logged] == ["timeout"]
+
+
+async def full_queue_failures(tmp_path: Path,
+                              port: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    up = await make_channel(tmp_path, port)
+    with capture_logs() as logs:
+        running = asyncio.create_task(up.run())
+        try:
+            await until(lambda: up.health()["connect_failures"] >= 2, 45,
+                        "two failed connection attempts")
+        finally:
+            await up.stop(timeout_s=1)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    return up.health(), [e for e in logs if e["event"] == "mqtt_connect_failed"]
 
 
 def test_a_tls_handshake_with_a_plain_broker_is_a_tls_failure(tmp_path: Path) -> None:
