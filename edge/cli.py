@@ -122,7 +122,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
-            centres = [] if args.no_sl651_centre else [serve_centres(loaded.settings)]
+            centres = [] if args.no_sl651_centre else [serve_centres(
+                loaded.settings, report_log=Path(args.sl651_log) if args.sl651_log else None)]
             await asyncio.gather(
                 serve(loaded.settings, model, script, plan, modem=not args.no_modem,
                       replies=replies, sms_log=Path(args.sms_log) if args.sms_log else None),
@@ -319,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_modem_options(p)
     p.add_argument("--no-sl651-centre", action="store_true",
                    help="do not serve the sl651 section's loopback centres (a real one listens)")
+    p.add_argument("--sl651-log", metavar="FILE",
+                   help="append every report the loopback centres confirm to FILE (JSON lines)")
     p.set_defaults(func=cmd_simulate)
 
     _add_store_tools(sub, with_config)

@@ -4,17 +4,20 @@ Prints what a district platform subscribed to the gateway receives: readings as 
 polled and alarms as the simulated flood passes the flood-limit level; with the demo's
 ``web:`` section, also the address of the keeper's page (docs/web.md); with its
 ``notify`` section, each text the simulated modem sends and the siren switching (the
-keeper's simulated phone replies "1" after 40 s).
+keeper's simulated phone replies "1" after 40 s); with its ``sl651`` section, each report
+the simulated provincial centre confirms, as that centre decoded it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.pretty import print_message
+from edge.pretty import print_message, sl651_line
 
 
 def _free_port() -> int:
@@ -71,6 +74,35 @@ def _on_loopback(config: dict[str, Any], work: Path) -> tuple[int, int, str | No
         page = f"127.0.0.1:{_free_port()}"
         config["web"]["listen"] = page
     return mqtt_port, modbus_port, page
+
+
+def _follow_sl651(path: Path, stop: threading.Event) -> None:
+    """Print each report the simulated centre appends to ``path`` (JSON lines), until
+    ``stop``; a line still being written is read at the next turn."""
+    offset = 0
+    while not stop.wait(0.2):
+        if not path.exists():
+            continue
+        with path.open("rb") as log:
+            log.seek(offset)
+            for line in log:
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+                with contextlib.suppress(ValueError):
+                    print(sl651_line(json.loads(line)), flush=True)
+
+
+def _print_sl651_reports(config: dict[str, Any],
+                         work: Path) -> tuple[list[str], threading.Event]:
+    """With an ``sl651`` section: the simulator's arguments that make its centre log each
+    report, and a thread printing them (stopped by the event returned)."""
+    stop = threading.Event()
+    if not config.get("sl651"):
+        return [], stop
+    reports = work / "sl651-reports.jsonl"
+    threading.Thread(target=_follow_sl651, args=(reports, stop), daemon=True).start()
+    return ["--sl651-log", str(reports)], stop
 
 
 def _run_gateway(gateway: subprocess.Popen[bytes], seconds: float | None, log: Path) -> int:
@@ -130,8 +162,9 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
             print(f"mosquitto did not start; see {work / 'mosquitto.log'}", file=sys.stderr)
             return 1
         fault_args = [arg for fault in faults or [] for arg in ("--fault", fault)]
+        centre_args, stop_following = _print_sl651_reports(config, work)
         spawn([*edge, "simulate", "-c", str(site_file), "--period-s", "60", *fault_args,
-               *replies], "simulator.log")
+               *replies, *centre_args], "simulator.log")
         _wait_for_port(modbus_port)
         print(f"broker 127.0.0.1:{mqtt_port}  simulator 127.0.0.1:{modbus_port}  "
               f"subscribed to {root}/#  (Ctrl-C to stop)")
@@ -145,6 +178,7 @@ def run_demo(config_path: Path, seconds: float | None, faults: list[str] | None 
         client.loop_start()
         gateway = spawn([*edge, "run", "-c", str(site_file)], "gateway.log")
         code = _run_gateway(gateway, seconds, work / "gateway.log")
+        stop_following.set()
         client.loop_stop()
         client.disconnect()
         return code

@@ -75,3 +75,27 @@ def print_message(topic: str, payload: bytes) -> None:
     if isinstance(body, dict):
         for line in render(topic, body):
             print(line, flush=True)
+
+
+# What each SL 651-2014 report function is called in the demo (docs/sl651.md).
+SL651_REPORTS = {"30H": "test", "32H": "timed", "33H": "added", "34H": "hourly",
+                 "37H": "query answer"}
+
+
+def sl651_line(record: dict[str, Any]) -> str:
+    """A report a centre confirmed (``edge simulate --sl651-log``), as the centre read it:
+    its function, serial, observation time and elements by their standard mnemonics."""
+    function = str(record.get("function"))
+    values = []
+    for name, value in (record.get("values") or {}).items():
+        if isinstance(value, list):  # the hourly report's twelve 5-minute values
+            value = f"[{len(value)} values]"
+        values.append(f"{name} {'—' if value is None else value}")
+    try:  # SL 651 times are Beijing time; shown in local time like the other lines
+        observed = datetime.fromisoformat(str(record.get("observed"))).astimezone().strftime(
+            "%H:%M:%S")
+    except ValueError:
+        observed = "--:--:--"
+    return (f"{observed}  centre {record.get('centre')}  SL 651   "
+            f"{function} {SL651_REPORTS.get(function, 'report'):<12} serial "
+            f"{record.get('serial')}: {'  '.join(values)}")

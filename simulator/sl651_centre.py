@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -345,22 +347,28 @@ class Sl651Centre:
         return report
 
 
-def _log_report(centre: int) -> Callable[[ReceivedReport], None]:
+def _log_report(centre: int, report_log: Path | None) -> Callable[[ReceivedReport], None]:
     def logged(report: ReceivedReport) -> None:
-        log.info("sl651_centre_received", centre=centre, function=f"{report.function:02X}H",
-                 serial=report.serial, station=report.station,
-                 observed=report.observed.isoformat() if report.observed else None,
-                 values={k: v for k, v in report.values.items()})
+        record = {"centre": centre, "function": f"{report.function:02X}H",
+                  "serial": report.serial, "station": report.station,
+                  "observed": report.observed.isoformat() if report.observed else None,
+                  "values": dict(report.values)}
+        log.info("sl651_centre_received", **record)
+        if report_log is not None:  # the demo prints these beside what MQTT delivers
+            with report_log.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     return logged
 
 
-async def serve_centres(settings: GatewaySettings, mode: Mode = "confirm") -> None:
-    """Serve, until cancelled, each ``sl651`` centre of the site that listens on loopback."""
+async def serve_centres(settings: GatewaySettings, mode: Mode = "confirm",
+                        report_log: Path | None = None) -> None:
+    """Serve, until cancelled, each ``sl651`` centre of the site that listens on loopback;
+    every report confirmed is logged, and appended to ``report_log`` as a JSON line."""
     section = settings.sl651
     local = [c for c in (section.centres if section else [])
              if c.host in ("127.0.0.1", "localhost", "::1")]
     centres = [Sl651Centre(address=c.address, mode=mode, port=c.port, host=c.host,
-                           on_report=_log_report(c.address)) for c in local]
+                           on_report=_log_report(c.address, report_log)) for c in local]
     for centre in centres:
         await centre.start()
         log.info("sl651_centre_listening", centre=centre.address, port=centre.port)
