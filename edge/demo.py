@@ -77,20 +77,29 @@ def _on_loopback(config: dict[str, Any], work: Path) -> tuple[int, int, str | No
 
 
 def _follow_sl651(path: Path, stop: threading.Event) -> None:
-    """Print each report the simulated centre appends to ``path`` (JSON lines), until
-    ``stop``; a line still being written is read at the next turn."""
+    """Print each report the simulated centre appends to ``path`` (JSON lines) until
+    ``stop``, and once more after it (what came just before the stop); a line still
+    being written is read at the next turn."""
     offset = 0
-    while not stop.wait(0.2):
-        if not path.exists():
-            continue
-        with path.open("rb") as log:
-            log.seek(offset)
-            for line in log:
-                if not line.endswith(b"\n"):
-                    break
-                offset += len(line)
-                with contextlib.suppress(ValueError):
-                    print(sl651_line(json.loads(line)), flush=True)
+    while True:
+        stopping = stop.wait(0.2)
+        offset = _print_new_reports(path, offset)
+        if stopping:
+            return
+
+
+def _print_new_reports(path: Path, offset: int) -> int:
+    if not path.exists():
+        return offset
+    with path.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            if not line.endswith(b"\n"):
+                break
+            offset += len(line)
+            with contextlib.suppress(ValueError):
+                print(sl651_line(json.loads(line)), flush=True)
+    return offset
 
 
 def _print_sl651_reports(config: dict[str, Any],
