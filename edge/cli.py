@@ -79,8 +79,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_daemon() -> None:
+    import edge.gateway  # noqa: F401  (imported while the config child validates)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = load_for_daemon(args.config)
+    loaded = load_for_daemon(args.config, meanwhile=_import_daemon)
     if loaded is None:
         return EXIT_CONFIG
     # --log-level wins over the config's logging.level (a technician debugging on site).

@@ -9,6 +9,7 @@ import pickle
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import ConfigError, LoadedConfig, load_config
@@ -20,7 +21,7 @@ UNIT_ENV_FILE = "/etc/reservoir-edge/env"
 EXIT_CONFIG = 2
 
 
-def load_apart(path: str) -> LoadedConfig:
+def load_apart(path: str, meanwhile: Callable[[], object] | None = None) -> LoadedConfig:
     """``load_config`` in a forked child that hands back the result, pickled.
 
     Parsing and validating a site file makes a peak of short-lived objects (YAML nodes and
@@ -34,8 +35,14 @@ def load_apart(path: str) -> LoadedConfig:
     another thread); otherwise, or where there is no fork, or if the child cannot report
     (killed, out of memory), the configuration is loaded here as before. Errors are the
     same either way: a ``ConfigError`` with every problem.
+
+    ``meanwhile`` runs here while the child works (``edge run`` imports the daemon's
+    modules): the models build their validators only when first used, so that work is the
+    child's, and on two cores or more it overlaps the parent's imports.
     """
     if not hasattr(os, "fork") or threading.active_count() > 1:
+        if meanwhile is not None:
+            meanwhile()
         return load_config(path)
     reading, writing = os.pipe()
     pid = os.fork()
@@ -43,13 +50,15 @@ def load_apart(path: str) -> LoadedConfig:
         os.close(reading)
         _report_and_exit(path, writing)
     os.close(writing)
-    try:
-        with os.fdopen(reading, "rb") as pipe:
+    with os.fdopen(reading, "rb") as pipe:
+        try:
+            if meanwhile is not None:
+                meanwhile()
             answer = pipe.read()
-    except BaseException:  # a stop during start-up (edge/entry.py): no child left behind
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
+        except BaseException:  # a stop during start-up (edge/entry.py): no child left behind
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
     os.waitpid(pid, 0)
     try:
         outcome, value = pickle.loads(answer)
@@ -76,9 +85,10 @@ def _report_and_exit(path: str, pipe_fd: int) -> None:
         os._exit(status)
 
 
-def load_or_report(path: str) -> LoadedConfig | None:
+def load_or_report(path: str,
+                   meanwhile: Callable[[], object] | None = None) -> LoadedConfig | None:
     try:
-        return load_apart(path)
+        return load_apart(path, meanwhile)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -103,9 +113,10 @@ def environment_problems(loaded: LoadedConfig, path: str) -> list[ConfigProblem]
                           f"password> in {UNIT_ENV_FILE} (read by systemd at start)")]
 
 
-def load_for_daemon(path: str) -> LoadedConfig | None:
+def load_for_daemon(path: str,
+                    meanwhile: Callable[[], object] | None = None) -> LoadedConfig | None:
     """The configuration as ``edge run`` needs it: valid, and its secrets present."""
-    loaded = load_or_report(path)
+    loaded = load_or_report(path, meanwhile)
     if loaded is None:
         return None
     problems = environment_problems(loaded, path)

@@ -19,6 +19,7 @@ it takes to read it. Every limit gives ``FILE:LINE: ...`` naming the limit.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,9 @@ def _construct(
             _construct(item, (*path, i), name, lines, problems)
             for i, item in enumerate(node.value)
         ]
-    # Scalars: let the safe loader resolve ints, floats, bools, nulls.
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
+    # Scalars: the safe constructor makes ints, floats, bools and nulls of the tags the
+    # composer resolved (a constructor alone: a whole loader per scalar cost ~10 µs each).
+    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
 
 
 class _LimitExceeded(Exception):
@@ -164,34 +162,19 @@ class _Expansion:
     text: int
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader composing nodes within the limits above.
+class _Bounds(yaml.composer.Composer):
+    """PyYAML's composer, composing nodes within the limits above.
 
     Each node's expansion is measured when its composition ends, from its children's
     (an alias returns its anchor's node, already measured), so the cost is that of the
-    text as written, however far it would expand.
+    text as written, however far it would expand. The events come from the parser a
+    loader below mixes in.
     """
 
-    def __init__(self, stream: str) -> None:
-        self._marks: dict[int, yaml.Mark] = {}  # before PyYAML's scanner asks for one
-        super().__init__(stream)
+    def _start_bounds(self) -> None:
         self._depth = 0
         self._measured: dict[int, _Expansion] = {}
         self._keep: list[yaml.Node] = []  # keeps ids in _measured unique while composing
-
-    def get_mark(self) -> yaml.Mark:
-        """One mark per line, shared by every token on it, instead of one per token.
-
-        Only a mark's line is ever read here (errors are ``FILE:LINE``; PyYAML reads the
-        column and the buffer only to print its own messages, which are not shown). PyYAML
-        keeps two marks per node, each with its own ints: about 6 MiB of a 10.6 MiB peak
-        for a 1,000-point site, and CPython's allocator does not give the arenas of such
-        a peak back while the config objects built beside it live (docs/performance.md).
-        """
-        mark = self._marks.get(self.line)
-        if mark is None:
-            mark = self._marks[self.line] = yaml.Mark(self.name, 0, self.line, 0, None, None)
-        return mark
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
         event = self.peek_event()
@@ -251,15 +234,82 @@ class _BoundedLoader(yaml.SafeLoader):
                           sum(p.text for p in known))
 
 
-def _compose(name: str, text: str) -> yaml.Node | None:
+class _BoundedLoader(_Bounds, yaml.SafeLoader):
+    """Pure-Python PyYAML within the limits: where PyYAML was built without libyaml."""
+
+    def __init__(self, stream: str) -> None:
+        self._marks: dict[int, yaml.Mark] = {}  # before PyYAML's scanner asks for one
+        yaml.SafeLoader.__init__(self, stream)
+        self._start_bounds()
+
+    def get_mark(self) -> yaml.Mark:
+        """One mark per line, shared by every token on it, instead of one per token.
+
+        Only a mark's line is ever read here (errors are ``FILE:LINE``; PyYAML reads the
+        column and the buffer only to print its own messages, which are not shown). PyYAML
+        keeps two marks per node, each with its own ints: about 6 MiB of a 10.6 MiB peak
+        for a 1,000-point site, and CPython's allocator does not give the arenas of such
+        a peak back while the config objects built beside it live (docs/performance.md).
+        """
+        mark = self._marks.get(self.line)
+        if mark is None:
+            mark = self._marks[self.line] = yaml.Mark(self.name, 0, self.line, 0, None, None)
+        return mark
+
+
+try:  # PyYAML built with libyaml (Debian's python3-yaml and the PyPI wheels are)
+    from yaml.cyaml import CParser as _CParser
+except ImportError:
+    _CParser = None
+
+
+@functools.cache
+def _fast_loader() -> Any:
+    """A loader where libyaml scans and parses and our composer bounds: 0.75 s -> ~0.2 s
+    for a 1,000-point site (PyYAML's pure-Python scanner and parser were four fifths of
+    loading it; the marks libyaml makes die with the config child,
+    edge/daemon_config.py)."""
+
+    class _FastBoundedLoader(_Bounds, _CParser, yaml.resolver.Resolver):
+        def __init__(self, text: str) -> None:
+            _CParser.__init__(self, text)
+            yaml.composer.Composer.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._start_bounds()
+
+    return _FastBoundedLoader
+
+
+def _compose_fast(stream: str) -> yaml.Node | None:
+    loader = _fast_loader()(stream)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _compose_pure(text: str) -> yaml.Node | None:
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _compose(name: str, text: str) -> yaml.Node | None:
+    try:
+        if _CParser is not None:
+            try:
+                return _compose_fast(text)
+            except yaml.YAMLError:
+                # Read again by PyYAML's own parser, for the messages users have always
+                # had: libyaml's are terser ("did not find expected ','" without what it
+                # found) and it stops 10,000 nested brackets at its own depth, not ours.
+                pass
+        return _compose_pure(text)
     except _LimitExceeded as exc:
         raise ConfigSourceError([ConfigProblem(SourceLine(name, exc.line), "",
                                                exc.message)]) from None
-    finally:
-        loader.dispose()
 
 
 def _read_text(path: Path) -> str:

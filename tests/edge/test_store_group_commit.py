@@ -28,11 +28,39 @@ def poll(device: str, point: str, i: int, value: float) -> PollResult:
         Reading(device, point, T0 + i * 1000, value, "m", "good", None),), 1, True)
 
 
-async def started(path: Path, window_ms: float) -> tuple[Pipeline, asyncio.Task[None]]:
+async def started(path: Path, window_ms: float,
+                  first_committed: bool = True) -> tuple[Pipeline, asyncio.Task[None]]:
+    """A pipeline running; with ``first_committed`` past its first commit (seq 1), which
+    never waits for the window, so what follows is in the windows of a running gateway."""
     worker = StoreWorker(Store(path))
     gateway = Pipeline(worker, Outbox(worker), _no_room, commit_window_ms=window_ms)
     await gateway.rebuild_engine(lambda active: RuleEngine(settings(RULES).rule_site(), active))
-    return gateway, asyncio.create_task(gateway.run())
+    task = asyncio.create_task(gateway.run())
+    if first_committed:
+        await gateway.enqueue(poll("level-1", "water_level", -1, 119.0))
+        await asyncio.wait_for(gateway.polled.wait(), 30)
+        gateway.polled.clear()
+        assert gateway.commits == 1
+    return gateway, task
+
+
+def test_the_first_poll_after_start_commits_without_waiting_for_the_window(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=60_000,
+                                      first_committed=False)
+        await gateway.enqueue(poll("level-1", "water_level", 0, 120.0))
+        await asyncio.wait_for(gateway.polled.wait(), 30)  # not 60 s
+        assert gateway.commits == 1
+        await gateway.enqueue(poll("level-1", "water_level", 1, 121.0))
+        await asyncio.sleep(0.05)
+        assert gateway.commits == 1, "from the second on, polls wait for the window"
+        await gateway.stop()
+        await task
+        assert gateway.commits == 2
+        gateway.store.close()
+
+    asyncio.run(scenario())
 
 
 def queued(path: Path, kind: str) -> list[dict[str, object]]:
@@ -49,16 +77,16 @@ def test_polls_within_the_window_share_one_transaction(tmp_path: Path) -> None:
         for i in range(5):  # one at a time, as bus tasks finish their polls
             await gateway.enqueue(poll("level-1", "water_level", i, 120.0 + i))
             await asyncio.sleep(0.01)
-        assert gateway.commits == 0, "the window is still open: nothing committed yet"
+        assert gateway.commits == 1, "the window is still open: nothing committed yet"
         await gateway.stop()
         await task
-        assert gateway.commits == 1
+        assert gateway.commits == 2
         gateway.store.close()
 
     asyncio.run(scenario())
     # One message, one seq, carrying every poll of the window in the order they came.
-    [message] = queued(tmp_path / "edge.db", "telemetry")
-    assert message["seq"] == 1
+    [_, message] = queued(tmp_path / "edge.db", "telemetry")
+    assert message["seq"] == 2
     assert [r["value"] for r in message["readings"]] == [  # type: ignore[index]
         120.0, 121.0, 122.0, 123.0, 124.0]
 
@@ -71,13 +99,13 @@ def test_an_alarm_transition_never_waits_for_the_window(tmp_path: Path) -> None:
         await gateway.enqueue(poll("piezo-1", "head", 2, 104.5))  # raises head-high
         # The alarm commits at once, taking the waiting polls with it: no stop needed.
         await asyncio.wait_for(gateway.polled.wait(), 30)
-        assert gateway.commits == 1
+        assert gateway.commits == 2
         alarms = queued(tmp_path / "edge.db", "alarm")
         assert [a["alarm"]["state"] for a in alarms] == ["raised"]  # type: ignore[index]
         # The window's three polls are one message, numbered before the alarm.
-        [telemetry] = queued(tmp_path / "edge.db", "telemetry")
+        [_, telemetry] = queued(tmp_path / "edge.db", "telemetry")
         assert len(telemetry["readings"]) == 3  # type: ignore[arg-type]
-        assert (telemetry["seq"], alarms[0]["seq"]) == (1, 2)
+        assert (telemetry["seq"], alarms[0]["seq"]) == (2, 3)
         await gateway.stop()
         await task
         gateway.store.close()
@@ -92,7 +120,7 @@ def test_a_window_of_zero_commits_each_poll_as_it_comes(tmp_path: Path) -> None:
             await gateway.enqueue(poll("level-1", "water_level", i, 120.0 + i))
             await asyncio.wait_for(gateway.polled.wait(), 30)
             gateway.polled.clear()
-        assert gateway.commits == 3
+        assert gateway.commits == 4
         await gateway.stop()
         await task
         gateway.store.close()
