@@ -69,10 +69,7 @@ class Store:
         self.path = path
         self.history_fold_s = history_fold_s
         self.resend_horizon_s = resend_horizon_s
-        # None, not 0.0: time.monotonic() counts from boot, so "0.0" meant no fold until
-        # history_fold_s after the machine booted (a gateway restarted by a power cut
-        # folded nothing for its first ten minutes).
-        self._folded_at: float | None = None
+        self._folded_at: float | None = None  # not 0.0: monotonic time counts from boot
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -228,8 +225,7 @@ class Store:
         """Fold history when due, release message rows past the resend horizon, and keep
         the store within its quota and retention (edge/quota.py)."""
         self.outbox.flush_acks()
-        if (self._folded_at is None
-                or time.monotonic() - self._folded_at >= self.history_fold_s):
+        if self._folded_at is None or time.monotonic() - self._folded_at >= self.history_fold_s:
             self.fold()  # on a full disk, the quota's steps run without it
         self.quota.release_messages(now_ms() - int(self.resend_horizon_s * 1000))
         return self.quota.maintain(quota_bytes, retention_before_ms)
