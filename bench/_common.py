@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import sys
 import threading
@@ -106,13 +107,23 @@ class BenchBus:
     first_device: int = 0  # number of the bus's first device across the site
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports. Calling ``free_port`` in a loop can return a
+    port twice (the kernel may hand a closed port out again): with 200 endpoints that was
+    more likely than not, and a simulator then failed with "Could not start listen"."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
 def plan_buses(points: int, per_device: int = 100, devices_per_bus: int = 10) -> list[BenchBus]:
     """Devices of ``per_device`` points, ``devices_per_bus`` of them per TCP endpoint."""
     sizes = split_points(points, per_device)
-    buses = []
-    for start in range(0, len(sizes), devices_per_bus):
-        buses.append(BenchBus(free_port(), sizes[start:start + devices_per_bus], start))
-    return buses
+    starts = range(0, len(sizes), devices_per_bus)
+    return [BenchBus(port, sizes[start:start + devices_per_bus], start)
+            for port, start in zip(free_ports(len(starts)), starts, strict=True)]
 
 
 def device_id(number: int) -> str:

@@ -35,6 +35,7 @@ from _common import (
     Subscriber,
     bench_site_config,
     free_port,
+    free_ports,
     machine,
     proc_memory_mib,
     start_broker,
@@ -64,7 +65,7 @@ def buses_for(shape: str, count: int) -> list[BenchBus]:
         return []
     if shape == "gateway":
         return [BenchBus(free_port(), [1] * count, 0)]
-    return [BenchBus(free_port(), [1], n) for n in range(count)]
+    return [BenchBus(port, [1], n) for n, port in enumerate(free_ports(count))]
 
 
 def measure(work: Path, shape: str, count: int, seconds: float,

@@ -15,10 +15,11 @@ first frame in edge/, drivers/, rules/ or vocab/).
 the restructure) with the same simulator, broker and site, for a side-by-side.
 
 ``--small N`` runs the reservoir's shape of bench/memory_per_device.py instead: N devices of
-one float32 point each, as unit ids behind one Modbus TCP endpoint, no rules.
+one float32 point each, as unit ids behind one Modbus TCP endpoint, no rules; with
+``--endpoints`` each on an endpoint (and a bus) of its own.
 
 Usage: python bench/memory_trace.py [--seconds 40] [--frames 25] [--tree DIR] [--points 1000]
-       [--small N]
+       [--small N [--endpoints]]
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ def main() -> None:
         Subscriber,
         bench_site_config,
         free_port,
+        free_ports,
         machine,
         plan_buses,
         proc_memory_mib,
@@ -168,13 +170,19 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=REPO)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--small", type=int, default=0, help="one-point devices instead")
+    parser.add_argument("--endpoints", action="store_true",
+                        help="with --small: each device on its own endpoint (one bus each)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-trace-",
                                      dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
         broker = start_broker(work)
-        buses = ([BenchBus(free_port(), [1] * args.small, 0)] if args.small
-                 else plan_buses(args.points))
+        if args.small and args.endpoints:
+            buses = [BenchBus(port, [1], n) for n, port in enumerate(free_ports(args.small))]
+        elif args.small:
+            buses = [BenchBus(free_port(), [1] * args.small, 0)]
+        else:
+            buses = plan_buses(args.points)
         devices = sum(len(b.devices) for b in buses)
         rules = [] if args.small else threshold_rules(devices)
         config = bench_site_config(work, broker.port, buses, rules=rules,
