@@ -39,7 +39,10 @@ def test_the_shipped_configs_compose_alike_with_both_parsers(name: str) -> None:
 
 
 scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, width=32),
-                    st.booleans(), st.none(), st.text(max_size=12))
+                    st.booleans(), st.none(),
+                    # Line breaks such as NEL do not survive PyYAML's own dump and load.
+                    st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")),
+                            max_size=12))
 keys = st.text("abcdefghij_", min_size=1, max_size=8)
 documents = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)), max_leaves=25)
