@@ -24,7 +24,30 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support import Broker, Recorder, free_port, start_edge, wait_for_port  # noqa: E402
+from tests.support import (  # noqa: E402
+    Broker,
+    EdgeProcess,
+    Recorder,
+    free_port,
+    wait_for_port,
+)
+from tests.support import start_edge as _start_edge  # noqa: E402
+
+# Where systemd's RuntimeDirectory= would be: a gateway run by a bench keeps its status file
+# on tmpfs as it does under the unit (edge/statusfile.py), so the disk figures are the
+# deployed daemon's. Without /dev/shm the file stays beside the store (and counts).
+RUNTIME_PARENT = Path("/dev/shm")
+
+
+def start_edge(args: list[str], log: Path, env: dict[str, str] | None = None) -> EdgeProcess:
+    if args[:1] == ["run"] and RUNTIME_PARENT.is_dir() and "RUNTIME_DIRECTORY" not in (env or {}):
+        import atexit
+        import tempfile
+
+        runtime = tempfile.mkdtemp(prefix="bench-edge-run-", dir=RUNTIME_PARENT)
+        atexit.register(shutil.rmtree, runtime, ignore_errors=True)
+        env = {**(env or {}), "RUNTIME_DIRECTORY": runtime}
+    return _start_edge(args, log, env)
 
 
 def machine() -> str:

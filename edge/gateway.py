@@ -33,13 +33,14 @@ from edge.channels.mqtt import KINDS as MQTT_KINDS
 from edge.channels.mqtt import MqttChannel, ResponseRoute
 from edge.commands import STATE_CHANGING, CommandFigures, CommandRouter, Handler
 from edge.config import ConfigError, GatewaySettings, LoadedConfig, commit_window_ms, load_config
-from edge.health import HealthReporter, write_status_file
+from edge.health import HealthReporter
 from edge.history import HistoryReader
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.ports import Ports, Service, ServiceType
 from edge.sdnotify import SystemdNotifier, watchdog_interval_s
 from edge.services import SERVICE_TYPES, configured
+from edge.statusfile import write_status_file
 from edge.store import Store, StoreWorker
 from rules.engine import RuleEngine
 from vocab.model import ActiveAlarm
@@ -340,7 +341,7 @@ class Gateway:
             await stop_tasks(*tasks)
             await self.outbox.flush_acks()
             with contextlib.suppress(Exception):
-                write_status_file(self.store.path.parent,
+                write_status_file(self.store.path,
                                   {**(await self.health.snapshot()), "stopped": True})
             self.rules_worker.shutdown(wait=True, cancel_futures=True)
             self.store.close()

@@ -11,7 +11,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -26,10 +25,10 @@ from edge.hostinfo import (
     rss_bytes,
     store_size_bytes,
 )
-from edge.localstore import STATUS_FILE
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.sdnotify import SystemdNotifier
+from edge.statusfile import write_status_file
 from edge.store import StoreWorker
 from vocab.model import now_ms
 
@@ -154,14 +153,5 @@ class HealthReporter:
 
     def write_status_file(self, snapshot: dict[str, Any]) -> None:
         """The local status `edge status` reads: works while the uplink is down."""
-        write_status_file(self.store.path.parent, snapshot)
+        write_status_file(self.store.path, snapshot)
 
-
-def write_status_file(folder: Path, snapshot: dict[str, Any]) -> None:
-    path = folder / STATUS_FILE
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps({**snapshot, "pid": os.getpid()}), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("status_file_failed", path=str(path), error=str(exc))

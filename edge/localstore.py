@@ -13,13 +13,11 @@ import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from edge.config import GatewaySettings
 from edge.history import iter_stored_readings, latest_per_point
-
-# The daemon's status snapshot beside the store (written by edge/health.py).
-STATUS_FILE = "status.json"
+from edge.statusfile import read_status
 
 
 class LocalStoreError(Exception):
@@ -70,19 +68,9 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _status(db: Path) -> dict[str, Any]:
-    status_path = db.parent / STATUS_FILE
-    if status_path.exists():
-        try:
-            return dict(json.loads(status_path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            pass
-    return {}
-
-
 def running_pid(db: Path) -> int | None:
     """The pid of the gateway running on this store, from its status file; None if none."""
-    status = _status(db)
+    status = read_status(db)
     pid = status.get("pid")
     if not pid or status.get("stopped") or not _process_alive(int(pid)):
         return None
@@ -92,7 +80,7 @@ def running_pid(db: Path) -> int | None:
 def status_report(settings: GatewaySettings, out: TextIO = sys.stdout) -> int:
     db = settings.store.path
     conn = open_readonly(db)
-    status = _status(db)
+    status = read_status(db)
     pid = status.get("pid")
     running = running_pid(db) is not None
     print(f"gateway {settings.gateway.id} at {settings.site.id}: "

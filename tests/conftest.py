@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -7,6 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.support import Broker
+
+# A shell started by systemd (a CI runner under a unit with RuntimeDirectory=) would send
+# every test gateway's status file to that folder (edge/statusfile.py); tests read it
+# beside their store.
+os.environ.pop("RUNTIME_DIRECTORY", None)
 
 
 def _require_mosquitto() -> None:

@@ -201,9 +201,10 @@ def start_edge(args: list[str], log: Path, env: dict[str, str] | None = None) ->
     return EdgeProcess(proc, log)
 
 
-def run_edge(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "edge", *args], cwd=REPO, env=env,
+def run_edge(args: list[str], timeout: float = 60,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "edge", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 

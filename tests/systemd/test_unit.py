@@ -199,6 +199,8 @@ def test_service_type_watchdog_and_restart(unit: Unit) -> None:
         "Group": "reservoir-edge",
         "SupplementaryGroups": "dialout",
         "StateDirectory": "reservoir-edge",
+        "RuntimeDirectory": "reservoir-edge",
+        "RuntimeDirectoryPreserve": "yes",
         "ConfigurationDirectory": "reservoir-edge",
         "EnvironmentFile": "-/etc/reservoir-edge/env",
         "UMask": "0027",
