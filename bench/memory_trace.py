@@ -75,7 +75,8 @@ def package_of(filename: str) -> str:
 
 def importing_module(tb: tracemalloc.Traceback) -> str | None:
     """The module whose body was running when this was allocated, or None at run time."""
-    frames = list(tb)  # most recent first
+    # A Traceback lists the oldest frame first (Python >= 3.7): walk it from the most recent.
+    frames = list(reversed(tb))
     for i, frame in enumerate(frames):
         if frame.filename.startswith("<frozen importlib"):
             # Allocation inside the import machinery itself (code objects): the caller
@@ -119,21 +120,21 @@ def report(snapshot_path: str, top: int) -> None:
     total = import_total = 0
     for stat in snap.statistics("traceback"):
         total += stat.size
-        by_package[package_of(stat.traceback[0].filename)] += stat.size
+        by_package[package_of(stat.traceback[-1].filename)] += stat.size
         module = importing_module(stat.traceback)
         if module is not None:
             import_total += stat.size
             at_import[module] += stat.size
             continue
-        site = next((f"{package_of(f.filename)}:{f.lineno}" for f in stat.traceback
+        site = next((f"{package_of(f.filename)}:{f.lineno}" for f in reversed(stat.traceback)
                      if any(m in f.filename for m in OURS)), None)
-        running[site or f"{package_of(stat.traceback[0].filename)}:"
-                        f"{stat.traceback[0].lineno}"] += stat.size
+        running[site or f"{package_of(stat.traceback[-1].filename)}:"
+                        f"{stat.traceback[-1].lineno}"] += stat.size
     print(f"traced {total / 2**20:.2f} MiB; allocated while importing "
           f"{import_total / 2**20:.2f} MiB, after {(total - import_total) / 2**20:.2f} MiB")
     for title, counter in (("by allocating file's package", by_package),
                            ("while importing, by importing module", at_import),
-                           ("after start-up, by first frame of ours", running)):
+                           ("after start-up, by the innermost frame of ours", running)):
         print(f"--- {title}")
         for key, size in counter.most_common(top):
             print(f"{size / 1024:9.1f} KiB  {key}")
