@@ -34,7 +34,7 @@ PollSink = Callable[[PollResult], Awaitable[None]]
 """Where a bus task hands each device's poll result: the daemon's pipeline queue."""
 
 
-@dataclass
+@dataclass(slots=True)  # one per device: no __dict__ for 200 small slaves
 class DeviceHealth:
     """What the health topic reports about one device."""
 
@@ -49,7 +49,7 @@ class DeviceHealth:
     error_kinds: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class BusHealth:
     connected: bool = False
     cycles: int = 0

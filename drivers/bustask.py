@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -202,7 +201,9 @@ class BusTask:
         self._wake = asyncio.Event()
         self._stopping = False
         self._reconnects_seen = health.reconnects
-        self._writes: deque[_QueuedWrite] = deque()
+        # A list, not a deque: writes are rare and few, and a deque allocates a block of 64
+        # slots (about 0.6 KiB) up front, for each of a site's 200 buses.
+        self._writes: list[_QueuedWrite] = []
         self._polled_since_write = True
 
     async def run(self) -> None:
@@ -283,7 +284,7 @@ class BusTask:
         return upcoming is not None and upcoming[1] <= time.monotonic()
 
     async def _write_next(self) -> None:
-        queued = self._writes.popleft()
+        queued = self._writes.pop(0)
         if queued.result.done():  # the caller gave up waiting
             return
         writer = cast(CoilWriter, self.driver)  # checked when the write was queued
@@ -299,7 +300,7 @@ class BusTask:
 
     def _fail_writes(self, reason: str) -> None:
         while self._writes:
-            queued = self._writes.popleft()
+            queued = self._writes.pop(0)
             if not queued.result.done():
                 queued.result.set_result(self._refused(queued.unit, queued.address,
                                                        queued.values, reason))

@@ -126,6 +126,11 @@ class BusSupervisor:
                 })
         return states
 
+    def devices_online(self) -> tuple[int, int]:
+        """Devices online, and devices in all."""
+        healths = [h for p in self.pollers.values() for h in p.health.devices.values()]
+        return sum(1 for h in healths if h.online), len(healths)
+
     def health(self) -> dict[str, Any]:
         return {bus_id: {"connected": p.health.connected, "cycles": p.health.cycles,
                          "reconnects": p.health.reconnects,

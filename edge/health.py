@@ -101,47 +101,53 @@ class HealthReporter:
     @staticmethod
     def status_line(snapshot: dict[str, Any]) -> str:
         devices = snapshot["devices"]
-        online = sum(1 for d in devices if d["online"])
-        uplink = "up" if snapshot["uplink"] and snapshot["uplink"]["connected"] else "down"
-        return (f"devices online {online}/{len(devices)}, outbox {snapshot['outbox']['depth']}, "
-                f"alarms {snapshot['active_alarms']}, uplink {uplink}")
+        return _status_line(sum(1 for d in devices if d["online"]), len(devices),
+                            snapshot["outbox"]["depth"], snapshot["active_alarms"],
+                            snapshot["uplink"])
 
     async def run(self, systemd: SystemdNotifier, publish: Callable[[str], object],
                   interval_s: float) -> None:
         """Every ``interval_s``: systemd's status line, the status file, and ``publish``
         (retained on ``{root}/health`` while the uplink is up). In between, the status line
         is refreshed whenever a device or the uplink changes state."""
-        last: dict[str, Any] | None = None
+        # Between snapshots only what the status line needs is kept: the whole snapshot
+        # holds a dict per device (about 0.8 KiB each at 200 small devices).
+        summary: dict[str, Any] | None = None
+        shown = ""
         while True:
             try:
-                last = await self.snapshot()
-                systemd.status(self.status_line(last))
-                self.write_status_file(last)
-                publish(json.dumps(last, separators=(",", ":")))
+                snapshot = await self.snapshot()
+                systemd.status(self.status_line(snapshot))
+                self.write_status_file(snapshot)
+                publish(json.dumps(snapshot, separators=(",", ":")))
+                summary = {key: snapshot[key] for key in ("outbox", "active_alarms")}
+                shown = self.status_line(snapshot)
+                del snapshot
             except Exception:
                 log.exception("health_failed")
             deadline = time.monotonic() + interval_s
-            if last is None:
+            if summary is None:
                 await asyncio.sleep(interval_s)
             else:
-                await self._follow_state_changes(systemd, last, deadline)
+                await self._follow_state_changes(systemd, summary, shown, deadline)
 
-    def _live_state(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """The devices and uplink parts of a snapshot, as they are now."""
+    def _live_line(self, summary: dict[str, Any]) -> str:
+        """The status line with the devices and the uplink as they are now (counted, not
+        assembled into a snapshot: this runs every second)."""
+        online, total = self.buses.devices_online()
         mqtt = next((c.health() for c in self.channels() if c.name == "mqtt"), None)
-        return self.buses.device_states(), mqtt
+        return _status_line(online, total, summary["outbox"]["depth"], summary["active_alarms"],
+                            mqtt)
 
-    async def _follow_state_changes(self, systemd: SystemdNotifier, last: dict[str, Any],
-                                    deadline: float) -> None:
+    async def _follow_state_changes(self, systemd: SystemdNotifier, summary: dict[str, Any],
+                                    shown: str, deadline: float) -> None:
         """Until ``deadline``, send a new status line when a device goes online or offline or
-        the uplink connects or drops; the other figures stay those of ``last``."""
-        shown = self.status_line(last)
+        the uplink connects or drops; the other figures stay those of the last snapshot."""
         failing = False
         while (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(STATE_CHECK_S, left))
             try:
-                devices, uplink = self._live_state()
-                line = self.status_line({**last, "devices": devices, "uplink": uplink})
+                line = self._live_line(summary)
             except Exception:
                 if not failing:  # once, not every second; the next snapshot retries
                     log.exception("status_line_failed")
@@ -155,3 +161,9 @@ class HealthReporter:
         """The local status `edge status` reads: works while the uplink is down."""
         write_status_file(self.store.path, snapshot)
 
+
+def _status_line(online: int, total: int, outbox_depth: int, active_alarms: int,
+                 uplink: dict[str, Any] | None) -> str:
+    state = "up" if uplink and uplink["connected"] else "down"
+    return (f"devices online {online}/{total}, outbox {outbox_depth}, "
+            f"alarms {active_alarms}, uplink {state}")
