@@ -77,9 +77,8 @@ class Store:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA busy_timeout=5000")
-        # Every commit appends whole pages to the WAL; 1 KiB pages halve the bytes
-        # written per poll on SD cards (bench/disk_bytes.py). Only takes effect on a new
-        # file: an existing store keeps its page size.
+        # Small pages: fewer bytes per commit on SD cards (storeschema.PAGE_SIZE). Only
+        # takes effect on a new file: an existing store keeps its page size.
         self._conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         # Lets the quota give deleted pages back to the file system (a new file only;
         # an older store is converted the first time the quota has to act).

@@ -112,7 +112,7 @@ def test_acks_are_deleted_with_the_next_cycle_and_survive_nothing_else(tmp_path:
 def test_new_stores_use_small_pages(tmp_path: Path) -> None:
     Store(tmp_path / "edge.db").close()
     conn = sqlite3.connect(tmp_path / "edge.db")
-    assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 512
 
 
 def test_a_nan_from_the_field_does_not_make_the_poll_unstorable(tmp_path: Path) -> None:
