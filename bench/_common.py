@@ -33,20 +33,30 @@ from tests.support import (  # noqa: E402
 )
 from tests.support import start_edge as _start_edge  # noqa: E402
 
-# Where systemd's RuntimeDirectory= would be: a gateway run by a bench keeps its status file
-# on tmpfs as it does under the unit (edge/statusfile.py), so the disk figures are the
-# deployed daemon's. Without /dev/shm the file stays beside the store (and counts).
+# A gateway run by a bench gets what the systemd unit gives it: the unit's Environment=
+# lines, and a runtime folder on tmpfs for its status file (RuntimeDirectory=,
+# edge/statusfile.py), so the figures are the deployed daemon's. Without /dev/shm the
+# status file stays beside the store (and counts).
 RUNTIME_PARENT = Path("/dev/shm")
+UNIT = REPO / "systemd" / "reservoir-edge.service"
+
+
+def unit_environment() -> dict[str, str]:
+    assignments = (line.partition("=")[2] for line in UNIT.read_text().splitlines()
+                   if line.startswith("Environment="))
+    return dict(a.split("=", 1) for a in assignments if "=" in a)
 
 
 def start_edge(args: list[str], log: Path, env: dict[str, str] | None = None) -> EdgeProcess:
-    if args[:1] == ["run"] and RUNTIME_PARENT.is_dir() and "RUNTIME_DIRECTORY" not in (env or {}):
-        import atexit
-        import tempfile
+    if args[:1] == ["run"]:
+        env = {**unit_environment(), **(env or {})}
+        if RUNTIME_PARENT.is_dir() and "RUNTIME_DIRECTORY" not in env:
+            import atexit
+            import tempfile
 
-        runtime = tempfile.mkdtemp(prefix="bench-edge-run-", dir=RUNTIME_PARENT)
-        atexit.register(shutil.rmtree, runtime, ignore_errors=True)
-        env = {**(env or {}), "RUNTIME_DIRECTORY": runtime}
+            runtime = tempfile.mkdtemp(prefix="bench-edge-run-", dir=RUNTIME_PARENT)
+            atexit.register(shutil.rmtree, runtime, ignore_errors=True)
+            env["RUNTIME_DIRECTORY"] = runtime
     return _start_edge(args, log, env)
 
 

@@ -209,6 +209,7 @@ def test_service_type_watchdog_and_restart(unit: Unit) -> None:
     assert actual == expected
     assert 1 <= timespan_s(value(unit, "Service", "RestartSec") or "") <= 60
     assert value(unit, "Service", "LogsDirectory") is None, "logs go to journald"
+    assert "MALLOC_ARENA_MAX=2" in values(unit, "Service", "Environment")
     assert values(unit, "Install", "WantedBy") == ["multi-user.target"]
 
 
