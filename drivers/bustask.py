@@ -159,15 +159,18 @@ class DeviceSchedule:
             # stall the device is polled once, not in a burst.
             self.due[device.id] = max(self.due[device.id] + interval, now)
             return
-        wait = interval
-        if not state.online:
-            excess = state.consecutive_failures - device.offline_after
-            # The exponent is capped: 2 ** 1024 overflows a float after ~3 days offline.
-            wait = min(interval * (2 ** min(max(0, excess), 16)),
-                       max(MAX_BACKOFF_S, interval))
-        # The first boundary after about ``wait`` from now: an online device's next
-        # boundary, never one already missed (no burst after a stall); a backed-off one
-        # comes back on a boundary, so with its round.
+        if state.online:
+            # The first boundary after the poll began: one that came while it ran is due
+            # at once (one poll late, not lost); boundaries missed before it began are
+            # skipped, never caught up in a burst.
+            begun = now if started is None else min(started, now)
+            self.due[device.id] = boundary_after(begun, interval, self.offset)
+            return
+        excess = state.consecutive_failures - device.offline_after
+        # The exponent is capped: 2 ** 1024 overflows a float after ~3 days offline.
+        wait = min(interval * (2 ** min(max(0, excess), 16)), max(MAX_BACKOFF_S, interval))
+        # The backoff runs from the failed poll's end and comes back on a boundary, so
+        # with the device's round.
         self.due[device.id] = boundary_after(now + wait - interval, interval, self.offset)
 
 

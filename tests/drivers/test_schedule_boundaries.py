@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 from typing import Any
 
 from hypothesis import given, settings
@@ -87,6 +88,21 @@ def test_the_schedule_puts_polled_devices_on_boundaries_and_backs_off_on_them() 
     wait = schedule.due["dev-3"] - offset
     assert 14.0 < wait <= 16.0 + 1e-6 and on_grid(schedule.due["dev-3"], 2.0, offset)
     assert not schedule.round_pending()
+
+
+def test_a_late_poll_is_polled_once_on_the_next_boundary_never_in_a_burst() -> None:
+    device = config(1, 1.0)
+    schedule = DeviceSchedule([device])
+    schedule.start()
+    offset = schedule.offset = time.monotonic() - 10.0  # the bus started 10 s ago
+    # Began 1.6 intervals late (a saturated bus): boundaries 8 and 9 are not caught up.
+    schedule.reschedule(device, DeviceHealth(), offset + 9.6)
+    assert math.isclose(schedule.due["dev-1"], offset + 10.0)
+    # Began on time but ran past the next boundary (the loop was busy): that boundary
+    # came while the poll ran, so the device is due at once, one poll late, not lost.
+    schedule.reschedule(device, DeviceHealth(), offset + 8.95)
+    assert math.isclose(schedule.due["dev-1"], offset + 9.0)
+    assert schedule.round_pending()
 
 
 def test_a_listening_device_keeps_its_own_phase() -> None:
