@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import cast
 
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
@@ -164,6 +165,11 @@ def test_the_window_unset_is_a_quarter_second_or_a_quarter_of_the_fastest_poll(
 # --- the round-done window: a bus whose round is not finished holds the window open ----
 
 
+def values(message: dict[str, object]) -> list[object]:
+    """The values of a telemetry message's readings, in order."""
+    return [r["value"] for r in cast(list[dict[str, object]], message["readings"])]
+
+
 async def committed_after(gateway: Pipeline, limit_s: float = 30) -> float:
     """Seconds until the next commit that stored polls."""
     loop = asyncio.get_running_loop()
@@ -193,8 +199,7 @@ def test_a_mid_round_bus_holds_the_window_open_until_its_round_is_done(
 
     asyncio.run(scenario())
     [_, message] = queued(tmp_path / "edge.db", "telemetry")
-    assert [r["value"] for r in message["readings"]] == [  # type: ignore[index]
-        120.0, 120.1, 100.0], "the whole round is one message"
+    assert values(message) == [120.0, 120.1, 100.0], "the whole round is one message"
 
 
 def test_a_round_that_never_finishes_waits_round_wait_and_not_beyond(
@@ -244,9 +249,9 @@ def test_an_alarm_commits_at_once_mid_round(tmp_path: Path) -> None:
         assert await committed_after(gateway) < 1.0, "an alarm never waits for the round"
         assert gateway.commits == 2
         alarms = queued(tmp_path / "edge.db", "alarm")
-        assert [a["alarm"]["state"] for a in alarms] == ["raised"]  # type: ignore[index]
+        assert [cast(dict[str, object], a["alarm"])["state"] for a in alarms] == ["raised"]
         [_, telemetry] = queued(tmp_path / "edge.db", "telemetry")
-        assert len(telemetry["readings"]) == 2  # type: ignore[arg-type]
+        assert values(telemetry) == [120.0, 104.5], "the waiting poll went with the alarm"
         await gateway.stop()
         await task
         gateway.store.close()
@@ -292,3 +297,25 @@ def test_round_wait_is_three_quarters_of_the_fastest_poll_at_most_two_seconds(
     off = site.model_copy(update={"store": site.store.model_copy(
         update={"commit_window_ms": 0.0})})
     assert round_wait_ms(off) == 0.0, "no group commit, no waiting for rounds"
+
+
+def test_the_gateway_builds_its_pipeline_with_the_round_wait(tmp_path: Path) -> None:
+    import yaml
+
+    from edge.config import load_config
+    from edge.gateway import Gateway
+
+    site = settings(RULES, interval_s=1.0).model_dump(mode="json", exclude_defaults=True)
+    site["store"] = {"path": str(tmp_path / "edge.db")}
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump(site))
+
+    async def scenario() -> tuple[float, float]:
+        gateway = Gateway(load_config(config), config)
+        try:
+            return gateway.pipeline.commit_window_s, gateway.pipeline.round_wait_s
+        finally:
+            gateway.store.close()
+            gateway.history.close()
+
+    assert asyncio.run(scenario()) == (0.25, 0.75)
