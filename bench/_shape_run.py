@@ -7,6 +7,8 @@ Measured over the window, all from the gateway process (``edge run``):
 * disk bytes per datapoint: the growth of write_bytes in /proc/PID/io (what the kernel
   sent to the block device on the process's behalf) over the same readings;
 * RSS (VmRSS) at the end of the window;
+* telemetry messages per second at the subscriber: one per store commit (window) that
+  held readings, so the commits per second that cost the disk its fsyncs;
 * alarm latency: the bench changes the level gauge's register (its own pymodbus server)
   and times the ``raised`` / ``cleared`` message at the subscriber, with one
   time.monotonic() clock, trials following each other through the window.
@@ -45,6 +47,7 @@ class Figures:
     case: str
     repeat: int
     datapoints_per_s: float  # readings at the subscriber in the window, level gauge too
+    messages_per_s: float  # telemetry messages in the window: one per commit window
     cpu_us_per_datapoint: float
     cpu_pct: float  # of one core
     disk_bytes_per_datapoint: float
@@ -133,7 +136,7 @@ def measure(case: Case, repeat: int, work: Path, broker: Broker, warmup: float,
     with sub.cond:
         others = sum(1 for a in sub.arrivals if a.topic.endswith("/alarms")
                      and ((a.body or {}).get("alarm") or {}).get("rule") != LEVEL_RULE)
-    return Figures(case.key, repeat, datapoints / (t1 - t0),
+    return Figures(case.key, repeat, datapoints / (t1 - t0), len(arrived) / (t1 - t0),
                    (cpu1 - cpu0) / datapoints * 1e6, (cpu1 - cpu0) / (t1 - t0) * 100,
                    (bytes1 - bytes0) / datapoints, rss, sum(a.bad for a in arrived),
                    others, latencies)

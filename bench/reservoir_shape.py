@@ -10,9 +10,10 @@ and a quality and a threshold rule per device.
 
 Each case runs the real daemon (``edge run``) against ``edge simulate`` and a private
 Mosquitto on a free loopback port; figures are taken from the gateway process
-(bench/_shape_run.py): CPU µs per datapoint, disk bytes per datapoint (/proc/PID/io
-write_bytes), RSS, and alarm latency (register change -> alarm at the subscriber, p50
-and p99 over all trials of the case). Each figure is the median over --repeats runs; the
+(bench/_shape_run.py): CPU µs per datapoint and % of a core, disk bytes per datapoint
+(/proc/PID/io write_bytes), telemetry messages (store commits) per second, RSS, and
+alarm latency (register change -> alarm at the subscriber, p50 and p99 over all trials
+of the case). Each figure is the median over --repeats runs; the
 ratio is each run's figure over the same repeat's 10 × 100 figure, median over repeats.
 
 Bounded: every wait has a timeout, the whole run ends after --max-minutes. Output goes
@@ -101,7 +102,8 @@ def report(args: argparse.Namespace, cases: list[Case], results: list[Figures]) 
     print(f"machine: {machine()}")
     print(f"medians over {args.repeats} repeat(s), window {args.window:g} s after "
           f"{args.warmup:g} s warm-up; ratio = the case / the same repeat's 10 × 100")
-    print(f"{'case':<26}{'points/s':>9}{'CPU µs/pt':>10}{'×ref':>6}{'disk B/pt':>10}"
+    print(f"{'case':<26}{'points/s':>9}{'msg/s':>7}{'CPU %':>6}{'CPU µs/pt':>10}"
+          f"{'×ref':>6}{'disk B/pt':>10}"
           f"{'×ref':>6}{'RSS MiB':>8}{'×ref':>6}{'alarm p50':>10}{'p99 ms':>8}{'n':>4}"
           f"{'bad':>5}{'other':>6}")
     for case in cases:
@@ -115,11 +117,15 @@ def report(args: argparse.Namespace, cases: list[Case], results: list[Figures]) 
             cells.append(median(rel) if rel else float("nan"))
         lat = [x for r in runs for x in r.latencies_ms]
         print(f"{case.label:<26}{median([r.datapoints_per_s for r in runs]):>9.0f}"
+              f"{median([r.messages_per_s for r in runs]):>7.2f}"
+              f"{median([r.cpu_pct for r in runs]):>6.1f}"
               f"{cells[0]:>10.1f}{cells[1]:>6.2f}{cells[2]:>10.1f}{cells[3]:>6.2f}"
               f"{cells[4]:>8.1f}{cells[5]:>6.2f}{percentile(lat, 50):>10.0f}"
               f"{percentile(lat, 99):>8.0f}{len(lat):>4}{sum(r.bad for r in runs):>5}"
               f"{sum(r.other_alarms for r in runs):>6}")
-    print("(points/s at the subscriber includes the level gauge; alarm latency is over "
+    print("(points/s at the subscriber includes the level gauge; msg/s = telemetry "
+          "messages at the subscriber, one per store commit with readings; CPU % of one "
+          "core; alarm latency is over "
           "all trials of the case's repeats, n of them; bad = readings not good; other = "
           "alarm messages of the instruments' rules, none unless devices flap offline)")
 

@@ -3,7 +3,17 @@
 A bus (an RS-485 line, a TCP endpoint, a serial port) is served by one task, the same
 for every bus type; how a device is polled is its ``FieldDriver``'s (drivers/bus.py). Its devices
 are served in order of their due time, so each keeps its interval and, when the bus is
-saturated, the most overdue device goes first (a fair round robin). A device that keeps
+saturated, the most overdue device goes first (a fair round robin: of devices due at the
+same time, the one polled longest ago).
+
+A polled device is due on the boundaries of its interval: the bus's start plus whole
+intervals (``next_boundary``), so all devices of one interval on a bus come due together
+and are polled in one burst, a round, starting at the same instant every interval. The
+store commits a round in one transaction (edge/pipeline.py: a result carries
+``mid_round`` while more devices of its round are still due), instead of one per device
+finishing somewhere in the second. A device that fell behind (a saturated bus) goes to
+the next boundary after now, never catching up missed ones in a burst. Devices that only
+listen (free-running instruments) cost no bus time and keep their own phase. A device that keeps
 failing is declared offline after ``offline_after`` failed polls and is then re-tried with
 exponential backoff; a link that cannot be opened is re-opened with its own bounded
 backoff, and when it comes back every device it took down is polled at once rather than
@@ -19,6 +29,8 @@ device's poll, and a burst of writes cannot starve the polling.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,21 +67,51 @@ def failure_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
+def next_boundary(now: float, interval: float, offset: float = 0.0) -> float:
+    """The first boundary ``offset + k * interval`` (k an integer) at or after ``now``."""
+    if interval <= 0:
+        return now
+    k = math.ceil((now - offset) / interval)
+    # The quotient is rounded: its ceiling can be one interval off either way.
+    if offset + (k - 1) * interval >= now:
+        k -= 1
+    elif offset + k * interval < now:
+        k += 1
+    return offset + k * interval
+
+
+def boundary_after(now: float, interval: float, offset: float = 0.0) -> float:
+    """The first boundary ``offset + k * interval`` strictly after ``now``."""
+    if interval <= 0:
+        return now
+    boundary = next_boundary(now, interval, offset)
+    return boundary if boundary > now else boundary + interval
+
+
 class DeviceSchedule:
-    """Due times of a bus's devices: who is next, and when after a poll."""
+    """Due times of a bus's devices: who is next, and when after a poll.
+
+    Polled devices are due on the boundaries of their interval from ``offset`` (the
+    bus's start); listening devices keep the phase of their start."""
 
     def __init__(self, devices: Iterable[DeviceConfig]) -> None:
         self.devices = {d.id: d for d in devices}
         self.due: dict[str, float] = {}
         self.listening: set[str] = set()
+        self.offset = 0.0
+        # When each device's last poll began: of devices due together, the one polled
+        # longest ago goes first.
+        self.polled_at: dict[str, float] = {}
         # When each device was last asked for now (an inspection), until its next poll.
         self.asked: dict[str, float] = {}
 
     def start(self, listening: Iterable[str] = ()) -> None:
         """Everyone is due now, except ``listening`` devices (free-running instruments):
         their first poll reports what they said during a whole interval, and they are
-        never backed off, since hearing them costs no bus time."""
+        never backed off, since hearing them costs no bus time. Now is every polled
+        device's first boundary: the bus's offset."""
         now = time.monotonic()
+        self.offset = now
         self.listening = set(listening)
         self.due = {
             device_id: now + (device.poll_interval_s if device_id in self.listening else 0.0)
@@ -77,11 +119,19 @@ class DeviceSchedule:
         }
 
     def next(self) -> tuple[DeviceConfig, float] | None:
-        """The device due first (ties keep configuration order) and its due time."""
-        device_id = min(self.due, key=lambda d: self.due[d], default=None)
+        """The device due first and its due time; of those due at the same time, the one
+        polled longest ago (the configuration's order at the start)."""
+        device_id = min(self.due, default=None,
+                        key=lambda d: (self.due[d], self.polled_at.get(d, -math.inf)))
         if device_id is None:
             return None
         return self.devices[device_id], self.due[device_id]
+
+    def round_pending(self, now: float | None = None) -> bool:
+        """Whether a polled device is still due: the round under way is not finished."""
+        now = time.monotonic() if now is None else now
+        return any(due <= now for device_id, due in self.due.items()
+                   if device_id not in self.listening)
 
     def all_now(self, device_ids: Iterable[str] | None = None) -> None:
         now = time.monotonic()
@@ -93,22 +143,34 @@ class DeviceSchedule:
     def reschedule(self, device: DeviceConfig, state: DeviceHealth,
                    started: float | None = None) -> None:
         """The next due time after a poll that began at ``started`` (monotonic)."""
+        now = time.monotonic()
+        if started is not None:
+            self.polled_at[device.id] = started
         asked = self.asked.pop(device.id, None)
         if asked is not None and started is not None and asked > started:
             # Asked for while this poll ran: what it read may predate the question (the
             # one-click inspection must report readings taken after the button).
-            self.due[device.id] = time.monotonic()
+            self.due[device.id] = now
             return
         interval = device.poll_interval_s
-        if not state.online and device.id not in self.listening:
-            excess = state.consecutive_failures - device.offline_after
-            # The exponent is capped: 2 ** 1024 overflows a float after ~3 days offline.
-            interval = min(interval * (2 ** min(max(0, excess), 16)),
-                           max(MAX_BACKOFF_S, interval))
-        # Keep the phase of the schedule but never queue up missed polls: after a stall
-        # the device is polled once, not in a burst.
-        due = self.due[device.id] + interval
-        self.due[device.id] = max(due, time.monotonic())
+        if device.id in self.listening:
+            # Keep the phase of the schedule but never queue up missed polls: after a
+            # stall the device is polled once, not in a burst.
+            self.due[device.id] = max(self.due[device.id] + interval, now)
+            return
+        if state.online:
+            # The first boundary after the poll began: one that came while it ran is due
+            # at once (one poll late, not lost); boundaries missed before it began are
+            # skipped, never caught up in a burst.
+            begun = now if started is None else min(started, now)
+            self.due[device.id] = boundary_after(begun, interval, self.offset)
+            return
+        excess = state.consecutive_failures - device.offline_after
+        # The exponent is capped: 2 ** 1024 overflows a float after ~3 days offline.
+        wait = min(interval * (2 ** min(max(0, excess), 16)), max(MAX_BACKOFF_S, interval))
+        # The backoff runs from the failed poll's end and comes back on a boundary, so
+        # with the device's round.
+        self.due[device.id] = boundary_after(now + wait - interval, interval, self.offset)
 
 
 class LinkBackoff:
@@ -261,6 +323,10 @@ class BusTask:
         result = await self.poll_device(device)
         self.schedule.reschedule(device, self.health.devices[device.id], started)
         self._catch_up()
+        if self.schedule.round_pending():
+            # More devices of this round are due: the store may wait for them, to commit
+            # the round at once (edge/pipeline.py).
+            result = dataclasses.replace(result, mid_round=True)
         await self.sink(result)
         self.health.cycles += 1
 

@@ -298,6 +298,21 @@ def commit_window_ms(settings: GatewaySettings) -> float:
     return min(AUTO_COMMIT_WINDOW_MS, fastest * 1000 / 4)
 
 
+# The longest a commit window waits for a bus's round to finish (edge/pipeline.py).
+MAX_ROUND_WAIT_MS = 2000.0
+
+
+def round_wait_ms(settings: GatewaySettings) -> float:
+    """How long a commit window may stay open for a bus's round (its devices due at one
+    boundary, drivers/bustask.py) to finish: 3/4 of the fastest poll interval, at most
+    ``MAX_ROUND_WAIT_MS``, so the round's commit is done before the next round begins;
+    0 (never) when group commit is off (``commit_window_ms`` 0) or there are no devices."""
+    fastest = min((d.poll_interval_s for d in settings.devices), default=None)
+    if fastest is None or commit_window_ms(settings) == 0:
+        return 0.0
+    return min(MAX_ROUND_WAIT_MS, fastest * 1000 * 3 / 4)
+
+
 def resolve_level(settings: GatewaySettings, value: float | str) -> float:
     """A limit's number: itself, or the named site level it refers to."""
     return settings.site.levels[value] if isinstance(value, str) else float(value)

@@ -32,7 +32,14 @@ from edge.buses import BusSupervisor
 from edge.channels.mqtt import KINDS as MQTT_KINDS
 from edge.channels.mqtt import MqttChannel, ResponseRoute
 from edge.commands import STATE_CHANGING, CommandFigures, CommandRouter, Handler
-from edge.config import ConfigError, GatewaySettings, LoadedConfig, commit_window_ms, load_config
+from edge.config import (
+    ConfigError,
+    GatewaySettings,
+    LoadedConfig,
+    commit_window_ms,
+    load_config,
+    round_wait_ms,
+)
 from edge.health import HealthReporter
 from edge.history import HistoryReader
 from edge.outbox import Outbox
@@ -66,7 +73,7 @@ class Gateway:
             resend_horizon_s=settings.store.resend_horizon_s))
         self.outbox = Outbox(self.store)
         self.pipeline = Pipeline(self.store, self.outbox, self._make_room,
-                                 commit_window_ms(settings))
+                                 commit_window_ms(settings), round_wait_ms(settings))
         self.buses = BusSupervisor(settings, self.pipeline.enqueue)
         self.history = HistoryReader(settings.store.path)
         # Model fits over years of history run here, never on the loop (rules/hst.py).
@@ -250,6 +257,9 @@ class Gateway:
         self.loaded = new
         settings = new.settings
         changed = await self.buses.apply(settings)
+        # Both follow the fastest poll interval, which the new devices may change.
+        self.pipeline.commit_window_s = commit_window_ms(settings) / 1000
+        self.pipeline.round_wait_s = round_wait_ms(settings) / 1000
         if (settings.rules, settings.derived, settings.site) != (
                 old.rules, old.derived, old.site) or changed:
             await self.pipeline.rebuild_engine(self._build_engine)

@@ -8,7 +8,11 @@ Polls that complete within ``store.commit_window_ms`` of the first share one tra
 and one telemetry message (one seq, one row: every device's readings of the window, see
 edge/store.py); a poll that changes an alarm never waits, it commits at once and takes the
 waiting polls with it, each alarm transition its own message. Nothing is published before
-it is committed.
+it is committed. While a bus's latest poll says its round is not done (``mid_round``: more
+devices of the bus's burst are due, drivers/bustask.py), the window stays open past
+``commit_window_ms`` until the round is done, at most ``round_wait_ms`` from its start:
+a round on a slow line (20 slaves on 9600 baud take most of a second) is one commit, not
+three or four.
 
 Failures are contained: if a window's transaction fails, each poll is committed on its
 own and a failing poll's alarms without its readings; alarm transitions that cannot be
@@ -70,9 +74,12 @@ class Pipeline:
 
     def __init__(self, store: StoreWorker, outbox: Outbox,
                  make_room: Callable[[int], Awaitable[None]],
-                 commit_window_ms: float = DEFAULT_COMMIT_WINDOW_MS) -> None:
+                 commit_window_ms: float = DEFAULT_COMMIT_WINDOW_MS,
+                 round_wait_ms: float = 0.0) -> None:
         self.store = store
         self.commit_window_s = commit_window_ms / 1000
+        # How long a window may stay open for a bus's round to finish (0: not at all).
+        self.round_wait_s = round_wait_ms / 1000
         self.outbox = outbox
         self._make_room = make_room
         self.queue: asyncio.Queue[PollResult | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
@@ -119,19 +126,25 @@ class Pipeline:
 
     async def _gather_window(self, first: PollResult) -> bool:
         """Evaluate polls as they come for up to ``commit_window_s``, to commit them in one
-        transaction as one telemetry message (one WAL append and fsync for all). A poll
-        that changes an alarm ends the window at once. True when asked to stop."""
+        transaction as one telemetry message (one WAL append and fsync for all); longer,
+        up to ``round_wait_s``, while a bus's latest poll says its round is not done. A
+        poll that changes an alarm ends the window at once. True when asked to stop."""
         loop = asyncio.get_running_loop()
+        opened = loop.time()
         # The first commit after start does not wait: the platform (and systemd's
         # watcher of a restart) sees the gateway's first readings a window sooner, and
         # one small extra transaction per start costs nothing.
-        deadline = loop.time() + (self.commit_window_s if self.commits else 0.0)
+        window = self.commit_window_s if self.commits else 0.0
+        deadline = opened + window
+        round_deadline = opened + (max(window, self.round_wait_s) if self.commits else 0.0)
+        mid_round: dict[str, bool] = {first.bus: first.mid_round}
         urgent = await self._evaluate(first)
         while not urgent and len(self._waiting) < COMMIT_BATCH:
             if not self.queue.empty():
                 result = self.queue.get_nowait()
             else:
-                left = deadline - loop.time()
+                until = round_deadline if any(mid_round.values()) else deadline
+                left = until - loop.time()
                 if left <= 0:
                     break
                 try:
@@ -141,6 +154,7 @@ class Pipeline:
                     break
             if result is None:
                 return True
+            mid_round[result.bus] = result.mid_round
             urgent = await self._evaluate(result)
         return False
 

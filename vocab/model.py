@@ -74,6 +74,9 @@ class PollResult:
     requests: int
     ok: bool
     error: str | None = None
+    # More devices of the same round on this bus are still due in this burst: the
+    # pipeline may hold its commit window open until the round is done.
+    mid_round: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import cast
 
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
@@ -23,17 +24,20 @@ async def _no_room(quota_bytes: int) -> None:
     raise AssertionError("the disk is not full in these tests")
 
 
-def poll(device: str, point: str, i: int, value: float) -> PollResult:
-    return PollResult("lan", device, (
-        Reading(device, point, T0 + i * 1000, value, "m", "good", None),), 1, True)
+def poll(device: str, point: str, i: int, value: float, mid_round: bool = False,
+         bus: str = "lan") -> PollResult:
+    return PollResult(bus, device, (
+        Reading(device, point, T0 + i * 1000, value, "m", "good", None),), 1, True,
+        mid_round=mid_round)
 
 
-async def started(path: Path, window_ms: float,
-                  first_committed: bool = True) -> tuple[Pipeline, asyncio.Task[None]]:
+async def started(path: Path, window_ms: float, first_committed: bool = True,
+                  round_wait_ms: float = 0.0) -> tuple[Pipeline, asyncio.Task[None]]:
     """A pipeline running; with ``first_committed`` past its first commit (seq 1), which
     never waits for the window, so what follows is in the windows of a running gateway."""
     worker = StoreWorker(Store(path))
-    gateway = Pipeline(worker, Outbox(worker), _no_room, commit_window_ms=window_ms)
+    gateway = Pipeline(worker, Outbox(worker), _no_room, commit_window_ms=window_ms,
+                       round_wait_ms=round_wait_ms)
     await gateway.rebuild_engine(lambda active: RuleEngine(settings(RULES).rule_site(), active))
     task = asyncio.create_task(gateway.run())
     if first_committed:
@@ -156,3 +160,162 @@ def test_the_window_unset_is_a_quarter_second_or_a_quarter_of_the_fastest_poll(
     chosen = site.model_copy(update={"store": site.store.model_copy(
         update={"commit_window_ms": 40.0})})
     assert commit_window_ms(chosen) == 40.0
+
+
+# --- the round-done window: a bus whose round is not finished holds the window open ----
+
+
+def values(message: dict[str, object]) -> list[object]:
+    """The values of a telemetry message's readings, in order."""
+    return [r["value"] for r in cast(list[dict[str, object]], message["readings"])]
+
+
+async def committed_after(gateway: Pipeline, limit_s: float = 30) -> float:
+    """Seconds until the next commit that stored polls."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(gateway.polled.wait(), limit_s)
+    gateway.polled.clear()
+    return loop.time() - began
+
+
+def test_a_mid_round_bus_holds_the_window_open_until_its_round_is_done(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=50,
+                                      round_wait_ms=2000)
+        await gateway.enqueue(poll("level-1", "water_level", 0, 120.0, mid_round=True))
+        await asyncio.sleep(0.3)  # six windows long: the round is still under way
+        assert gateway.commits == 1, "a mid-round bus keeps the window open"
+        await gateway.enqueue(poll("level-1", "water_level", 1, 120.1, mid_round=True))
+        await asyncio.sleep(0.2)
+        assert gateway.commits == 1
+        await gateway.enqueue(poll("piezo-1", "head", 2, 100.0))  # the round's last
+        assert await committed_after(gateway) < 0.2, "the round done, the window closes"
+        assert gateway.commits == 2
+        await gateway.stop()
+        await task
+        gateway.store.close()
+
+    asyncio.run(scenario())
+    [_, message] = queued(tmp_path / "edge.db", "telemetry")
+    assert values(message) == [120.0, 120.1, 100.0], "the whole round is one message"
+
+
+def test_a_round_that_never_finishes_waits_round_wait_and_not_beyond(
+        tmp_path: Path) -> None:
+    async def scenario() -> float:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=50,
+                                      round_wait_ms=400)
+        await gateway.enqueue(poll("level-1", "water_level", 0, 120.0, mid_round=True))
+        waited = await committed_after(gateway)
+        assert gateway.commits == 2
+        await gateway.stop()
+        await task
+        gateway.store.close()
+        return waited
+
+    waited = asyncio.run(scenario())
+    assert 0.35 < waited < 1.5, waited
+
+
+def test_the_window_waits_for_every_bus_that_is_mid_round(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=50,
+                                      round_wait_ms=2000)
+        await gateway.enqueue(poll("level-1", "water_level", 0, 120.0, mid_round=True,
+                                   bus="line-a"))
+        await gateway.enqueue(poll("piezo-1", "head", 1, 100.0, mid_round=True,
+                                   bus="line-b"))
+        await gateway.enqueue(poll("level-1", "water_level", 2, 120.1, bus="line-a"))
+        await asyncio.sleep(0.3)
+        assert gateway.commits == 1, "line-b's round is not done yet"
+        await gateway.enqueue(poll("piezo-1", "head", 3, 100.1, bus="line-b"))
+        assert await committed_after(gateway) < 0.2
+        assert gateway.commits == 2
+        await gateway.stop()
+        await task
+        gateway.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_alarm_commits_at_once_mid_round(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=60_000,
+                                      round_wait_ms=2000)
+        await gateway.enqueue(poll("level-1", "water_level", 0, 120.0, mid_round=True))
+        await gateway.enqueue(poll("piezo-1", "head", 1, 104.5, mid_round=True))  # raises
+        assert await committed_after(gateway) < 1.0, "an alarm never waits for the round"
+        assert gateway.commits == 2
+        alarms = queued(tmp_path / "edge.db", "alarm")
+        assert [cast(dict[str, object], a["alarm"])["state"] for a in alarms] == ["raised"]
+        [_, telemetry] = queued(tmp_path / "edge.db", "telemetry")
+        assert values(telemetry) == [120.0, 104.5], "the waiting poll went with the alarm"
+        await gateway.stop()
+        await task
+        gateway.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_round_wait_of_zero_keeps_the_commit_window_alone(tmp_path: Path) -> None:
+    async def scenario() -> float:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=50, round_wait_ms=0)
+        await gateway.enqueue(poll("level-1", "water_level", 0, 120.0, mid_round=True))
+        waited = await committed_after(gateway)
+        await gateway.stop()
+        await task
+        gateway.store.close()
+        return waited
+
+    assert asyncio.run(scenario()) < 0.3, "closed at the commit window, mid-round or not"
+
+
+def test_the_first_commit_after_start_waits_for_no_round(tmp_path: Path) -> None:
+    async def scenario() -> float:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=50,
+                                      first_committed=False, round_wait_ms=2000)
+        await gateway.enqueue(poll("level-1", "water_level", 0, 120.0, mid_round=True))
+        waited = await committed_after(gateway)
+        await gateway.stop()
+        await task
+        gateway.store.close()
+        return waited
+
+    assert asyncio.run(scenario()) < 0.5
+
+
+def test_round_wait_is_three_quarters_of_the_fastest_poll_at_most_two_seconds(
+        tmp_path: Path) -> None:
+    from edge.config import round_wait_ms
+
+    assert round_wait_ms(settings(RULES, interval_s=1.0)) == 750.0
+    assert round_wait_ms(settings(RULES, interval_s=0.25)) == 187.5
+    assert round_wait_ms(settings(RULES)) == 2000.0  # 5 min polls
+    site = settings(RULES, interval_s=1.0)
+    off = site.model_copy(update={"store": site.store.model_copy(
+        update={"commit_window_ms": 0.0})})
+    assert round_wait_ms(off) == 0.0, "no group commit, no waiting for rounds"
+
+
+def test_the_gateway_builds_its_pipeline_with_the_round_wait(tmp_path: Path) -> None:
+    import yaml
+
+    from edge.config import load_config
+    from edge.gateway import Gateway
+
+    site = settings(RULES, interval_s=1.0).model_dump(mode="json", exclude_defaults=True)
+    site["store"] = {"path": str(tmp_path / "edge.db")}
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump(site))
+
+    async def scenario() -> tuple[float, float]:
+        gateway = Gateway(load_config(config), config)
+        try:
+            return gateway.pipeline.commit_window_s, gateway.pipeline.round_wait_s
+        finally:
+            gateway.store.close()
+            gateway.history.close()
+
+    assert asyncio.run(scenario()) == (0.25, 0.75)
