@@ -72,12 +72,16 @@ def next_boundary(now: float, interval: float, offset: float = 0.0) -> float:
     if interval <= 0:
         return now
     k = math.ceil((now - offset) / interval)
-    # The quotient is rounded: its ceiling can be one interval off either way.
-    if offset + (k - 1) * interval >= now:
+    # The quotient and the products are rounded: the ceiling can be one interval off
+    # either way, and a boundary that is ``now`` can come out a few ulps before it. Such a
+    # boundary counts as ``now`` (returned as ``now``), not as missed: a poll one whole
+    # interval late for a rounding error would be a lost round.
+    slack = 8 * math.ulp(max(abs(now), abs(offset), interval))
+    if offset + (k - 1) * interval >= now - slack:
         k -= 1
-    elif offset + k * interval < now:
+    elif offset + k * interval < now - slack:
         k += 1
-    return offset + k * interval
+    return max(offset + k * interval, now)
 
 
 def boundary_after(now: float, interval: float, offset: float = 0.0) -> float:
