@@ -6,14 +6,18 @@ are served in order of their due time, so each keeps its interval and, when the 
 saturated, the most overdue device goes first (a fair round robin: of devices due at the
 same time, the one polled longest ago).
 
-A polled device is due on the boundaries of its interval: the bus's start plus whole
-intervals (``next_boundary``), so all devices of one interval on a bus come due together
-and are polled in one burst, a round, starting at the same instant every interval. The
-store commits a round in one transaction (edge/pipeline.py: a result carries
-``mid_round`` while more devices of its round are still due), instead of one per device
-finishing somewhere in the second. A device that fell behind (a saturated bus) goes to
-the next boundary after now, never catching up missed ones in a burst. Devices that only
-listen (free-running instruments) cost no bus time and keep their own phase. A device that keeps
+A polled device is due on the boundaries of its interval: one grid for every bus of the
+process (``schedule_grid``: whole multiples of the interval on the wall clock, as taken at
+the start), so all devices of one interval come due together and are polled in one burst,
+a round, starting at the same instant every interval, and the rounds of every bus (a
+level gauge on its own port, an RS-485 line, 200 piezometers each on its own endpoint)
+start together too. The store commits a round in one transaction (edge/pipeline.py: a
+result carries ``mid_round`` while more devices of its bus's round are still due), instead
+of one per device or per bus finishing somewhere in the second. A device that fell
+behind (a saturated bus) goes to the next boundary after now, never catching up missed
+ones in a burst. A poll off the grid (the start-up poll, an inspection, a link back) joins
+it at least half an interval on. Devices that only listen (free-running instruments) cost
+no bus time and keep their own phase. A device that keeps
 failing is declared offline after ``offline_after`` failed polls and is then re-tried with
 exponential backoff; a link that cannot be opened is re-opened with its own bounded
 backoff, and when it comes back every device it took down is polled at once rather than
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -67,6 +72,19 @@ def failure_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
+@functools.cache
+def schedule_grid() -> float:
+    """The monotonic time of the polling grid's origin, the same for every bus of the
+    process: boundaries ``schedule_grid() + k * interval`` fall on the wall clock's
+    multiples of ``interval`` from midnight UTC (for intervals that divide a day: the
+    minute for 60 s, the second for 1 s), as the wall clock stood when first asked.
+
+    Monotonic, not the wall clock, after that: a clock step (NTP, a keeper setting the
+    time) neither bunches nor skips polls; the grid merely stops being on the second."""
+    day = 86_400.0
+    return time.monotonic() - (time.time() % day)
+
+
 def next_boundary(now: float, interval: float, offset: float = 0.0) -> float:
     """The first boundary ``offset + k * interval`` (k an integer) at or after ``now``."""
     if interval <= 0:
@@ -96,31 +114,34 @@ class DeviceSchedule:
     """Due times of a bus's devices: who is next, and when after a poll.
 
     Polled devices are due on the boundaries of their interval from ``offset`` (the
-    bus's start); listening devices keep the phase of their start."""
+    process's ``schedule_grid``); listening devices keep the phase of their start."""
 
-    def __init__(self, devices: Iterable[DeviceConfig]) -> None:
+    def __init__(self, devices: Iterable[DeviceConfig], offset: float | None = None) -> None:
         self.devices = {d.id: d for d in devices}
         self.due: dict[str, float] = {}
         self.listening: set[str] = set()
-        self.offset = 0.0
+        self.offset = schedule_grid() if offset is None else offset
         # When each device's last poll began: of devices due together, the one polled
         # longest ago goes first.
         self.polled_at: dict[str, float] = {}
         # When each device was last asked for now (an inspection), until its next poll.
         self.asked: dict[str, float] = {}
+        # Devices whose next poll is off the grid (the start, an inspection, a link back).
+        self.off_grid: set[str] = set()
 
     def start(self, listening: Iterable[str] = ()) -> None:
         """Everyone is due now, except ``listening`` devices (free-running instruments):
         their first poll reports what they said during a whole interval, and they are
-        never backed off, since hearing them costs no bus time. Now is every polled
-        device's first boundary: the bus's offset."""
+        never backed off, since hearing them costs no bus time. A polled device's first
+        poll is at once, off the grid (readings at start-up, not up to an interval
+        later); from its second on it is on the grid."""
         now = time.monotonic()
-        self.offset = now
         self.listening = set(listening)
         self.due = {
             device_id: now + (device.poll_interval_s if device_id in self.listening else 0.0)
             for device_id, device in self.devices.items()
         }
+        self.off_grid = set(self.devices) - self.listening
 
     def next(self) -> tuple[DeviceConfig, float] | None:
         """The device due first and its due time; of those due at the same time, the one
@@ -143,6 +164,7 @@ class DeviceSchedule:
             if device_id in self.due:
                 self.due[device_id] = min(self.due[device_id], now)
                 self.asked[device_id] = now
+                self.off_grid.add(device_id)
 
     def reschedule(self, device: DeviceConfig, state: DeviceHealth,
                    started: float | None = None) -> None:
@@ -157,6 +179,8 @@ class DeviceSchedule:
             self.due[device.id] = now
             return
         interval = device.poll_interval_s
+        off_grid = device.id in self.off_grid
+        self.off_grid.discard(device.id)
         if device.id in self.listening:
             # Keep the phase of the schedule but never queue up missed polls: after a
             # stall the device is polled once, not in a burst.
@@ -167,6 +191,11 @@ class DeviceSchedule:
             # at once (one poll late, not lost); boundaries missed before it began are
             # skipped, never caught up in a burst.
             begun = now if started is None else min(started, now)
+            if off_grid:
+                # This poll was off the grid (the start-up poll, an inspection's): the
+                # next boundary may be only moments away, so the device joins the grid
+                # at least half an interval on instead of being polled twice at once.
+                begun += interval / 2
             self.due[device.id] = boundary_after(begun, interval, self.offset)
             return
         excess = state.consecutive_failures - device.offline_after

@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drivers.bus import DeviceHealth
-from drivers.bustask import DeviceSchedule, boundary_after, next_boundary
+from drivers.bustask import DeviceSchedule, boundary_after, next_boundary, schedule_grid
 from drivers.devices import DeviceConfig
 from drivers.modbus import ModbusTcpBus
 from drivers.registry import make_poller
@@ -78,25 +78,48 @@ def test_the_schedule_puts_polled_devices_on_boundaries_and_backs_off_on_them() 
     devices = [config(1, 1.0), config(2, 1.0), config(3, 2.0, offline_after=1)]
     schedule = DeviceSchedule(devices)
     schedule.start()
-    offset = schedule.offset
-    assert set(schedule.due.values()) == {offset}, "everyone due at the bus's start"
+    offset, start = schedule.offset, schedule.due["dev-1"]
+    assert set(schedule.due.values()) == {start}, "everyone due at once at the start"
     online, offline = DeviceHealth(), DeviceHealth()
     offline.online, offline.consecutive_failures = False, 4
     for device in devices:
-        schedule.reschedule(device, offline if device.id == "dev-3" else online, offset)
-    assert schedule.due["dev-1"] == schedule.due["dev-2"] == boundary_after(
-        schedule.polled_at["dev-1"], 1.0, offset)
+        schedule.reschedule(device, offline if device.id == "dev-3" else online, start)
+    # The start-up poll was off the grid: the devices join it at least half an interval on.
+    joined = schedule.due["dev-1"]
+    assert joined == schedule.due["dev-2"] == boundary_after(start + 0.5, 1.0, offset)
+    assert start + 0.5 < joined <= start + 1.5 and on_grid(joined, 1.0, offset)
     # 4 failures, offline after 1: backed off 2 ** 3 intervals, and on a boundary.
-    wait = schedule.due["dev-3"] - offset
-    assert 14.0 < wait <= 16.0 + 1e-6 and on_grid(schedule.due["dev-3"], 2.0, offset)
+    wait = schedule.due["dev-3"] - start
+    assert 14.0 < wait <= 16.0 + 1e-3 and on_grid(schedule.due["dev-3"], 2.0, offset)
     assert not schedule.round_pending()
+
+
+def test_every_bus_polls_on_one_grid_on_the_wall_clock_s_multiples_of_the_interval() -> None:
+    # Two buses started apart (a level gauge on its own port, an RS-485 line): their
+    # rounds of one interval start at the same instant, so the store commits them as one.
+    line = DeviceSchedule([config(1, 1.0)])
+    line.start()
+    time.sleep(0.3)
+    gauge = DeviceSchedule([config(2, 1.0)])
+    gauge.start()
+    assert line.offset == gauge.offset == schedule_grid()
+    for schedule in (line, gauge):
+        device = next(iter(schedule.devices.values()))
+        schedule.reschedule(device, DeviceHealth(), schedule.due[device.id])
+    apart = gauge.due["dev-2"] - line.due["dev-1"]
+    assert math.isclose(apart, round(apart), abs_tol=1e-6), "the same phase: whole seconds"
+    # The grid's origin is midnight UTC on the wall clock (within the clocks' drift).
+    origin = (time.time() - (time.monotonic() - schedule_grid())) % 86_400.0
+    assert min(origin, 86_400.0 - origin) < 0.05
 
 
 def test_a_late_poll_is_polled_once_on_the_next_boundary_never_in_a_burst() -> None:
     device = config(1, 1.0)
     schedule = DeviceSchedule([device])
     schedule.start()
-    offset = schedule.offset = time.monotonic() - 10.0  # the bus started 10 s ago
+    offset = schedule.offset = time.monotonic() - 10.0  # the grid began 10 s ago
+    schedule.reschedule(device, DeviceHealth(), offset - 0.2)  # the start-up poll
+    assert math.isclose(schedule.due["dev-1"], offset + 1.0), "joined half an interval on"
     # Began 1.6 intervals late (a saturated bus): boundaries 8 and 9 are not caught up.
     schedule.reschedule(device, DeviceHealth(), offset + 9.6)
     assert math.isclose(schedule.due["dev-1"], offset + 10.0)
@@ -121,8 +144,8 @@ def test_a_listening_device_keeps_its_own_phase() -> None:
 
 def test_devices_of_one_interval_are_polled_in_one_burst_per_interval() -> None:
     """Against a real Modbus TCP server: five devices at 0.5 s, each slowed down so a
-    poll takes ~20 ms; every round starts on the bus's boundary, polls the five one
-    after another, and flags all but the last of them ``mid_round``."""
+    poll takes ~20 ms; every round after the start-up one starts on the grid's boundary,
+    polls the five one after another, and flags all but the last of them ``mid_round``."""
     interval, units = 0.5, (1, 2, 3, 4, 5)
     fields = [FieldDevice(unit=u, delay_s=0.02) for u in units]
     seen: list[tuple[float, PollResult]] = []
@@ -141,7 +164,7 @@ def test_devices_of_one_interval_are_polled_in_one_burst_per_interval() -> None:
             await task
             return poller.schedule.offset
 
-    asyncio.run(scenario())
+    grid = asyncio.run(scenario())
     rounds = [seen[i:i + len(units)] for i in range(0, len(seen), len(units))]
     complete = [r for r in rounds if len(r) == len(units)]
     assert len(complete) >= 5, [(round(t, 3), r.device) for t, r in seen]
@@ -153,6 +176,10 @@ def test_devices_of_one_interval_are_polled_in_one_burst_per_interval() -> None:
         # The round is one burst, well inside its interval.
         assert batch[-1][0] - batch[0][0] < interval * 0.8
         starts.append(batch[0][0])
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    # Every round begins one interval after the one before: the same instant each time.
+    # The start-up round is off the grid; every later one begins one interval after the
+    # one before, on the process's grid (its first poll ends ~20 ms after the boundary).
+    on_grid_starts = starts[1:]
+    gaps = [b - a for a, b in itertools.pairwise(on_grid_starts)]
     assert all(abs(gap - interval) < 0.15 for gap in gaps), gaps
+    late = [(t - grid) % interval for t in on_grid_starts]
+    assert all(lag < 0.15 for lag in late), late
