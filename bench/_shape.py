@@ -129,9 +129,10 @@ def instrument_rules(case: Case) -> list[dict[str, Any]]:
 
 
 def site_files(case: Case, work: Path, broker_port: int, level_port: int,
-               tcp: list[BenchBus]) -> tuple[Path, Path]:
+               tcp: list[BenchBus], synchronous: str = "full") -> tuple[Path, Path]:
     """(the gateway's site file, the simulator's): the same bench devices, the level
-    gauge only in the gateway's (the bench serves it itself)."""
+    gauge only in the gateway's (the bench serves it itself); the gateway's store at
+    ``synchronous``."""
     base: dict[str, Any] = {
         "site": {"id": "bench", "levels": {"flood_limit": 123.5, "design_flood": 124.8}},
         "gateway": {"id": "gw"},
@@ -150,7 +151,8 @@ def site_files(case: Case, work: Path, broker_port: int, level_port: int,
                          "register": {"table": "holding", "address": 0, "type": "float32"}}]}
     alarm = {"id": LEVEL_RULE, "type": "threshold", "point": f"{LEVEL_DEVICE}/{LEVEL_POINT}",
              "high": [{"severity": "alarm", "value": LEVEL_LIMIT}]}
-    gateway = {**base, "buses": [*sim["buses"], level_bus],
+    gateway = {**base, "store": {"path": str(work / "edge.db"), "synchronous": synchronous},
+               "buses": [*sim["buses"], level_bus],
                "devices": [*sim["devices"], level],
                "rules": [*instrument_rules(case), alarm]}
     paths = work / "site.yaml", work / "sim.yaml"

@@ -100,11 +100,13 @@ def alarm_trials(server: LevelServer, sub: Subscriber, until: float, interval: f
 
 
 def measure(case: Case, repeat: int, work: Path, broker: Broker, warmup: float,
-            window: float, simulators: int, rng: random.Random) -> Figures:
+            window: float, simulators: int, rng: random.Random,
+            synchronous: str = "full") -> Figures:
     work.mkdir(parents=True)
     server = LevelServer(free_port())
     tcp = [] if case.rtu else tcp_buses(case, rng)
-    config, sim_config = site_files(case, work, broker.port, server.port, tcp)
+    config, sim_config = site_files(case, work, broker.port, server.port, tcp,
+                                     synchronous)
     sims: list[EdgeProcess] = []
     gateway: EdgeProcess | None = None
     sub: Subscriber | None = None

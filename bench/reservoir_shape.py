@@ -57,6 +57,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--max-minutes", type=float, default=45.0,
                         help="stop starting new runs after this long")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--synchronous", choices=("full", "normal"), default="full",
+                        help="the gateway's store.synchronous")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.warmup, args.window = 1, 4.0, 15.0
@@ -86,7 +88,8 @@ def run_all(args: argparse.Namespace, cases: list[Case], out: Path) -> list[Figu
                 print(f"repeat {repeat + 1}/{args.repeats}: {case.label} ...",
                       file=sys.stderr, flush=True)
                 results.append(measure(case, repeat, out / f"{case.key}-{repeat}", broker,
-                                       args.warmup, args.window, args.simulators, rng))
+                                       args.warmup, args.window, args.simulators, rng,
+                                       args.synchronous))
     finally:
         broker.stop()
     return results
