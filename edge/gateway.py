@@ -70,7 +70,8 @@ class Gateway:
         self.store = StoreWorker(Store(
             settings.store.path, settings.store.synchronous,
             history_fold_s=settings.store.history_fold_s,
-            resend_horizon_s=settings.store.resend_horizon_s))
+            resend_horizon_s=settings.store.resend_horizon_s,
+            max_message_bytes=settings.mqtt.max_message_bytes))
         self.outbox = Outbox(self.store)
         self.pipeline = Pipeline(self.store, self.outbox, self._make_room,
                                  commit_window_ms(settings), round_wait_ms(settings))

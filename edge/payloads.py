@@ -11,6 +11,10 @@ from typing import Any
 from edge import __version__
 from vocab.model import AlarmTransition, Reading, now_ms
 
+# mqtt.max_message_bytes: 48 KiB, under the smallest limit of the brokers a district runs
+# (ThingsBoard's MQTT transport: 65,536 B by default) with room for topic and headers.
+DEFAULT_MAX_MESSAGE_BYTES = 49_152
+
 
 def _dumps(obj: dict[str, Any]) -> str:
     # Compact separators: every byte is stored in the outbox and sent over 4G.

@@ -34,12 +34,13 @@ from edge.durable import SeqReservation, current_boot_id
 from edge.history import read_point_history
 from edge.historyfold import PARTS, fold
 from edge.outboxrows import OutboxRows, in_transaction
-from edge.payloads import alarm_payload
+from edge.payloads import DEFAULT_MAX_MESSAGE_BYTES, alarm_payload
 from edge.quota import DiskReserve, QuotaCounters, QuotaKeeper
 from edge.storeschema import (
     PAGE_SIZE,
     SCHEMA,
     Cycle,
+    WindowMessage,
     add_missing_columns,
     insert_part,
     last_stored_seq,
@@ -65,8 +66,10 @@ class StoreError(Exception):
 class Store:
     def __init__(self, path: Path, synchronous: Literal["full", "normal"] = "full",
                  boot_id: str | None = None, history_fold_s: float = DEFAULT_HISTORY_FOLD_S,
-                 resend_horizon_s: float = DEFAULT_RESEND_HORIZON_S) -> None:
+                 resend_horizon_s: float = DEFAULT_RESEND_HORIZON_S,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.path = path
+        self.max_message_bytes = max_message_bytes
         self.history_fold_s = history_fold_s
         self.resend_horizon_s = resend_horizon_s
         self._folded_at: float | None = None  # not 0.0: monotonic time counts from boot
@@ -145,13 +148,13 @@ class Store:
 
     def commit_cycles(self, cycles: Sequence[Cycle], shared: bool = True) -> list[list[int]]:
         """Several polls in one transaction (one WAL append and fsync for all of them):
-        their readings as one telemetry message (edge/storeschema.py ``message_polls``;
-        with ``shared`` false, a message per poll), each alarm transition its own. All or
+        their readings as telemetry messages of at most ``max_message_bytes`` (edge/
+        storeschema.py ``message_polls``; with ``shared`` false, a message per poll), each
+        alarm transition its own. All or
         nothing. Returns, per poll, the seqs queued that carry it: its telemetry
         message's, then its transitions'."""
         seq_before = self._seq
-        messages = (message_polls(cycles) if shared
-                    else [[i] for i, (readings, _) in enumerate(cycles) if readings])
+        messages = message_polls(cycles, self.max_message_bytes if shared else 0)
         self.seqs.ensure(seq_before + len(messages) + sum(len(t) for _, t in cycles))
         created = now_ms()
         conn = self._conn
@@ -172,13 +175,14 @@ class Store:
             raise
         return queued
 
-    def _queue_window(self, cycles: Sequence[Cycle], messages: list[list[int]],
+    def _queue_window(self, cycles: Sequence[Cycle], messages: list[WindowMessage],
                       created: int) -> list[list[int]]:
         queued: list[list[int]] = [[] for _ in cycles]
-        for polls in messages:
+        for message in messages:
             seq = self._next_seq()
+            polls = message.polls
             readings = [r for i in polls for r in cycles[i][0]]
-            insert_part(self._conn, seq * PARTS, None, readings)
+            insert_part(self._conn, seq * PARTS, None, readings, message.fragment)
             # A message of one device names it: the quota thins such messages per device.
             devices = {r.device for r in readings}
             device = devices.pop() if len(devices) == 1 else None

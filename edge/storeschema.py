@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from edge.historyfold import PARTS, pack_fragment
-from edge.payloads import readings_fragment
+from edge.payloads import DEFAULT_MAX_MESSAGE_BYTES, readings_fragment
 from vocab.model import AlarmTransition, Reading
 
 log = structlog.get_logger("edge.store")
@@ -31,9 +32,13 @@ SCHEMA_VERSION = 3
 # (bench/disk_bytes.py); 512 B takes another 10-18 % off a commit of small polls and 70 %
 # off releasing delivered messages (docs/performance.md, "512-byte pages").
 PAGE_SIZE = 512
-# A telemetry message carries at most this many readings (a poll is never split): a
-# window of many small polls stays well within brokers' packet limits.
+# A telemetry message carries at most this many readings (a poll is never split), and
+# at most ``max_bytes`` of JSON (mqtt.max_message_bytes): a window of many small polls
+# must stay within the broker's packet limit, or the broker drops the connection on it
+# and the message is set aside with every device's readings in it.
 MAX_MESSAGE_READINGS = 1000
+# '{"seq":N,"readings":[' ... ']}' with a seq of up to 19 digits, and ',"replay":true'.
+MESSAGE_FRAME_BYTES = 64
 # A poll of more readings than this is a message of its own: it gains little from
 # sharing one, and a message a broker refuses as too large (set aside, docs/mqtt.md)
 # must not take other devices' readings with it.
@@ -103,30 +108,64 @@ def start_fold_cursor(conn: sqlite3.Connection) -> None:
 
 
 def insert_part(conn: sqlite3.Connection, row_id: int, device: str | None,
-                readings: Sequence[Reading]) -> None:
+                readings: Sequence[Reading], fragment: str | None = None) -> None:
+    """One telemetry row; ``fragment`` is ``readings_fragment(readings)`` if the caller
+    has it already."""
     stamps = [r.ts_ms for r in readings]
     conn.execute(
         "INSERT INTO telemetry (id, device, ts_ms, last_ts_ms, n, body) VALUES (?,?,?,?,?,?)",
         (row_id, device, min(stamps), max(stamps), len(readings),
-         pack_fragment(readings_fragment(readings))))
+         pack_fragment(readings_fragment(readings) if fragment is None else fragment)))
 
 
-def message_polls(cycles: Sequence[Cycle]) -> list[list[int]]:
-    """The polls (indexes into ``cycles``) each telemetry message of a window carries."""
-    messages: list[list[int]] = []
-    size = MAX_MESSAGE_READINGS
+@dataclass(slots=True)
+class WindowMessage:
+    """One telemetry message of a window: the polls it carries and its readings' JSON."""
+
+    max_bytes: int
+    polls: list[int] = field(default_factory=list)
+    fragments: list[str] = field(default_factory=list)
+    readings: int = 0
+    size: int = MESSAGE_FRAME_BYTES
+
+    def fits(self, readings: int, size: int) -> bool:
+        return (self.readings + readings <= MAX_MESSAGE_READINGS
+                and self.size + size + 1 <= self.max_bytes)
+
+    def add(self, poll: int, fragment: str, readings: int, size: int) -> None:
+        self.polls.append(poll)
+        self.fragments.append(fragment)
+        self.readings += readings
+        self.size += size + 1  # and its comma
+
+    @property
+    def fragment(self) -> str:
+        return ",".join(self.fragments)
+
+
+def message_polls(cycles: Sequence[Cycle],
+                  max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[WindowMessage]:
+    """The telemetry messages of a window: which polls (indexes into ``cycles``) each
+    carries, at most ``MAX_MESSAGE_READINGS`` readings and ``max_bytes`` of payload. A
+    poll is never split: one of more than ``MAX_SHARED_POLL`` readings, or alone over
+    ``max_bytes``, is a message of its own."""
+    messages: list[WindowMessage] = []
+    current: WindowMessage | None = None
     for i, (readings, _) in enumerate(cycles):
         if not readings:
             continue
+        fragment = readings_fragment(readings)
+        size = len(fragment.encode())
         if len(readings) > MAX_SHARED_POLL:
-            messages.append([i])  # on its own; the next small poll starts a new message
-            size = MAX_MESSAGE_READINGS
+            # On its own; the next small poll starts a new message.
+            messages.append(WindowMessage(max_bytes))
+            messages[-1].add(i, fragment, len(readings), size)
+            current = None
             continue
-        if size + len(readings) > MAX_MESSAGE_READINGS:
-            messages.append([])
-            size = 0
-        messages[-1].append(i)
-        size += len(readings)
+        if current is None or not current.fits(len(readings), size):
+            current = WindowMessage(max_bytes)
+            messages.append(current)
+        current.add(i, fragment, len(readings), size)
     return messages
 
 

@@ -211,14 +211,15 @@ def run_edge(args: list[str], timeout: float = 60,
 def site_config(tmp: Path, mqtt_port: int, modbus_port: int, *, interval: float = 0.5,
                 rules: list[dict[str, Any]] | None = None,
                 extra_devices: list[dict[str, Any]] | None = None,
-                gateway_id: str = "gw-test") -> Path:
+                gateway_id: str = "gw-test",
+                mqtt_extra: dict[str, Any] | None = None) -> Path:
     """A small site: a level logger and a piezometer reader on one Modbus TCP bus."""
     config: dict[str, Any] = {
         "site": {"id": "test-site", "name": "Test reservoir", "timezone": "Asia/Shanghai",
                  "levels": {"flood_limit": 123.5, "design_flood": 124.8, "crest": 126.0}},
         "gateway": {"id": gateway_id},
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "topic_prefix": "reservoir",
-                 "keepalive_s": 5},
+                 "keepalive_s": 5, **(mqtt_extra or {})},
         "store": {"path": str(tmp / "edge.db")},
         "buses": [{"id": "lan", "type": "modbus_tcp", "host": "127.0.0.1", "port": modbus_port,
                    "timeout_s": 0.5}],

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edge.payloads import DEFAULT_MAX_MESSAGE_BYTES
 from vocab.checking import Report
 from vocab.configbase import StrictModel
 
@@ -56,6 +57,13 @@ class MqttConfig(StrictModel):
     # the ones measured (lessons.md). With 5, command replies also honour the request's
     # response topic and correlation data.
     protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # The most JSON a telemetry message gathers from a window's small polls (a poll is
+    # never split: one bigger than this is a message of its own). Keep it under the
+    # broker's limit: a broker drops the connection on a larger packet, and the message is
+    # then set aside with every device's readings in it. ThingsBoard's MQTT transport
+    # takes 65,536 B by default, AWS IoT Core 128 KB; the topic and headers need ~100 B.
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024,
+                                   le=268_435_455)
     # MQTT 5 session expiry: how long the broker keeps our session while we are away.
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     tls: TlsConfig | None = None

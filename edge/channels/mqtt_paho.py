@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from edge.channels.mqtt_config import MqttConfig
 from edge.channels.mqtt_session import (
     ConnectAttempts,
@@ -22,6 +24,12 @@ from edge.channels.mqtt_session import (
     set_backoff,
     set_will,
 )
+
+log = structlog.get_logger("edge.channels.mqtt")
+
+# What a PUBLISH adds to its payload besides the topic: fixed header, topic length,
+# packet id, MQTT 5 properties.
+PUBLISH_OVERHEAD_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class PahoBridge:
         # Failed connection attempts in a row and why (paho thread only).
         self.attempts = ConnectAttempts(lambda failure: self.call(events.connect_failed,
                                                                   failure))
+        self.broker_packet_limit: int | None = None
 
     def attach(self, client: UplinkClient) -> None:
         set_backoff(client, self.config, 0)
@@ -82,7 +91,24 @@ class PahoBridge:
         self.attempts.connack(refusal)
         set_backoff(client, self.config, self.attempts.failed_in_a_row)
         if refusal is None:
+            self.note_packet_limit(getattr(properties, "MaximumPacketSize", None))
             self.call(self.events.connected)
+
+    def note_packet_limit(self, limit: int | None) -> None:
+        """An MQTT 5 broker says in its CONNACK the largest packet it takes. Telemetry
+        messages were cut to ``max_message_bytes`` when they were committed: if the
+        broker takes less, it will drop the connection on the larger ones and they will
+        be set aside. Said once per limit, as an error, so the site file can be fixed."""
+        if limit == self.broker_packet_limit:
+            return
+        self.broker_packet_limit = limit
+        telemetry_topic = self.status_topic.rsplit("/", 1)[0] + "/telemetry"
+        beside_payload = PUBLISH_OVERHEAD_BYTES + len(telemetry_topic.encode())
+        bound = self.config.max_message_bytes
+        if limit is not None and limit < bound + beside_payload:
+            log.error("mqtt_broker_packet_limit_below_max_message", broker_limit=limit,
+                      max_message_bytes=bound,
+                      hint=f"set mqtt.max_message_bytes to {limit - beside_payload} or less")
 
     def on_connect_fail(self, client: UplinkClient, userdata: Any) -> None:
         self.attempts.socket_failed(client)

@@ -171,18 +171,18 @@ def test_tiny_quota_thins_telemetry_keeps_every_alarm_and_says_so(
 
 
 def test_poison_message_is_set_aside_and_the_rest_flows(tmp_path: Path) -> None:
-    # The broker drops any client that sends a packet over 4,000 bytes: the telemetry of
-    # a 60-point device (about 5.7 kB) is poison, a message of small devices' polls is not.
-    # (At 1,500 bytes a loaded machine made a window gather three rounds of the small
-    # devices, about 100 bytes a reading, and that message was set aside too.)
-    broker = Broker(tmp_path, extra="max_packet_size 4000\n")
+    # The broker drops any client that sends a packet over 1,500 bytes: the telemetry of
+    # a 60-point device (about 5.7 kB) is poison. The small devices' polls are gathered
+    # into messages of at most mqtt.max_message_bytes, however many rounds a window
+    # takes on a loaded machine: never poison.
+    broker = Broker(tmp_path, extra="max_packet_size 1500\n")
     broker.start()
     modbus_port = free_port()
     big = {"id": "logger-big", "bus": "lan", "unit": 3, "poll_interval_s": 6,
            "points": [{"id": f"channel_{i:02d}", "unit": "kPa", "register": {
                "table": "holding", "address": i, "type": "uint16"}} for i in range(60)]}
     config = site_config(tmp_path, broker.port, modbus_port, interval=0.5, rules=[],
-                         extra_devices=[big])
+                         extra_devices=[big], mqtt_extra={"max_message_bytes": 1400})
     sim = start_edge(["simulate", "-c", str(config)], tmp_path / "sim.log")
     wait_for_port(modbus_port)
     rec = Recorder(broker.port, f"{ROOT}/telemetry")
@@ -210,3 +210,31 @@ def test_poison_message_is_set_aside_and_the_rest_flows(tmp_path: Path) -> None:
     kinds = {d for (d,) in conn.execute("SELECT device FROM outbox_set_aside")}
     conn.close()
     assert kinds == {"logger-big"}, "only the oversized messages are set aside"
+
+
+def test_an_mqtt5_broker_s_smaller_packet_limit_is_reported_once_with_the_fix(
+        tmp_path: Path) -> None:
+    # Mosquitto sends its max_packet_size in the CONNACK to MQTT 5 clients: below the
+    # configured message bound, larger window messages would be set aside. The keeper's
+    # log says so at connect, with the bound to configure, and telemetry still flows.
+    broker = Broker(tmp_path, extra="max_packet_size 8000\n")
+    broker.start()
+    modbus_port = free_port()
+    config = site_config(tmp_path, broker.port, modbus_port, interval=0.5, rules=[],
+                         mqtt_extra={"protocol": "5"})
+    sim = start_edge(["simulate", "-c", str(config)], tmp_path / "sim.log")
+    wait_for_port(modbus_port)
+    rec = Recorder(broker.port, f"{ROOT}/telemetry")
+    gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw.log")
+    try:
+        rec.wait_for(lambda r: len(r.messages) >= 3, 20, "telemetry over MQTT 5")
+    finally:
+        gateway.stop()
+        sim.kill()
+        rec.close()
+        broker.stop()
+    lines = [line for line in gateway.output().splitlines()
+             if "mqtt_broker_packet_limit_below_max_message" in line]
+    topic = len(f"{ROOT}/telemetry")
+    assert len(lines) == 1, gateway.output()[-2000:]
+    assert "8000" in lines[0] and f"set mqtt.max_message_bytes to {8000 - 16 - topic}" in lines[0]

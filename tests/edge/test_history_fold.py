@@ -59,7 +59,9 @@ def test_a_window_of_many_devices_polls_is_one_message(tmp_path: Path) -> None:
 
 def test_a_window_is_split_into_messages_of_at_most_a_thousand_readings(
         tmp_path: Path) -> None:
-    store = Store(tmp_path / "edge.db")
+    # A bound in bytes far above 1,000 readings: the count is what cuts here (the bytes
+    # are tests/edge/test_message_bounds.py's).
+    store = Store(tmp_path / "edge.db", max_message_bytes=10_000_000)
     now = int(time.time() * 1000)
     seqs = store.commit_cycles([(poll(f"gauge-{d}", now, points=20), []) for d in range(60)])
     assert seqs == [[1]] * 50 + [[2]] * 10  # 1,000 and 200 readings: polls are never split
