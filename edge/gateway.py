@@ -261,6 +261,7 @@ class Gateway:
         # Both follow the fastest poll interval, which the new devices may change.
         self.pipeline.commit_window_s = commit_window_ms(settings) / 1000
         self.pipeline.round_wait_s = round_wait_ms(settings) / 1000
+        self.store.max_message_bytes = settings.mqtt.max_message_bytes
         if (settings.rules, settings.derived, settings.site) != (
                 old.rules, old.derived, old.site) or changed:
             await self.pipeline.rebuild_engine(self._build_engine)

@@ -358,6 +358,15 @@ class StoreWorker:
         return self._store.integrity
 
     @property
+    def max_message_bytes(self) -> int:
+        return self._store.max_message_bytes
+
+    @max_message_bytes.setter
+    def max_message_bytes(self, bound: int) -> None:
+        # One int, read by the next commit on the store thread: a reload's new bound.
+        self._store.max_message_bytes = bound
+
+    @property
     def counters(self) -> QuotaCounters:
         return self._store.counters
 

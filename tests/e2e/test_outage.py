@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -170,23 +171,31 @@ def test_tiny_quota_thins_telemetry_keeps_every_alarm_and_says_so(
     assert len(alarm_seqs) >= 20
 
 
+def start_limited(tmp_path: Path, packet_limit: int, **site: Any,
+                  ) -> tuple[Broker, EdgeProcess, Recorder, EdgeProcess]:
+    """A private broker that takes packets up to ``packet_limit`` bytes, the small site
+    (``site`` passed to ``site_config``) simulated, a telemetry recorder and the gateway."""
+    broker = Broker(tmp_path, extra=f"max_packet_size {packet_limit}\n")
+    broker.start()
+    modbus_port = free_port()
+    config = site_config(tmp_path, broker.port, modbus_port, interval=0.5, rules=[], **site)
+    sim = start_edge(["simulate", "-c", str(config)], tmp_path / "sim.log")
+    wait_for_port(modbus_port)
+    rec = Recorder(broker.port, f"{ROOT}/telemetry")
+    gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw.log")
+    return broker, sim, rec, gateway
+
+
 def test_poison_message_is_set_aside_and_the_rest_flows(tmp_path: Path) -> None:
     # The broker drops any client that sends a packet over 1,500 bytes: the telemetry of
     # a 60-point device (about 5.7 kB) is poison. The small devices' polls are gathered
     # into messages of at most mqtt.max_message_bytes, however many rounds a window
     # takes on a loaded machine: never poison.
-    broker = Broker(tmp_path, extra="max_packet_size 1500\n")
-    broker.start()
-    modbus_port = free_port()
     big = {"id": "logger-big", "bus": "lan", "unit": 3, "poll_interval_s": 6,
            "points": [{"id": f"channel_{i:02d}", "unit": "kPa", "register": {
                "table": "holding", "address": i, "type": "uint16"}} for i in range(60)]}
-    config = site_config(tmp_path, broker.port, modbus_port, interval=0.5, rules=[],
-                         extra_devices=[big], mqtt_extra={"max_message_bytes": 1400})
-    sim = start_edge(["simulate", "-c", str(config)], tmp_path / "sim.log")
-    wait_for_port(modbus_port)
-    rec = Recorder(broker.port, f"{ROOT}/telemetry")
-    gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw.log")
+    broker, sim, rec, gateway = start_limited(tmp_path, 1500, extra_devices=[big],
+                                              mqtt_extra={"max_message_bytes": 1400})
     try:
         rec.wait_for(lambda r: len(r.messages) >= 5, 20, "small telemetry")
         deadline = time.monotonic() + 40
@@ -217,15 +226,7 @@ def test_an_mqtt5_broker_s_smaller_packet_limit_is_reported_once_with_the_fix(
     # Mosquitto sends its max_packet_size in the CONNACK to MQTT 5 clients: below the
     # configured message bound, larger window messages would be set aside. The keeper's
     # log says so at connect, with the bound to configure, and telemetry still flows.
-    broker = Broker(tmp_path, extra="max_packet_size 8000\n")
-    broker.start()
-    modbus_port = free_port()
-    config = site_config(tmp_path, broker.port, modbus_port, interval=0.5, rules=[],
-                         mqtt_extra={"protocol": "5"})
-    sim = start_edge(["simulate", "-c", str(config)], tmp_path / "sim.log")
-    wait_for_port(modbus_port)
-    rec = Recorder(broker.port, f"{ROOT}/telemetry")
-    gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw.log")
+    broker, sim, rec, gateway = start_limited(tmp_path, 8000, mqtt_extra={"protocol": "5"})
     try:
         rec.wait_for(lambda r: len(r.messages) >= 3, 20, "telemetry over MQTT 5")
     finally:

@@ -299,7 +299,8 @@ def test_round_wait_is_three_quarters_of_the_fastest_poll_at_most_two_seconds(
     assert round_wait_ms(off) == 0.0, "no group commit, no waiting for rounds"
 
 
-def test_the_gateway_builds_its_pipeline_with_the_round_wait(tmp_path: Path) -> None:
+def test_the_gateway_s_window_round_wait_and_message_bound_follow_a_reload(
+        tmp_path: Path) -> None:
     import yaml
 
     from edge.config import load_config
@@ -310,12 +311,24 @@ def test_the_gateway_builds_its_pipeline_with_the_round_wait(tmp_path: Path) -> 
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump(site))
 
-    async def scenario() -> tuple[float, float]:
+    async def scenario() -> list[tuple[float, float, int]]:
         gateway = Gateway(load_config(config), config)
+        seen = [(gateway.pipeline.commit_window_s, gateway.pipeline.round_wait_s,
+                 gateway.store.max_message_bytes)]
         try:
-            return gateway.pipeline.commit_window_s, gateway.pipeline.round_wait_s
+            # A reload that brings a faster device and a broker's smaller packet limit:
+            # the window, the round wait and the message bound follow it.
+            await gateway.outbox.open({"mqtt": ("telemetry", "alarm")})  # as at start
+            site["devices"][0]["poll_interval_s"] = 0.25
+            site["mqtt"]["max_message_bytes"] = 2048
+            config.write_text(yaml.safe_dump(site))
+            assert await gateway.reload() == []
+            seen.append((gateway.pipeline.commit_window_s, gateway.pipeline.round_wait_s,
+                         gateway.store.max_message_bytes))
         finally:
+            await gateway.buses.stop_all()
             gateway.store.close()
             gateway.history.close()
+        return seen
 
-    assert asyncio.run(scenario()) == (0.25, 0.75)
+    assert asyncio.run(scenario()) == [(0.25, 0.75, 49_152), (0.0625, 0.1875, 2048)]
