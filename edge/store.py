@@ -37,7 +37,6 @@ from edge.outboxrows import OutboxRows, in_transaction
 from edge.payloads import DEFAULT_MAX_MESSAGE_BYTES, alarm_payload
 from edge.quota import DiskReserve, QuotaCounters, QuotaKeeper
 from edge.storeschema import (
-    PAGE_SIZE,
     SCHEMA,
     Cycle,
     WindowMessage,
@@ -46,6 +45,7 @@ from edge.storeschema import (
     last_stored_seq,
     message_polls,
     migrate_readings_table,
+    open_connection,
     start_fold_cursor,
 )
 from vocab.model import ActiveAlarm, AlarmTransition, Reading, now_ms
@@ -59,10 +59,6 @@ P = ParamSpec("P")
 DEFAULT_HISTORY_FOLD_S = 600.0
 DEFAULT_RESEND_HORIZON_S = 86_400.0
 
-class StoreError(Exception):
-    """The store could not be opened or written; the message says which file and why."""
-
-
 class Store:
     def __init__(self, path: Path, synchronous: Literal["full", "normal"] = "full",
                  boot_id: str | None = None, history_fold_s: float = DEFAULT_HISTORY_FOLD_S,
@@ -73,31 +69,7 @@ class Store:
         self.history_fold_s = history_fold_s
         self.resend_horizon_s = resend_horizon_s
         self._folded_at: float | None = None  # not 0.0: monotonic time counts from boot
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open store {path}: {exc}") from exc
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        # Small pages: fewer bytes per commit on SD cards (storeschema.PAGE_SIZE). Only
-        # takes effect on a new file: an existing store keeps its page size.
-        self._conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        # Lets the quota give deleted pages back to the file system (a new file only;
-        # an older store is converted the first time the quota has to act).
-        self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        # Some builds (Debian's) default to secure_delete=ON, which rewrites every page a
-        # delete frees: acknowledged outbox rows, released messages and the quota's
-        # deletes would cost their whole size again on the card. FAST only clears what
-        # lies in pages being written anyway.
-        self._conn.execute("PRAGMA secure_delete=FAST")
-        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode != "wal":
-            raise StoreError(f"store {path}: cannot switch to WAL journal mode (got {mode})")
-        self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        # Commits touch a handful of pages at the tail of each table: a 512 KiB page
-        # cache holds them, where SQLite's default 2 MiB only grows the daemon's RSS.
-        self._conn.execute("PRAGMA cache_size=-512")
+        self._conn = open_connection(path, synchronous)
         # Checked after start-up (check_integrity): reading a large store end to end
         # would hold READY for as long as the SD card takes to read it.
         self.integrity = "unchecked"

@@ -107,6 +107,40 @@ def start_fold_cursor(conn: sqlite3.Connection) -> None:
                  (str(SCHEMA_VERSION),))
 
 
+class StoreError(Exception):
+    """The store could not be opened or written; the message says which file and why."""
+
+
+def open_connection(path: Path, synchronous: str) -> sqlite3.Connection:
+    """The store's connection, in WAL mode with the settings every commit relies on."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open store {path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=5000")
+    # Small pages: fewer bytes per commit on SD cards (PAGE_SIZE). Only
+    # takes effect on a new file: an existing store keeps its page size.
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+    # Lets the quota give deleted pages back to the file system (a new file only;
+    # an older store is converted the first time the quota has to act).
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    # Some builds (Debian's) default to secure_delete=ON, which rewrites every page a
+    # delete frees: acknowledged outbox rows, released messages and the quota's
+    # deletes would cost their whole size again on the card. FAST only clears what
+    # lies in pages being written anyway.
+    conn.execute("PRAGMA secure_delete=FAST")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode != "wal":
+        raise StoreError(f"store {path}: cannot switch to WAL journal mode (got {mode})")
+    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    # Commits touch a handful of pages at the tail of each table: a 512 KiB page
+    # cache holds them, where SQLite's default 2 MiB only grows the daemon's RSS.
+    conn.execute("PRAGMA cache_size=-512")
+    return conn
+
+
 def insert_part(conn: sqlite3.Connection, row_id: int, device: str | None,
                 readings: Sequence[Reading], fragment: str | None = None) -> None:
     """One telemetry row; ``fragment`` is ``readings_fragment(readings)`` if the caller

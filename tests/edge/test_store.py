@@ -89,7 +89,7 @@ def test_cleared_alarm_is_no_longer_active(tmp_path: Path) -> None:
 def test_unwritable_store_path_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    from edge.store import StoreError
+    from edge.storeschema import StoreError
 
     with pytest.raises(StoreError, match="cannot open store"):
         Store(blocker / "edge.db")
