@@ -126,8 +126,10 @@ class DeviceSchedule:
         self.polled_at: dict[str, float] = {}
         # When each device was last asked for now (an inspection), until its next poll.
         self.asked: dict[str, float] = {}
-        # Devices whose next poll is off the grid (the start, an inspection, a link back).
-        self.off_grid: set[str] = set()
+        # Devices whose next poll is off the grid (the start, an inspection, a link back),
+        # and when they were made due: the devices made due together join the grid
+        # together, at the first boundary half an interval after that.
+        self.off_grid: dict[str, float] = {}
 
     def start(self, listening: Iterable[str] = ()) -> None:
         """Everyone is due now, except ``listening`` devices (free-running instruments):
@@ -141,7 +143,7 @@ class DeviceSchedule:
             device_id: now + (device.poll_interval_s if device_id in self.listening else 0.0)
             for device_id, device in self.devices.items()
         }
-        self.off_grid = set(self.devices) - self.listening
+        self.off_grid = dict.fromkeys(set(self.devices) - self.listening, now)
 
     def next(self) -> tuple[DeviceConfig, float] | None:
         """The device due first and its due time; of those due at the same time, the one
@@ -164,7 +166,7 @@ class DeviceSchedule:
             if device_id in self.due:
                 self.due[device_id] = min(self.due[device_id], now)
                 self.asked[device_id] = now
-                self.off_grid.add(device_id)
+                self.off_grid[device_id] = now
 
     def reschedule(self, device: DeviceConfig, state: DeviceHealth,
                    started: float | None = None) -> None:
@@ -179,8 +181,7 @@ class DeviceSchedule:
             self.due[device.id] = now
             return
         interval = device.poll_interval_s
-        off_grid = device.id in self.off_grid
-        self.off_grid.discard(device.id)
+        off_grid_since = self.off_grid.pop(device.id, None)
         if device.id in self.listening:
             # Keep the phase of the schedule but never queue up missed polls: after a
             # stall the device is polled once, not in a burst.
@@ -191,11 +192,12 @@ class DeviceSchedule:
             # at once (one poll late, not lost); boundaries missed before it began are
             # skipped, never caught up in a burst.
             begun = now if started is None else min(started, now)
-            if off_grid:
+            if off_grid_since is not None:
                 # This poll was off the grid (the start-up poll, an inspection's): the
-                # next boundary may be only moments away, so the device joins the grid
-                # at least half an interval on instead of being polled twice at once.
-                begun += interval / 2
+                # next boundary may be only moments away, so the devices made due with
+                # it join the grid together, at least half an interval on, instead of
+                # being polled twice at once (or split over two rounds).
+                begun = max(begun, off_grid_since + interval / 2)
             self.due[device.id] = boundary_after(begun, interval, self.offset)
             return
         excess = state.consecutive_failures - device.offline_after

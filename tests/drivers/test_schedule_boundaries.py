@@ -94,6 +94,31 @@ def test_the_schedule_puts_polled_devices_on_boundaries_and_backs_off_on_them() 
     assert not schedule.round_pending()
 
 
+def test_devices_made_due_together_join_the_grid_together() -> None:
+    # The start-up round's polls end one after another; a grid boundary that falls half an
+    # interval after the first began, but before the last, must not split them over two
+    # rounds (found by the burst test below, on a boundary 0.26 s after the start).
+    devices = [config(u, 0.5) for u in (1, 2, 3)]
+    schedule = DeviceSchedule(devices)
+    schedule.start()
+    start = time.monotonic() - 5.0  # the bus started 5 s ago
+    schedule.off_grid = dict.fromkeys(schedule.off_grid, start)
+    schedule.offset = start + 0.26
+    for n, device in enumerate(devices):
+        schedule.reschedule(device, DeviceHealth(), start + 0.02 * n)
+    assert {schedule.due[d.id] for d in devices} == {start + 0.26}
+    # An inspection 3 s ago: the same, from when it was asked.
+    schedule.all_now()
+    asked = time.monotonic() - 3.0
+    schedule.asked = dict.fromkeys(schedule.asked, asked)
+    schedule.off_grid = dict.fromkeys(schedule.off_grid, asked)
+    schedule.offset = asked + 0.27
+    for n, device in enumerate(devices):
+        schedule.reschedule(device, DeviceHealth(), asked + 0.001 + 0.02 * n)
+    assert len({schedule.due[d.id] for d in devices}) == 1
+    assert math.isclose(schedule.due["dev-1"], asked + 0.27)
+
+
 def test_every_bus_polls_on_one_grid_on_the_wall_clock_s_multiples_of_the_interval() -> None:
     # Two buses started apart (a level gauge on its own port, an RS-485 line): their
     # rounds of one interval start at the same instant, so the store commits them as one.
@@ -118,6 +143,7 @@ def test_a_late_poll_is_polled_once_on_the_next_boundary_never_in_a_burst() -> N
     schedule = DeviceSchedule([device])
     schedule.start()
     offset = schedule.offset = time.monotonic() - 10.0  # the grid began 10 s ago
+    schedule.off_grid["dev-1"] = offset - 0.2  # and the bus 0.2 s before it
     schedule.reschedule(device, DeviceHealth(), offset - 0.2)  # the start-up poll
     assert math.isclose(schedule.due["dev-1"], offset + 1.0), "joined half an interval on"
     # Began 1.6 intervals late (a saturated bus): boundaries 8 and 9 are not caught up.
