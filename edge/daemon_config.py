@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge.config import ConfigError, LoadedConfig, load_config
 from edge.yamlsource import ConfigProblem, load_config_source
+from vocab.configbase import share_repeats
 
 # The file systemd reads the daemon's environment from (EnvironmentFile= in the unit).
 UNIT_ENV_FILE = "/etc/reservoir-edge/env"
@@ -74,7 +75,10 @@ def _report_and_exit(path: str, pipe_fd: int) -> None:
     status = 0
     try:
         try:
-            answer = pickle.dumps(("ok", load_config(path)))
+            loaded = load_config(path)
+            # Pickled shared, unpickled shared: 1.5 MiB less at 200 devices × 10 points.
+            share_repeats(loaded.settings)
+            answer = pickle.dumps(("ok", loaded))
         except ConfigError as exc:
             answer = pickle.dumps(("error", exc.problems))
         with os.fdopen(pipe_fd, "wb") as pipe:
