@@ -144,7 +144,10 @@ class QualityRule:
         self.not_good_run = 0
         self.reference: tuple[int, float] | None = None
         self.jump_run: list[float] = []
-        self.recent: deque[float] = deque(maxlen=config.stuck.samples if config.stuck else 1)
+        # Only with a stuck check: an empty deque still takes a 64-slot block (~770 B), for
+        # each of a site's 200 instruments.
+        self.recent: deque[float] | None = (deque(maxlen=config.stuck.samples)
+                                            if config.stuck else None)
         # (value, bound crossed) of the latest value outside the range, until one is back in.
         self.out_of_range: tuple[float, float] | None = None
         self.last_had_value = True
@@ -197,7 +200,7 @@ class QualityRule:
         return f"gross_error: {verdict.score:.1f} ({verdict.method})"
 
     def _check_stuck(self, value: float) -> str | None:
-        if self.stuck is None:
+        if self.stuck is None or self.recent is None:
             return None
         self.recent.append(value)
         self.is_stuck = (len(self.recent) == self.stuck.samples
