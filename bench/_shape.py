@@ -151,7 +151,7 @@ def site_files(case: Case, work: Path, broker_port: int, level_port: int,
                          "register": {"table": "holding", "address": 0, "type": "float32"}}]}
     alarm = {"id": LEVEL_RULE, "type": "threshold", "point": f"{LEVEL_DEVICE}/{LEVEL_POINT}",
              "high": [{"severity": "alarm", "value": LEVEL_LIMIT}]}
-    gateway = {**base, "store": {"path": str(work / "edge.db"), "synchronous": synchronous},
+    gateway = {**base, "store": {**base["store"], "synchronous": synchronous},
                "buses": [*sim["buses"], level_bus],
                "devices": [*sim["devices"], level],
                "rules": [*instrument_rules(case), alarm]}

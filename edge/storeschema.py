@@ -182,7 +182,8 @@ def message_polls(cycles: Sequence[Cycle],
     """The telemetry messages of a window: which polls (indexes into ``cycles``) each
     carries, at most ``MAX_MESSAGE_READINGS`` readings and ``max_bytes`` of payload. A
     poll is never split: one of more than ``MAX_SHARED_POLL`` readings, or alone over
-    ``max_bytes``, is a message of its own."""
+    ``max_bytes``, is a message of its own (so ``max_bytes`` 0 makes a message per
+    poll)."""
     messages: list[WindowMessage] = []
     current: WindowMessage | None = None
     for i, (readings, _) in enumerate(cycles):
