@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import ConfigError, LoadedConfig, load_config
+from edge.early_stop import raise_if_stop_requested
 from edge.yamlsource import ConfigProblem, load_config_source
 from vocab.configbase import share_repeats
 
@@ -44,22 +45,31 @@ def load_apart(path: str, meanwhile: Callable[[], object] | None = None) -> Load
     if not hasattr(os, "fork") or threading.active_count() > 1:
         if meanwhile is not None:
             meanwhile()
+        raise_if_stop_requested()
         return load_config(path)
     reading, writing = os.pipe()
+    # SIGTERM is held back over the fork until the parent stands in the ``try`` that kills
+    # the child: a stop between the two would leave the child behind, holding our stdout.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's code
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(reading)
         _report_and_exit(path, writing)
-    os.close(writing)
-    with os.fdopen(reading, "rb") as pipe:
-        try:
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(writing)
+        with os.fdopen(reading, "rb") as pipe:
             if meanwhile is not None:
                 meanwhile()
+            # A stop whose exception the imports lost would leave us waiting for a child
+            # that may wait for ever itself (a config on a FIFO, a hung NFS mount).
+            raise_if_stop_requested()
             answer = pipe.read()
-        except BaseException:  # a stop during start-up (edge/entry.py): no child left behind
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise
+    except BaseException:  # a stop during start-up (edge/early_stop.py): no child left
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     os.waitpid(pid, 0)
     try:
         outcome, value = pickle.loads(answer)

@@ -40,6 +40,7 @@ from edge.config import (
     load_config,
     round_wait_ms,
 )
+from edge.early_stop import stop_requested
 from edge.health import HealthReporter
 from edge.history import HistoryReader
 from edge.outbox import Outbox
@@ -298,6 +299,8 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        if stop_requested():  # a SIGTERM of start-up whose exception was lost: stop in order
+            self.request_stop()
         log.info("gateway_started", site=settings.site.id, gateway=settings.gateway.id,
                  config=self.loaded.digest, buses=len(self.buses.pollers),
                  devices=len(settings.devices), rules=len(settings.rules),

@@ -11,8 +11,10 @@ import time
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
+from edge.statusfile import read_status
 from tests.support import REPO, free_port, run_edge, site_config
 
 
@@ -108,3 +110,61 @@ def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert err.strip() == "edge: SIGTERM during start-up, exiting"
     assert not Path(f"/proc/{blocked}").exists(), "a process of the start-up was left behind"
+
+
+# CPython can lose the SystemExit a signal handler raises while it compiles a module (the
+# CI saw the stop printed and `edge run` then waiting for ever): these stand in for that
+# loss, deterministically, by catching the exception where the compiler would have dropped it.
+_LOST_STOP = """
+import os, signal, sys
+from edge.daemon_config import load_apart
+from edge.early_stop import install_stop_handler
+
+install_stop_handler()
+
+def imports_that_lose_the_stop():
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+    except SystemExit:
+        pass
+
+try:
+    load_apart(sys.argv[1], meanwhile=imports_that_lose_the_stop)
+except SystemExit as stop:
+    print("stopped", stop.code, flush=True)
+    raise
+print("went on", flush=True)
+"""
+
+
+def test_a_stop_lost_during_the_imports_still_ends_the_config_load(tmp_path: Path) -> None:
+    fifo = tmp_path / "site.yaml"
+    os.mkfifo(fifo)  # nobody writes: the config child waits for ever
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", _LOST_STOP, str(fifo)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, out) == (0, "stopped 0\n"), err
+    assert err.strip() == "edge: SIGTERM during start-up, exiting"
+
+
+def test_a_stop_lost_before_the_loop_runs_stops_the_gateway_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from edge import early_stop
+    from edge.config import load_config
+    from edge.gateway import Gateway
+
+    config = site_config(tmp_path, free_port(), free_port())
+    monkeypatch.setattr(early_stop, "_requested", ["SIGTERM"])
+    gateway = Gateway(load_config(config), config)
+    # Without the check the gateway would run until the test's timeout.
+    assert asyncio.run(asyncio.wait_for(gateway.run(), 60)) == 0
+    assert read_status(tmp_path / "edge.db").get("stopped") is True, "the orderly stop ran"
