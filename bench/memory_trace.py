@@ -4,7 +4,7 @@ Runs the same site as bench/memory.py (``edge simulate`` serving 10 Modbus TCP d
 float32 points, one threshold rule per device, a private Mosquitto and a subscriber), but the
 gateway is started as ``python bench/memory_trace.py --daemon ...``: that wrapper starts
 tracemalloc (``--frames`` deep) before anything of ours is imported, runs ``edge.entry.main``
-and, --seconds after start, writes a snapshot from a side thread. The bench then prints the
+and, --seconds after start, writes a snapshot from a timer signal. The bench then prints the
 gateway's RSS at that moment and the traced memory grouped three ways: by the top-level
 package whose file allocated it, by the module being imported when it was allocated (the
 first of our or a library's frames below the import machinery), and the largest
@@ -16,10 +16,11 @@ the restructure) with the same simulator, broker and site, for a side-by-side.
 
 ``--small N`` runs the reservoir's shape of bench/memory_per_device.py instead: N devices of
 one float32 point each, as unit ids behind one Modbus TCP endpoint, no rules; with
-``--endpoints`` each on an endpoint (and a bus) of its own.
+``--endpoints`` each on an endpoint (and a bus) of its own; ``--per-device 10 --rules`` makes
+it bench/reservoir_shape.py's 200 × 10 with its two rules a device.
 
 Usage: python bench/memory_trace.py [--seconds 40] [--frames 25] [--tree DIR] [--points 1000]
-       [--small N [--endpoints]]
+       [--small N [--endpoints] [--per-device K] [--rules]]
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -44,13 +45,16 @@ def _daemon(argv: list[str]) -> None:
     if frames:
         tracemalloc.start(frames)
 
-    def dump() -> None:
-        time.sleep(seconds)
+    def dump(signum: int, frame: object) -> None:
         if frames:
             tracemalloc.take_snapshot().dump(out)
         Path(out + ".done").write_text("")
 
-    threading.Thread(target=dump, daemon=True).start()
+    # A timer signal, not a thread: with a second thread the daemon would load its
+    # configuration in place instead of in its forked child (edge/daemon_config.py), and
+    # the trace would show a peak the real daemon never keeps.
+    signal.signal(signal.SIGALRM, dump)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         from edge.entry import main as edge_main
     except ImportError:  # a tree from before edge/entry.py (--tree)
@@ -159,6 +163,7 @@ def main() -> None:
         stop_all,
         tear_down,
     )
+    from _shape import Case, instrument_rules
     from memory import threshold_rules
 
     from tests.support import EdgeProcess
@@ -173,19 +178,26 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=0, help="one-point devices instead")
     parser.add_argument("--endpoints", action="store_true",
                         help="with --small: each device on its own endpoint (one bus each)")
+    parser.add_argument("--per-device", type=int, default=1,
+                        help="with --small: float32 points a device (10: issue 19's 200 x 10)")
+    parser.add_argument("--rules", action="store_true",
+                        help="with --small: bench/reservoir_shape.py's quality and threshold "
+                             "rule on every device's first point")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-trace-",
                                      dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
         broker = start_broker(work)
         if args.small and args.endpoints:
-            buses = [BenchBus(port, [1], n) for n, port in enumerate(free_ports(args.small))]
+            buses = [BenchBus(port, [args.per_device], n)
+                     for n, port in enumerate(free_ports(args.small))]
         elif args.small:
-            buses = [BenchBus(free_port(), [1] * args.small, 0)]
+            buses = [BenchBus(free_port(), [args.per_device] * args.small, 0)]
         else:
             buses = plan_buses(args.points)
         devices = sum(len(b.devices) for b in buses)
-        rules = [] if args.small else threshold_rules(devices)
+        rules = threshold_rules(devices) if not args.small else \
+            instrument_rules(Case("traced", devices, args.per_device, 1.0)) if args.rules else []
         config = bench_site_config(work, broker.port, buses, rules=rules,
                                    store=work / "site.db")
         out = str(work / "snapshot")
