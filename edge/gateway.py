@@ -135,13 +135,20 @@ class Gateway:
 
     async def _apply_services(self, old: GatewaySettings) -> None:
         """Restart the services whose section changed; start new ones, stop removed ones.
-        A service that gained or lost an outbox channel takes effect at the next start."""
-        for service_type in SERVICE_TYPES:
-            before, after = service_type.section(old), service_type.section(self.settings)
-            if before == after:
-                continue
+        Their outbox channels follow in between: a centre added by the reload is sent what
+        is committed from then on, one removed releases what only it still needed."""
+        changed = [service_type for service_type in SERVICE_TYPES
+                   if service_type.section(old) != service_type.section(self.settings)]
+        if not changed:
+            return
+        for service_type in changed:
             await self._stop_service(service_type.name)
-            if after is not None:
+        try:
+            await self.outbox.open(_channel_kinds(self.settings))
+        except Exception:  # the store failed: the services run with the channels they had
+            log.exception("outbox_channels_not_registered")
+        for service_type in changed:
+            if service_type.section(self.settings) is not None:
                 self._start_service(service_type)
 
     async def _make_room(self, quota_bytes: int) -> None:
@@ -286,10 +293,7 @@ class Gateway:
 
     async def run(self) -> int:
         settings = self.settings
-        channels: dict[str, tuple[str, ...]] = {MqttChannel.name: MQTT_KINDS}
-        for service_type in configured(settings):
-            channels.update(service_type.channels(settings))
-        await self.outbox.open(channels)
+        await self.outbox.open(_channel_kinds(settings))
         await self.pipeline.rebuild_engine(self._build_engine)
         self.mqtt = self._make_mqtt(settings)
         self.buses.start_all()
@@ -362,3 +366,11 @@ class Gateway:
             self.store.close()
             self.history.close()
         log.info("gateway_stopped", outbox_seq=self.store.last_seq)
+
+
+def _channel_kinds(settings: GatewaySettings) -> dict[str, tuple[str, ...]]:
+    """Every outbox channel the site configures, and the kinds of message each takes."""
+    channels: dict[str, tuple[str, ...]] = {MqttChannel.name: MQTT_KINDS}
+    for service_type in configured(settings):
+        channels.update(service_type.channels(settings))
+    return channels

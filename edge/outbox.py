@@ -64,6 +64,7 @@ class _Stream:
 
     def __init__(self, bit: int, kinds: frozenset[str], last_seq: int) -> None:
         self.bit = bit
+        self.kinds = kinds
         self.priority: list[Kind] = [k for k in PRIORITY_KINDS if k in kinds]
         self.priority += sorted(kinds - set(PRIORITY_KINDS) - {"telemetry"})
         self.telemetry = "telemetry" in kinds
@@ -147,6 +148,10 @@ class ChannelOutbox:
     def bit(self) -> int:
         return self._stream.bit
 
+    @property
+    def kinds(self) -> frozenset[str]:
+        return self._stream.kinds
+
     async def next_batch(self, room: int) -> list[OutboxMessage]:
         """Up to ``room`` messages not yet handed to this channel, in priority order."""
         stream = self._stream
@@ -213,13 +218,28 @@ class Outbox:
         self._ack_wake = asyncio.Event()
 
     async def open(self, kinds: Mapping[str, Iterable[str]]) -> None:
-        """Register the configured channels (name → kinds of message each takes)."""
+        """Register the configured channels (name → kinds of message each takes).
+
+        At start, and again at a reload whose services changed (their channels' users are
+        stopped first): a channel that stays keeps its place and counts, a new one takes
+        what is committed from now on, and one that went releases its bit.
+        """
+        # Acks still queued are written while every channel has the bit they were given
+        # for: a channel that goes is released with what it acknowledged already cleared.
+        await self.flush_acks()
         wanted = {name: frozenset(k) for name, k in kinds.items()}
         bits = await self.store.run(self.store.rows.register_channels, wanted)
         last_seq = self.store.last_seq
-        self.channels = {name: ChannelOutbox(name, self, _Stream(bits[name], wanted[name],
-                                                                 last_seq))
-                         for name in wanted}
+        before = self.channels.keys()
+        kept = {name: channel for name, channel in self.channels.items()
+                if name in wanted and channel.bit == bits[name]
+                and channel.kinds == wanted[name]}
+        added, removed = wanted.keys() - before, before - wanted.keys()
+        self.channels = {name: kept.get(name) or ChannelOutbox(
+            name, self, _Stream(bits[name], wanted[name], last_seq)) for name in wanted}
+        if added or removed:
+            log.info("outbox_channels_registered", added=sorted(added),
+                     removed=sorted(removed))
 
     def channel(self, name: str) -> ChannelOutbox:
         return self.channels[name]

@@ -32,8 +32,9 @@ class Sl651Service:
         self.config = config
         self.ports = ports
         self.reporter = Reporter(config, ports.outbox, lambda: ports.pipeline.latest)
-        # A channel exists from the gateway's start: a centre (or the whole section) added
-        # by a reload reports from the next start, when its outbox channel is registered.
+        # The gateway registers a centre's outbox channel before it starts the service, at
+        # start and at a reload (edge/gateway.py); one missing (the store failed at that
+        # reload) waits for the next start, and says so.
         registered = ports.outbox.channels
         self.links = [CentreLink(config, centre, registered[name],
                                  lambda: self.reporter.snapshot(Function.QUERY_REALTIME),
@@ -53,7 +54,8 @@ class Sl651Service:
             jobs.append(("alarms", lambda: self.reporter.run_alarms(alarms)))
         if self.waiting or alarms is None:
             log.warning("sl651_channels_from_next_start", centres=self.waiting,
-                        alarms=alarms is None, note="added by a reload: restart the gateway")
+                        alarms=alarms is None,
+                        note="not registered at the reload: restart the gateway")
         self._tasks = [asyncio.create_task(self._keep_running(name, job), name=f"sl651-{name}")
                        for name, job in jobs]
         log.info("sl651_started", centres=len(self.links),

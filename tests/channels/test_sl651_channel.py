@@ -31,6 +31,11 @@ def delivered(centre: Sl651Centre, function: int = TEST) -> list[float]:
     return list(seen.values())
 
 
+def levels(centre: Sl651Centre) -> list[float]:
+    """ZU of each test report the centre received, each level once, in arrival order."""
+    return list(dict.fromkeys(r.values["ZU"] for r in centre.reports(TEST)))
+
+
 async def send_tests(site: Site, levels: list[float]) -> None:
     assert site.service is not None
     for level in levels:
@@ -210,20 +215,35 @@ def test_decode_tool_and_frames_record_of_everything_sent(tmp_path: Path,
     assert all("confirmed at" in line for line in listed)
 
 
-def test_a_centre_added_by_a_reload_waits_for_the_next_start(tmp_path: Path) -> None:
+def test_a_centre_added_by_a_reload_is_sent_reports_without_a_restart(
+        tmp_path: Path) -> None:
     async def scenario() -> None:
         async with Sl651Centre(address=1) as county, Sl651Centre(address=2) as city, \
                 Site(tmp_path, [county]) as site:
             assert site.gateway is not None
             path = tmp_path / "site.yaml"
             config = yaml.safe_load(path.read_text(encoding="utf-8"))
+            await send_tests(site, [123.1])
+            await site.until(lambda: delivered(county) == [123.1], "the county's report")
+            mqtt = site.gateway.outbox.channel("mqtt")
             config["sl651"]["centres"].append({"address": 2, "host": "127.0.0.1",
                                                "port": city.port})
             path.write_text(yaml.safe_dump(config), encoding="utf-8")
             assert await site.gateway.reload() == []
-            await site.until(lambda: site.service is not None
-                             and site.service.waiting == ["sl651-centre-2"], "the restart")
-            await send_tests(site, [123.1])
-            await site.until(lambda: delivered(county) == [123.1], "the county's report")
-            assert city.connections == 0
+            assert site.service is not None and site.service.waiting == []
+            assert site.gateway.outbox.channel("mqtt") is mqtt, "the uplink keeps its place"
+            await send_tests(site, [123.2])
+            # The new centre gets what is committed after the reload, not the county's past.
+            await site.until(lambda: delivered(city) == [123.2], "the city's report")
+            # (The restarted service numbers its reports from 1 again, as a restart does.)
+            await site.until(lambda: levels(county) == [123.1, 123.2], "the county's")
+            # And a reload that takes it away again releases its channel.
+            config["sl651"]["centres"].pop()
+            path.write_text(yaml.safe_dump(config), encoding="utf-8")
+            assert await site.gateway.reload() == []
+            assert "sl651-centre-2" not in site.gateway.outbox.channels
+            assert "sl651-centre-1" in site.gateway.outbox.channels
+            await send_tests(site, [123.3])
+            await site.until(lambda: levels(county) == [123.1, 123.2, 123.3], "the county")
+            assert levels(city) == [123.2]
     run(scenario)
