@@ -76,6 +76,14 @@ class CentreLink:
     # --- the connection ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        # Serials go on from the last one sent, across restarts and reloads: a centre that
+        # keys reports by station and serial would take a counter started again at 1 for
+        # repeats of the reports it already has.
+        try:
+            self.serial = await self._store.run(record.last_serial, self._store.connection,
+                                                self.name)
+        except Exception:
+            log.exception("sl651_record_failed", channel=self.name)
         retry = FIRST_RETRY_S
         while True:
             try:

@@ -35,6 +35,14 @@ def sent(conn: sqlite3.Connection, channel: str, seq: int, serial: int, function
     in_transaction(conn, write)
 
 
+def last_serial(conn: sqlite3.Connection, channel: str) -> int:
+    """The serial of the last report first sent to the channel's centre; 0 if none is
+    recorded (a new centre, or nothing sent within the store's retention)."""
+    row = conn.execute("SELECT serial FROM sl651_frames WHERE channel=? "
+                       "ORDER BY sent_ms DESC, seq DESC LIMIT 1", (channel,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
 def outcome(conn: sqlite3.Connection, channel: str, seq: int, what: str,
             at_ms: int) -> None:
     """``confirmed`` (at the centre's confirmation) or why it was set aside."""

@@ -31,11 +31,6 @@ def delivered(centre: Sl651Centre, function: int = TEST) -> list[float]:
     return list(seen.values())
 
 
-def levels(centre: Sl651Centre) -> list[float]:
-    """ZU of each test report the centre received, each level once, in arrival order."""
-    return list(dict.fromkeys(r.values["ZU"] for r in centre.reports(TEST)))
-
-
 async def send_tests(site: Site, levels: list[float]) -> None:
     assert site.service is not None
     for level in levels:
@@ -235,8 +230,9 @@ def test_a_centre_added_by_a_reload_is_sent_reports_without_a_restart(
             await send_tests(site, [123.2])
             # The new centre gets what is committed after the reload, not the county's past.
             await site.until(lambda: delivered(city) == [123.2], "the city's report")
-            # (The restarted service numbers its reports from 1 again, as a restart does.)
-            await site.until(lambda: levels(county) == [123.1, 123.2], "the county's")
+            # The restarted service goes on with the county's serials (delivered() keys by
+            # serial: a counter started again at 1 would hide 123.2 behind 123.1).
+            await site.until(lambda: delivered(county) == [123.1, 123.2], "the county's")
             # And a reload that takes it away again releases its channel.
             config["sl651"]["centres"].pop()
             path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -244,6 +240,20 @@ def test_a_centre_added_by_a_reload_is_sent_reports_without_a_restart(
             assert "sl651-centre-2" not in site.gateway.outbox.channels
             assert "sl651-centre-1" in site.gateway.outbox.channels
             await send_tests(site, [123.3])
-            await site.until(lambda: levels(county) == [123.1, 123.2, 123.3], "the county")
-            assert levels(city) == [123.2]
+            await site.until(lambda: delivered(county) == [123.1, 123.2, 123.3], "the county")
+            assert delivered(city) == [123.2]
+    run(scenario)
+
+
+def test_serials_go_on_after_a_restart(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Sl651Centre(address=1) as county:
+            async with Site(tmp_path, [county]) as site:
+                await send_tests(site, [121.1, 121.2])
+                await site.until(lambda: site.health(county)["confirmed"] == 2, "two")
+            async with Site(tmp_path, [county]) as site:  # the same store: a restart
+                await send_tests(site, [121.3])
+                await site.until(lambda: site.health(county)["confirmed"] == 1, "the third")
+            assert [r.serial for r in county.reports(TEST)] == [1, 2, 3]
+            assert delivered(county) == [121.1, 121.2, 121.3]
     run(scenario)
