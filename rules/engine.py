@@ -221,10 +221,9 @@ class RuleEngine:
         self.orphans.clear()
 
         # 1. quality screening
-        fresh: list[Reading] = []
-        for reading in readings:
-            fresh.append(self._take(self._screen(reading, transitions, notes), out))
-        seen = {r.key for r in readings}
+        fresh, keys = self._screen_poll(readings, out, transitions, notes)
+        screens = self.screens
+        seen = set(keys)
         for index, screen in self.offline.take_due(now):
             key = screen.point
             if key not in seen:
@@ -233,27 +232,30 @@ class RuleEngine:
             self.offline.refresh(index)
 
         # 2. derived points and rainfall sums, in dependency order
-        changed = {r.key: r.ts_ms for r in fresh}
+        changed = {key: r.ts_ms for key, r in zip(keys, fresh, strict=True)}
         due = sorted({i for key in changed for i in self.readers.get(key, ())})
         while due:
             # Lowest index first is dependency order; what a producer makes can only make
             # later producers due.
             producer = self.producers[heapq.heappop(due)]
             for produced in self._produce(producer, changed, ctx):
-                screened = self._take(self._screen(produced, transitions, notes), out)
-                fresh.append(screened)
-                changed[screened.key] = max(changed.get(screened.key, 0), screened.ts_ms)
-                for i in self.readers.get(screened.key, ()):
+                key = produced.key
+                if key in screens:
+                    produced = self._screen(produced, key, transitions, notes)
+                fresh.append(self._take(produced, key, out))
+                keys.append(key)
+                changed[key] = max(changed.get(key, 0), produced.ts_ms)
+                for i in self.readers.get(key, ()):
                     if i not in due:
                         heapq.heappush(due, i)
 
         # 3. rules
-        for reading in fresh:
-            for rule in self.by_input.get(reading.key, ()):
-                judgements = self._safely(rule.id, reading.key,
+        by_input = self.by_input
+        for key, reading in zip(keys, fresh, strict=True):
+            for rule in by_input.get(key, ()):
+                judgements = self._safely(rule.id, key,
                                           lambda r=rule, x=reading: r.judge(x, ctx))
-                self._judged(rule.id, reading.key, reading.ts_ms, judgements, transitions,
-                             notes)
+                self._judged(rule.id, key, reading.ts_ms, judgements, transitions, notes)
 
         released = self.limiter.submit(transitions, now)
         if self.limiter.pending:
@@ -261,24 +263,41 @@ class RuleEngine:
                         deferred=self.limiter.pending)
         return Evaluation(tuple(out), released, tuple(notes), self.limiter.pending)
 
-    def _take(self, reading: Reading, out: list[Reading]) -> Reading:
+    def _screen_poll(self, readings: Sequence[Reading], out: list[Reading],
+                     transitions: list[AlarmTransition],
+                     notes: list[RuleNote]) -> tuple[list[Reading], list[str]]:
+        """The poll's readings after their screens, and their keys (``keys[i]`` is
+        ``fresh[i].key``, built once: at 200 devices x 10 points every 0.25 s the engine
+        built each one seven times, and most points have no screen and no rule)."""
+        fresh: list[Reading] = []
+        keys: list[str] = []
+        screens = self.screens
+        for reading in readings:
+            key = reading.key
+            if key in screens:
+                reading = self._screen(reading, key, transitions, notes)
+            fresh.append(self._take(reading, key, out))
+            keys.append(key)
+        return fresh, keys
+
+    def _take(self, reading: Reading, key: str, out: list[Reading]) -> Reading:
         out.append(reading)
-        previous = self.latest.get(reading.key)
+        previous = self.latest.get(key)
         if previous is None or reading.ts_ms >= previous.ts_ms:
-            self.latest[reading.key] = reading
+            self.latest[key] = reading
         return reading
 
-    def _screen(self, reading: Reading, transitions: list[AlarmTransition],
+    def _screen(self, reading: Reading, key: str, transitions: list[AlarmTransition],
                 notes: list[RuleNote]) -> Reading:
-        for screen in self.screens.get(reading.key, ()):
+        """The reading after the screens of its point, ``key`` (which has some)."""
+        for screen in self.screens[key]:
             try:
                 reading, judgements = screen.screen(reading)
             except Exception:
-                log.exception("rule_failed", rule=screen.id, point=reading.key)
+                log.exception("rule_failed", rule=screen.id, point=key)
                 continue
-            self._judged(screen.id, reading.key, reading.ts_ms, judgements, transitions, notes)
-        if reading.key in self.screens:
-            self.offline.refresh_point(reading.key)
+            self._judged(screen.id, key, reading.ts_ms, judgements, transitions, notes)
+        self.offline.refresh_point(key)
         return reading
 
     def _produce(self, producer: DerivedPoint | Producer, changed: dict[str, int],
