@@ -257,3 +257,49 @@ def test_serials_go_on_after_a_restart(tmp_path: Path) -> None:
             assert [r.serial for r in county.reports(TEST)] == [1, 2, 3]
             assert delivered(county) == [121.1, 121.2, 121.3]
     run(scenario)
+
+
+def test_a_store_failing_at_a_reload_leaves_the_new_centre_waiting_and_the_others_reporting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with Sl651Centre(address=1) as county, Sl651Centre(address=2) as city, \
+                Site(tmp_path, [county]) as site:
+            assert site.gateway is not None
+            await send_tests(site, [122.1])
+            await site.until(lambda: delivered(county) == [122.1], "the county's report")
+
+            async def store_fails(kinds: object) -> None:
+                raise OSError(5, "Input/output error")
+
+            monkeypatch.setattr(site.gateway.outbox, "open", store_fails)
+            path = tmp_path / "site.yaml"
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+            config["sl651"]["centres"].append({"address": 2, "host": "127.0.0.1",
+                                               "port": city.port})
+            path.write_text(yaml.safe_dump(config), encoding="utf-8")
+            assert await site.gateway.reload() == []
+            # The service came back with the channels it had; the new centre waits for
+            # the next start and says so (health), the county goes on.
+            assert site.service is not None and site.service.waiting == ["sl651-centre-2"]
+            assert site.service.health()["waiting_for_restart"] == ["sl651-centre-2"]
+            await send_tests(site, [122.2])
+            await site.until(lambda: delivered(county) == [122.1, 122.2], "the county's")
+            assert city.connections == 0
+    run(scenario)
+
+
+def test_serials_start_at_1_when_the_record_of_frames_cannot_be_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.channels import sl651_record
+
+    def unreadable(conn: object, channel: str) -> int:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sl651_record, "last_serial", unreadable)
+
+    async def scenario() -> None:
+        async with Sl651Centre(address=1) as county, Site(tmp_path, [county]) as site:
+            await send_tests(site, [121.9])
+            await site.until(lambda: site.health(county)["confirmed"] == 1, "a report")
+            assert [r.serial for r in county.reports(TEST)] == [1]
+    run(scenario)
