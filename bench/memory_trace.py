@@ -183,6 +183,9 @@ def main() -> None:
     parser.add_argument("--rules", action="store_true",
                         help="with --small: bench/reservoir_shape.py's quality and threshold "
                              "rule on every device's first point")
+    parser.add_argument("--fold-s", type=float, default=None,
+                        help="store.history_fold_s (and maintenance every 5 s): the "
+                             "snapshot then holds what a fold of history leaves behind")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-trace-",
                                      dir=os.environ.get("BENCH_DIR")) as tmp:
@@ -200,6 +203,12 @@ def main() -> None:
             instrument_rules(Case("traced", devices, args.per_device, 1.0)) if args.rules else []
         config = bench_site_config(work, broker.port, buses, rules=rules,
                                    store=work / "site.db")
+        if args.fold_s is not None:
+            import yaml
+
+            site = yaml.safe_load(config.read_text())
+            site["store"].update(history_fold_s=args.fold_s, maintenance_interval_s=5)
+            config.write_text(yaml.safe_dump(site, sort_keys=False))
         out = str(work / "snapshot")
         sims, sub, gateway = [], None, None
         try:

@@ -42,6 +42,7 @@ from edge.config import (
 )
 from edge.early_stop import stop_requested
 from edge.health import HealthReporter
+from edge.heap import give_back_free_memory
 from edge.history import HistoryReader
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
@@ -249,7 +250,7 @@ class Gateway:
         try:
             # Parsing a configuration is blocking work of unbounded size: a worker's, so
             # the loop and the watchdog never wait for it.
-            new = await asyncio.to_thread(load_config, path)
+            new = await asyncio.to_thread(_load_in_place, path)
         except ConfigError as exc:
             return self._refused([str(p) for p in exc.problems])
         old = self.settings
@@ -366,6 +367,15 @@ class Gateway:
             self.store.close()
             self.history.close()
         log.info("gateway_stopped", outbox_seq=self.store.last_seq)
+
+
+def _load_in_place(path: Path) -> LoadedConfig:
+    """``load_config`` for a reload, on a worker: the daemon has threads by then, so the
+    parse's peak is this process's (edge/daemon_config.py), and is given back after."""
+    try:
+        return load_config(path)
+    finally:
+        give_back_free_memory()
 
 
 def _channel_kinds(settings: GatewaySettings) -> dict[str, tuple[str, ...]]:

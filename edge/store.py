@@ -31,6 +31,7 @@ import structlog
 
 from edge.alarmrows import record_transition
 from edge.durable import SeqReservation, current_boot_id
+from edge.heap import give_back_free_memory
 from edge.history import read_point_history
 from edge.historyfold import PARTS, fold
 from edge.outboxrows import OutboxRows, in_transaction
@@ -218,6 +219,10 @@ class Store:
                 raise
             log.warning("history_fold_deferred", error=str(exc))
             return 0
+        finally:
+            # The fold's compressors (one a device) are freed now; without this the
+            # daemon would keep their size in RSS after the first fold (edge/heap.py).
+            give_back_free_memory()
 
     # --- reading -------------------------------------------------------------------------
 
