@@ -183,6 +183,9 @@ def main() -> None:
     parser.add_argument("--rules", action="store_true",
                         help="with --small: bench/reservoir_shape.py's quality and threshold "
                              "rule on every device's first point")
+    parser.add_argument("--reload-at", type=float, default=None,
+                        help="send the gateway SIGHUP (a reload of the same file) this many "
+                             "seconds after start; the snapshot then holds what it leaves")
     parser.add_argument("--fold-s", type=float, default=None,
                         help="store.history_fold_s (and maintenance every 5 s): the "
                              "snapshot then holds what a fold of history leaves behind")
@@ -221,8 +224,14 @@ def main() -> None:
                  str(args.seconds), out, "run", "-c", str(config), "--log-level", "warning"],
                 cwd=args.tree, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
             gateway = EdgeProcess(proc, log)
-            deadline = time.monotonic() + args.seconds + 120
+            started = time.monotonic()
+            deadline = started + args.seconds + 120
+            reload_at = None if args.reload_at is None else started + args.reload_at
             while not Path(out + ".done").exists():
+                if reload_at is not None and time.monotonic() >= reload_at:
+                    rss_before_reload = proc_memory_mib(proc.pid)["rss"]
+                    proc.send_signal(signal.SIGHUP)
+                    reload_at = None
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("gateway ended or hung:\n" + gateway.output()[-2000:])
                 time.sleep(0.5)
@@ -237,6 +246,9 @@ def main() -> None:
         print(f"{points} points on {devices} devices every 1 s; snapshot after "
               f"{args.seconds:g} s ({readings} readings delivered); gateway RSS {rss:.1f} MiB"
               + (" (with tracemalloc's own bookkeeping)" if args.frames else ""))
+        if args.reload_at is not None:
+            print(f"RSS just before the reload at {args.reload_at:g} s: "
+                  f"{rss_before_reload:.1f} MiB")
         print("--- Rss by mapping (KiB)")
         for name, kib in sorted(mappings.items(), key=lambda kv: -kv[1])[:args.top]:
             print(f"{kib:9d}  {name}")

@@ -12,7 +12,8 @@ One event loop owns everything. Data flows one way (docs/architecture.md):
 * commands (edge/commands.py, edge/command_handlers.py) and health (edge/health.py).
 
 Blocking work never runs on the loop: the store has its own thread, configuration is
-parsed in a worker on reload, the integrity check on a connection and thread of its own.
+parsed in a process of its own on reload (edge/daemon_config.py), the integrity check on
+a connection and thread of its own.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from edge.config import (
     GatewaySettings,
     LoadedConfig,
     commit_window_ms,
-    load_config,
     round_wait_ms,
 )
+from edge.daemon_config import load_for_reload
 from edge.early_stop import stop_requested
 from edge.health import HealthReporter
 from edge.heap import give_back_free_memory
@@ -250,7 +251,7 @@ class Gateway:
         try:
             # Parsing a configuration is blocking work of unbounded size: a worker's, so
             # the loop and the watchdog never wait for it.
-            new = await asyncio.to_thread(_load_in_place, path)
+            new = await asyncio.to_thread(load_for_reload, path)
         except ConfigError as exc:
             return self._refused([str(p) for p in exc.problems])
         old = self.settings
@@ -282,6 +283,9 @@ class Gateway:
             await self._restart_mqtt()
         await self._apply_services(old)
         self.reloads += 1
+        # What the previous settings held is free now; the unpickled new ones took
+        # memory beside them (edge/heap.py).
+        give_back_free_memory()
         log.info("config_reloaded", config=new.digest, buses_restarted=changed)
         return []
 
@@ -367,15 +371,6 @@ class Gateway:
             self.store.close()
             self.history.close()
         log.info("gateway_stopped", outbox_seq=self.store.last_seq)
-
-
-def _load_in_place(path: Path) -> LoadedConfig:
-    """``load_config`` for a reload, on a worker: the daemon has threads by then, so the
-    parse's peak is this process's (edge/daemon_config.py), and is given back after."""
-    try:
-        return load_config(path)
-    finally:
-        give_back_free_memory()
 
 
 def _channel_kinds(settings: GatewaySettings) -> dict[str, tuple[str, ...]]:

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-import edge.gateway
+import edge.daemon_config
 import edge.store
 from edge.config import ConfigError
 from edge.heap import give_back_free_memory
@@ -91,11 +92,16 @@ def test_a_fold_gives_its_memory_back_whether_or_not_it_succeeds(
     assert len(calls) == 2
 
 
-def test_a_reload_gives_the_parse_back_even_when_the_file_is_refused(
+def test_a_reload_that_parses_in_place_gives_the_parse_back_even_when_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _calls(monkeypatch, edge.gateway)
+    calls = _calls(monkeypatch, edge.daemon_config)
+    # The reload's own process cannot start: the file is parsed here instead.
+    monkeypatch.setattr(edge.daemon_config.sys, "executable", str(tmp_path / "missing"))
     bad = tmp_path / "site.yaml"
     bad.write_text("site: [\n")
-    with pytest.raises(ConfigError):
-        edge.gateway._load_in_place(bad)
+    with capture_logs() as logs, pytest.raises(ConfigError) as refused:
+        edge.daemon_config.load_for_reload(bad)
+    assert "site.yaml:2: YAML syntax error" in str(refused.value)
     assert calls == [1]
+    [event] = [e for e in logs if e["event"] == "reload_parsed_in_place"]
+    assert event["reason"].startswith(f"cannot start {tmp_path / 'missing'}: ")
