@@ -14,7 +14,7 @@ import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -24,22 +24,21 @@ from edge.channels import mqtt, notify_config
 from edge.channels.mqtt import MqttConfig
 from edge.channels.notify_config import NotifyConfig
 from edge.configerrors import validation_problems
-from edge.sl651_config import Sl651Config
-from edge.sl651_config import check as check_sl651
-from edge.web.config import WebConfig
-from edge.yamlsource import (
+from edge.configsource import (
     ConfigProblem,
     ConfigSourceError,
     LocatedDocument,
     PathKey,
     format_key_path,
-    load_config_source,
 )
+from edge.sl651_config import Sl651Config
+from edge.sl651_config import check as check_sl651
+from edge.web.config import WebConfig
 from rules.base import PointInfo, RuleSite
 from rules.checks import check_rules
 from rules.derived import DerivedPointConfig
 from rules.registry import rule_models
-from vocab.configbase import StrictModel
+from vocab.configbase import StrictModel, TypeTable
 from vocab.ids import Ident
 
 
@@ -92,9 +91,8 @@ class StoreConfig(StrictModel):
     resend_horizon_s: float = Field(default=86400.0, ge=0, le=3_153_600_000)
 
 
-# The rule types' models, from the table in rules/registry.py.
-RuleConfig = Annotated[Union[rule_models()],  # noqa: UP007  (a tuple of types, not a literal union)
-                       Field(discriminator="type")]
+# The rule types' models, from the table in rules/registry.py (imported when validating).
+RuleConfig = Annotated[Any, TypeTable(rule_models)]
 
 
 class HealthConfig(StrictModel):
@@ -133,9 +131,8 @@ class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-# The bus types' models, from the table in drivers/registry.py.
-BusConfig = Annotated[Union[bus_models()],  # noqa: UP007  (a tuple of types, not a literal union)
-                      Field(discriminator="type")]
+# The bus types' models, from the table in drivers/registry.py (imported when validating).
+BusConfig = Annotated[Any, TypeTable(bus_models)]
 
 
 class GatewaySettings(StrictModel):
@@ -320,6 +317,9 @@ def resolve_level(settings: GatewaySettings, value: float | str) -> float:
 
 def load_config(path: str | Path) -> LoadedConfig:
     """Read, validate and cross-check a configuration; raise ``ConfigError`` listing all."""
+    # The parser only here: the daemon receives its settings parsed (edge/configsource.py).
+    from edge.yamlsource import load_config_source
+
     try:
         doc = load_config_source(Path(path))
     except ConfigSourceError as exc:

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge.yamlsource import ConfigProblem, LocatedDocument, PathKey, format_key_path
-from vocab.configbase import StrictModel
+from edge.configsource import ConfigProblem, LocatedDocument, PathKey, format_key_path
+from vocab.configbase import StrictModel, TypeTable
 
 
 def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
@@ -83,7 +83,8 @@ def _unwrap_model(annotation: Any, node: Any) -> Any:
     if isinstance(annotation, type) and issubclass(annotation, StrictModel):
         return annotation
     if origin is typing.Annotated:
-        return _unwrap_model(args[0], node)
+        table = next((m for m in args[1:] if isinstance(m, TypeTable)), None)
+        return _unwrap_model(args[0] if table is None else table.union(), node)
     candidates = [a for a in args if isinstance(a, type) and issubclass(a, StrictModel)]
     if candidates and isinstance(node, dict) and "type" in node:
         for candidate in candidates:

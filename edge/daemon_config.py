@@ -16,9 +16,9 @@ from pathlib import Path
 import structlog
 
 from edge.config import ConfigError, LoadedConfig, load_config
+from edge.configsource import ConfigProblem
 from edge.early_stop import raise_if_stop_requested
 from edge.heap import give_back_free_memory
-from edge.yamlsource import ConfigProblem, load_config_source
 from vocab.configbase import share_repeats
 
 log = structlog.get_logger("edge.config")
@@ -171,6 +171,8 @@ def environment_problems(loaded: LoadedConfig, path: str) -> list[ConfigProblem]
     name = loaded.settings.mqtt.password_env
     if name is None or name in os.environ:
         return []
+    from edge.yamlsource import load_config_source
+
     key = ("mqtt", "password_env")
     where = load_config_source(Path(path)).locate(key)
     return [ConfigProblem(where, "mqtt.password_env",

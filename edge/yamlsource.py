@@ -20,13 +20,20 @@ it takes to read it. Every limit gives ``FILE:LINE: ...`` naming the limit.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-PathKey = tuple[str | int, ...]
+from edge.configsource import (
+    ConfigProblem,
+    ConfigSourceError,
+    LocatedDocument,
+    PathKey,
+    SourceLine,
+    format_key_path,
+)
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 """A configuration file's size. config/example-site.yaml is 8 KB; a generated site of 1,000
@@ -51,64 +58,6 @@ recursion limit of 1,000 frames, which 10,000 levels ran into."""
 MAX_EXPANDED_TEXT = 16 * 1024 * 1024
 """Characters of all scalars after expansion: an alias to one long string repeated by the
 thousand is small as nodes but not as text (published payloads, logs, `edge check`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceLine:
-    file: str
-    line: int  # 1-based
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    """One thing wrong with a configuration, located as precisely as we can."""
-
-    where: SourceLine | None
-    key_path: str
-    message: str
-
-    def __str__(self) -> str:
-        prefix = f"{self.where}: " if self.where else ""
-        key = f"{self.key_path}: " if self.key_path else ""
-        return f"{prefix}{key}{self.message}"
-
-
-class ConfigSourceError(Exception):
-    """The configuration could not be read or parsed; carries every problem found."""
-
-    def __init__(self, problems: list[ConfigProblem]):
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
-
-
-@dataclass
-class LocatedDocument:
-    """Plain data plus a map from key path to the line it was written on."""
-
-    data: dict[str, Any] = field(default_factory=dict)
-    lines: dict[PathKey, SourceLine] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-
-    def locate(self, path: PathKey) -> SourceLine | None:
-        """The line of ``path``, or of its closest ancestor that has one."""
-        for end in range(len(path), -1, -1):
-            found = self.lines.get(path[:end])
-            if found is not None:
-                return found
-        return None
-
-
-def format_key_path(path: PathKey) -> str:
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
 
 
 def _construct(

@@ -48,7 +48,7 @@ from rules.derived import DerivedPoint
 from rules.derived import build as build_derived
 from rules.expression import Expression
 from rules.offline_schedule import OfflineSchedule
-from rules.registry import RULE_TYPES
+from rules.registry import rule_type
 from rules.storm import StormLimiter
 from vocab.model import ActiveAlarm, AlarmTransition, Reading
 
@@ -152,7 +152,7 @@ class RuleEngine:
         self.screens: dict[str, list[Screen]] = defaultdict(list)
         self.by_input: dict[str, list[Rule]] = defaultdict(list)
         for config in site.rules:
-            rule = RULE_TYPES[config.type].build(config, self.env)
+            rule = rule_type(config.type).build(config, self.env)
             self.rules[rule.id] = rule
             if isinstance(rule, Screen):
                 self.screens[rule.point].append(rule)

@@ -12,15 +12,19 @@ every model refuses them (pydantic's ``allow_inf_nan=False``; the error type is
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, Union
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
     ModelWrapValidatorHandler,
     ValidationError,
     model_validator,
 )
+from pydantic_core import CoreSchema
 
 
 class StrictModel(BaseModel):
@@ -65,6 +69,28 @@ class StrictModel(BaseModel):
                 # An error type pydantic cannot rebuild (a custom one): report all as they were.
                 raise exc from None
             raise rebuilt from None
+
+
+class TypeTable:
+    """``Annotated[Any, TypeTable(models)]``: one of the models a type table names (the bus
+    and rule types, drivers/registry.py, rules/registry.py), told apart by ``type``.
+
+    The union is made when pydantic first builds the validator of the model holding it
+    (``defer_build``: in the configuration's own process, edge/daemon_config.py), not when
+    that model's module is imported: the daemon, which only unpickles settings, then
+    imports the modules of the types its site uses and no other.
+    """
+
+    def __init__(self, models: Callable[[], tuple[type, ...]]) -> None:
+        self.models = models
+
+    def union(self) -> Any:
+        return Annotated[Union[self.models()],  # noqa: UP007  (a tuple of types)
+                         Field(discriminator="type")]
+
+    def __get_pydantic_core_schema__(self, source: Any,
+                                     handler: GetCoreSchemaHandler) -> CoreSchema:
+        return handler.generate_schema(self.union())
 
 
 # Strings longer than this are rarely repeated (names, expressions): not worth a lookup.
