@@ -89,6 +89,8 @@ def test_reload_command_checks_then_signals_the_daemon(tmp_path: Path, broker: B
         assert good.returncode == 0, good.stderr
         assert f"SIGHUP sent to {pid}" in good.stdout
         _wait_in_log(gateway, "config_reloaded")
+        # Parsed in a process of its own (edge/daemon_config.py), not in the daemon.
+        assert "reload_parsed_in_place" not in gateway.output()
 
         # A refused configuration never reaches the daemon: no SIGHUP, so no reload_refused.
         config.write_text(config.read_text().replace("unit: 2", "unit: 999", 1))
