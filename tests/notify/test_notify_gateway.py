@@ -100,6 +100,9 @@ def test_a_storm_is_paced_into_summaries_that_name_every_alarm(tmp_path: Path) -
                         sirens=[]) as s:
             s.set_levels(124.0)  # fifteen warnings in one poll
             await s.until(lambda: len(alarm_rows(s)) == 15, "fifteen alarms")
+            # Texts queued (the service takes the alarms from the outbox after they are
+            # stored: "none queued" alone held before the first was) and then all sent.
+            await s.until(lambda: s.rows("SELECT 1 FROM notify_messages"), "texts queued")
             await s.until(lambda: not s.rows("SELECT 1 FROM notify_messages WHERE state IN "
                                              "('queued', 'sending')"), "all texts out", 15)
             texts = s.texts_to(KEEPER)
