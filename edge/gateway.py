@@ -251,7 +251,7 @@ class Gateway:
         try:
             # Parsing a configuration is blocking work of unbounded size: a worker's, so
             # the loop and the watchdog never wait for it.
-            new = await asyncio.to_thread(load_for_reload, path)
+            new = await asyncio.to_thread(load_for_reload, path, self.loaded)
         except ConfigError as exc:
             return self._refused([str(p) for p in exc.problems])
         old = self.settings

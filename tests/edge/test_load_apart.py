@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from edge import daemon_config
-from edge.config import ConfigError
+from edge.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,3 +113,25 @@ def test_a_reload_of_a_file_that_never_ends_is_refused_in_time(
         daemon_config.load_for_reload(fifo)
     assert str(refused.value) == (f"{fifo}: reading the configuration took over 2 s; "
                                   "the running one stays")
+
+
+def test_a_reload_keeps_the_running_object_of_each_entry_that_did_not_change(
+        tmp_path: Path) -> None:
+    path = site_file(tmp_path, 20)
+    running = load_config(path)
+    site = yaml.safe_load(path.read_text())
+    site["devices"][5]["poll_interval_s"] = 30
+    site["devices"][7]["id"] = "pz-new"
+    path.write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
+
+    reloaded = daemon_config.load_for_reload(path, running)
+    fresh = load_config(path)
+    assert reloaded.digest == fresh.digest and reloaded.settings == fresh.settings
+    assert reloaded.entry_digests == fresh.entry_digests
+    kept = [n for n, (new, old) in enumerate(zip(reloaded.settings.devices,
+                                                 running.settings.devices, strict=True))
+            if new is old]
+    assert kept == [n for n in range(20) if n not in (5, 7)]
+    assert reloaded.settings.buses[0] is running.settings.buses[0]
+    assert reloaded.settings.devices[5].poll_interval_s == 30
+    assert reloaded.settings.devices[7].id == "pz-new"
