@@ -243,5 +243,9 @@ if __name__ == "__main__":  # load_for_reload's process: the answer goes to stdo
     from edge import daemon_config
 
     given = sys.stdin.buffer.read()  # the running entries' digests, pickled
-    daemon_config._report_and_exit(sys.argv[1], sys.stdout.fileno(),
+    # The answer keeps the real stdout to itself; anything printed while loading (a
+    # logger not configured here prints to stdout) goes to stderr, not into the pickle.
+    answer_fd = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    daemon_config._report_and_exit(sys.argv[1], answer_fd,
                                    pickle.loads(given) if given else None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,24 @@ def test_a_reload_keeps_the_running_object_of_each_entry_that_did_not_change(
     assert reloaded.settings.buses[0] is running.settings.buses[0]
     assert reloaded.settings.devices[5].poll_interval_s == 30
     assert reloaded.settings.devices[7].id == "pz-new"
+
+
+# The reload's process with a load that prints to stdout on the way (as structlog does
+# where nothing configured it): the answer must stay readable.
+NOISY_CHILD = """
+import runpy, sys
+import edge.config
+real = edge.config.load_config
+edge.config.load_config = lambda path: (print("a log line on stdout"), real(path))[1]
+sys.argv = ["edge.daemon_config", sys.argv[1]]
+runpy.run_module("edge.daemon_config", run_name="__main__")
+"""
+
+
+def test_what_the_reload_s_process_prints_does_not_spoil_its_answer(tmp_path: Path) -> None:
+    path = site_file(tmp_path, 3)
+    done = subprocess.run([sys.executable, "-c", NOISY_CHILD, str(path)], cwd=ROOT,
+                          input=b"", capture_output=True, timeout=120, check=True)
+    outcome, loaded = pickle.loads(done.stdout)
+    assert outcome == "ok" and loaded.digest == load_config(path).digest
+    assert b"a log line on stdout" in done.stderr
