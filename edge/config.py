@@ -7,8 +7,6 @@ the people who write site files and with the platform; keys may be added, never 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import zoneinfo
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from drivers.registry import bus_models, check_devices
 from edge.channels import mqtt, notify_config
 from edge.channels.mqtt import MqttConfig
 from edge.channels.notify_config import NotifyConfig
+from edge.configdigest import settings_digests
 from edge.configerrors import validation_problems
 from edge.configsource import (
     ConfigProblem,
@@ -337,54 +336,6 @@ def load_config(path: str | Path) -> LoadedConfig:
     digest, entries = settings_digests(settings)
     return LoadedConfig(settings, tuple(doc.files), digest, _config_warnings(settings, doc),
                         entries)
-
-
-def _canonical_pieces(value: Any, depth: int = 2) -> Iterator[str]:
-    """``json.dumps(value, sort_keys=True)`` in pieces: the top two levels piece by piece,
-    each device, rule or section below them encoded whole."""
-    if depth and isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        yield "{"
-        for n, key in enumerate(sorted(value)):
-            yield (", " if n else "") + json.dumps(key) + ": "
-            yield from _canonical_pieces(value[key], depth - 1)
-        yield "}"
-    elif depth and isinstance(value, list):
-        yield "["
-        for n, item in enumerate(value):
-            if n:
-                yield ", "
-            yield from _canonical_pieces(item, depth - 1)
-        yield "]"
-    else:
-        yield json.dumps(value, sort_keys=True)
-
-
-def settings_digest(settings: GatewaySettings) -> str:
-    """sha256 of the settings' canonical JSON (sorted keys), its first 16 hex digits."""
-    return settings_digests(settings)[0]
-
-
-# The lists whose items a reload can keep one by one (edge/daemon_config.py).
-ENTRY_SECTIONS = ("buses", "devices", "rules", "derived")
-
-
-def settings_digests(settings: GatewaySettings) -> tuple[str, dict[tuple[str, str], str]]:
-    """``settings_digest``, and the sha256 of each bus, device, rule and derived point's
-    canonical JSON by (section, id).
-
-    Hashed piece by piece rather than from one string: the whole text and its bytes were
-    the largest transient of loading a 1,000-point site (3.1 MiB, where the rest peaks at
-    about 6), and what loading leaves in CPython's arenas grows with that peak."""
-    digest = hashlib.sha256()
-    dumped = settings.model_dump(mode="json")
-    entries: dict[tuple[str, str], str] = {}
-    for section in ENTRY_SECTIONS:
-        for entry in dumped[section]:
-            text = json.dumps(entry, sort_keys=True)
-            entries[(section, entry["id"])] = hashlib.sha256(text.encode()).hexdigest()
-    for piece in _canonical_pieces(dumped):
-        digest.update(piece.encode())
-    return digest.hexdigest()[:16], entries
 
 
 __all__ = [

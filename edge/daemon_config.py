@@ -14,10 +14,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from edge.config import ENTRY_SECTIONS, ConfigError, LoadedConfig, load_config
+from edge.config import ConfigError, LoadedConfig, load_config
+from edge.configdigest import ENTRY_SECTIONS, entry_key
 from edge.configsource import ConfigProblem
 from edge.early_stop import raise_if_stop_requested
 from edge.heap import give_back_free_memory
@@ -100,7 +102,8 @@ def load_for_reload(path: str | Path, running: LoadedConfig | None = None) -> Lo
     By the time of a reload the daemon has threads, so ``load_apart``'s fork is unsafe
     (a lock held by another thread would stay held in the child for ever). Parsed here
     instead, the reload built every model's validator and left the parse's peak behind:
-    +8.6 MiB of RSS for good after one reload of a 200-device site (docs/performance.md).
+    +9.4 MiB of RSS for good after one reload at 200 devices × 1 point, +24.5 MiB at
+    200 × 10 (docs/performance.md).
     A fresh interpreter (``python -m edge.daemon_config``) costs the reload a start-up,
     the daemon nothing. If that process cannot answer, the file is loaded here as before.
 
@@ -139,26 +142,29 @@ class _Running:
     """In the answer of a reload's process: the running object of this entry goes here."""
 
     section: str
-    id: str
+    key: str  # edge.configdigest.entry_key
 
 
 def _marked(loaded: LoadedConfig, digests: dict[tuple[str, str], str]) -> LoadedConfig:
     """The reload's process: each entry whose digest the daemon's is, as a marker."""
     settings = loaded.settings
-    update = {section: [_Running(section, entry.id)
-                        if digests.get((section, entry.id)) == loaded.entry_digests[
-                            (section, entry.id)] else entry
-                        for entry in getattr(settings, section)]
-              for section in ENTRY_SECTIONS}
+    update = {}
+    for section in ENTRY_SECTIONS:
+        entries: list[Any] = []
+        for entry in getattr(settings, section):
+            where = (section, entry_key(section, entry))
+            same = digests.get(where) == loaded.entry_digests[where]
+            entries.append(_Running(*where) if same else entry)
+        update[section] = entries
     return dataclasses.replace(loaded, settings=settings.model_copy(update=update))
 
 
 def _with_running(loaded: LoadedConfig, running: LoadedConfig) -> LoadedConfig:
     """The daemon: each marker replaced by the running object it names."""
     settings = loaded.settings
-    objects = {(section, entry.id): entry for section in ENTRY_SECTIONS
+    objects = {(section, entry_key(section, entry)): entry for section in ENTRY_SECTIONS
                for entry in getattr(running.settings, section)}
-    update = {section: [objects[(entry.section, entry.id)] if isinstance(entry, _Running)
+    update = {section: [objects[(entry.section, entry.key)] if isinstance(entry, _Running)
                         else entry for entry in getattr(settings, section)]
               for section in ENTRY_SECTIONS}
     return dataclasses.replace(loaded, settings=settings.model_copy(update=update))

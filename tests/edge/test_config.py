@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, _canonical_pieces, load_config
+from edge.config import ConfigError, load_config
+from edge.configdigest import _canonical_pieces
 from tests.support import run_edge
 
 GOOD = """\

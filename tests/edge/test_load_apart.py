@@ -157,3 +157,24 @@ def test_what_the_reload_s_process_prints_does_not_spoil_its_answer(tmp_path: Pa
     outcome, loaded = pickle.loads(done.stdout)
     assert outcome == "ok" and loaded.digest == load_config(path).digest
     assert b"a log line on stdout" in done.stderr
+
+
+def test_a_reload_tells_derived_points_of_the_same_id_apart_by_their_device(
+        tmp_path: Path) -> None:
+    path = site_file(tmp_path, 2)
+    site = yaml.safe_load(path.read_text())
+    site["derived"] = [{"id": "head_sum", "device": device, "expression": expression,
+                        "unit": "kPa"}
+                       for device, expression in (("dam-a", "{pz-0/head} + 1"),
+                                                  ("dam-b", "{pz-1/head} + 1"))]
+    path.write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
+    running = load_config(path)
+    site["derived"][1]["expression"] = "{pz-1/head} + 2"
+    path.write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
+
+    reloaded = daemon_config.load_for_reload(path, running)
+    assert reloaded.settings == load_config(path).settings
+    kept, changed = reloaded.settings.derived
+    assert kept is running.settings.derived[0]
+    assert changed is not running.settings.derived[1]
+    assert changed.expression == "{pz-1/head} + 2"
