@@ -20,7 +20,7 @@ Bounded: every wait has a timeout, the whole run ends after --max-minutes. Outpu
 to $BENCH_DIR (or a temporary directory): the runs' work directories and results.json.
 
 Usage: python bench/reservoir_shape.py [--quick] [--repeats 3] [--window 40]
-       [--warmup 8] [--cases 10x100,200x10,...] [--simulators 2]
+       [--warmup 8] [--cases 10x100,200x10,...] [--simulators 2] [--alarm-window 20]
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full",
                         help="the gateway's store.synchronous")
+    parser.add_argument("--alarm-window", type=float, default=0.0,
+                        help="seconds of alarm trials after a steady window (0: the trials "
+                             "run inside the window, their commits counted with it)")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.warmup, args.window = 1, 4.0, 15.0
@@ -89,7 +92,7 @@ def run_all(args: argparse.Namespace, cases: list[Case], out: Path) -> list[Figu
                       file=sys.stderr, flush=True)
                 results.append(measure(case, repeat, out / f"{case.key}-{repeat}", broker,
                                        args.warmup, args.window, args.simulators, rng,
-                                       args.synchronous))
+                                       args.synchronous, args.alarm_window))
     finally:
         broker.stop()
     return results
@@ -105,6 +108,8 @@ def report(args: argparse.Namespace, cases: list[Case], results: list[Figures]) 
     print(f"machine: {machine()}")
     print(f"medians over {args.repeats} repeat(s), window {args.window:g} s after "
           f"{args.warmup:g} s warm-up; ratio = the case / the same repeat's 10 × 100")
+    if args.alarm_window:
+        print(f"steady window: the alarm trials ran for {args.alarm_window:g} s after it")
     print(f"{'case':<26}{'points/s':>9}{'msg/s':>7}{'CPU %':>6}{'CPU µs/pt':>10}"
           f"{'×ref':>6}{'disk B/pt':>10}"
           f"{'×ref':>6}{'RSS MiB':>8}{'×ref':>6}{'alarm p50':>10}{'p99 ms':>8}{'n':>4}"
