@@ -207,6 +207,8 @@ def main() -> None:
         config = bench_site_config(work, broker.port, buses, rules=rules,
                                    store=work / "site.db")
         if args.fold_s is not None:
+            # Here, not at the top: this file is also the traced gateway (--daemon), which
+            # must not have PyYAML loaded for it.
             import yaml
 
             site = yaml.safe_load(config.read_text())

@@ -188,9 +188,10 @@ class LoadedConfig:
     digest: str  # sha256 of the validated settings: reported in health, compared on reload
     # Things that work but are fragile (FILE:LINE: key: why); `edge check` prints them.
     warnings: tuple[str, ...] = ()
-    # sha256 of each bus, device, rule and derived point by (section, id): what a reload
-    # compares to keep the running objects of those that did not change.
-    entry_digests: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Digest of each bus, device, rule and derived point by (section, entry_key), from
+    # edge/configdigest.py: what a reload compares to keep the running objects of those
+    # that did not change.
+    entry_digests: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
 
 class ConfigError(Exception):

@@ -145,7 +145,7 @@ class _Running:
     key: str  # edge.configdigest.entry_key
 
 
-def _marked(loaded: LoadedConfig, digests: dict[tuple[str, str], str]) -> LoadedConfig:
+def _marked(loaded: LoadedConfig, digests: dict[tuple[str, str], bytes]) -> LoadedConfig:
     """The reload's process: each entry whose digest the daemon's is, as a marker."""
     settings = loaded.settings
     update = {}
@@ -178,7 +178,7 @@ def _no_answer(exc: Exception, done: subprocess.CompletedProcess[bytes] | None) 
 
 
 def _report_and_exit(path: str, pipe_fd: int,
-                     running: dict[tuple[str, str], str] | None = None) -> None:
+                     running: dict[tuple[str, str], bytes] | None = None) -> None:
     status = 0
     try:
         try:

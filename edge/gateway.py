@@ -284,8 +284,8 @@ class Gateway:
         await self._apply_services(old)
         self.reloads += 1
         # What the previous settings held is free now; the unpickled new ones took
-        # memory beside them (edge/heap.py).
-        give_back_free_memory()
+        # memory beside them (edge/heap.py). A walk of the heap: not on the loop.
+        await asyncio.to_thread(give_back_free_memory)
         log.info("config_reloaded", config=new.digest, buses_restarted=changed)
         return []
 

@@ -2,8 +2,9 @@
 
 Two pieces of the daemon's work allocate a lot for a moment and free it all: a fold of
 history (edge/historyfold.py: a zlib compressor of ~18 KB for every device, 3.6 MB at
-200 devices, while the fold runs) and a reload, which parses the site file in place
-(2.6 MiB of YAML nodes and pydantic's intermediate values at 200 devices). glibc's
+200 devices, while the fold runs) and a reload, which unpickles the new settings beside
+the running ones (or, where its own process cannot answer, parses the site file in place:
+2.6 MiB of YAML nodes and pydantic's intermediate values at 200 devices). glibc's
 ``free`` gives memory back only from the top of a heap; anything long-lived allocated
 after the burst began (a page of SQLite's cache, a reading's buffer) pins what lies
 below it, so the daemon kept the burst's size in RSS for good: 3 MiB more after the
