@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from drivers.calibration import CalibrationError
 from drivers.devices import DeviceConfig, PointConfig
 from drivers.readplan import ReadBlock
 from drivers.registers import (
@@ -101,6 +100,9 @@ class DeviceConversions:
     def _calibrate(self, point: PointConfig, reading: Reading,
                    by_point: dict[str, Reading]) -> Reading:
         assert point.calibration is not None and reading.value is not None
+        # Loaded already: the point's calibration is one of its objects (drivers/devices.py).
+        from drivers.calibration import CalibrationError
+
         companions = {
             pid: r.value for pid, r in by_point.items()
             if r.quality == "good" and r.value is not None and pid != point.id

@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from drivers.calibration import Calibration
-from drivers.nmea import GnssBaseline
 from drivers.registers import RegisterType, register_count
 from drivers.tipping_bucket import TippingBucketCounter
-from vocab.configbase import StrictModel
+from vocab.configbase import LazyType, StrictModel
 from vocab.ids import Ident
+
+if TYPE_CHECKING:
+    from drivers.calibration import Calibration
+    from drivers.nmea import GnssBaseline
+else:
+    # Sections few sites write: their modules load with their first object (vocab/configbase.py).
+    Calibration = Annotated[Any, LazyType("drivers.calibration", "Calibration")]
+    GnssBaseline = Annotated[Any, LazyType("drivers.nmea", "GnssBaseline")]
 
 Quantity = Literal[
     "water_level",

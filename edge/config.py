@@ -34,7 +34,6 @@ from edge.sl651_config import Sl651Config
 from edge.sl651_config import check as check_sl651
 from edge.web.config import WebConfig
 from rules.base import PointInfo, RuleSite
-from rules.checks import check_rules
 from rules.derived import DerivedPointConfig
 from rules.registry import rule_models
 from vocab.configbase import StrictModel, TypeTable
@@ -205,6 +204,10 @@ class ConfigError(Exception):
 # --- checks across sections ----------------------------------------------------------------
 
 def _cross_check(settings: GatewaySettings, doc: LocatedDocument) -> list[ConfigProblem]:
+    # Here, not at the top: the daemon, which only unpickles settings, never checks rules,
+    # and the checks load the expression parser (edge/daemon_config.py).
+    from rules.checks import check_rules
+
     problems: list[ConfigProblem] = []
 
     def problem(path: PathKey, message: str) -> None:

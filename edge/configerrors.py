@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge.configsource import ConfigProblem, LocatedDocument, PathKey, format_key_path
-from vocab.configbase import StrictModel, TypeTable
+from vocab.configbase import LazyType, StrictModel, TypeTable
 
 
 def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
@@ -84,6 +84,9 @@ def _unwrap_model(annotation: Any, node: Any) -> Any:
         return annotation
     if origin is typing.Annotated:
         table = next((m for m in args[1:] if isinstance(m, TypeTable)), None)
+        lazy = next((m for m in args[1:] if isinstance(m, LazyType)), None)
+        if lazy is not None:
+            return _unwrap_model(lazy.resolve(), node)
         return _unwrap_model(args[0] if table is None else table.union(), node)
     candidates = [a for a in args if isinstance(a, type) and issubclass(a, StrictModel)]
     if candidates and isinstance(node, dict) and "type" in node:

@@ -30,15 +30,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
 from rules.base import Context, RuleEnv
-from rules.expression import Expression, ExpressionError
 from vocab.configbase import StrictModel
 from vocab.durations import Duration
 from vocab.ids import Ident
 from vocab.model import Quality, Reading
+
+if TYPE_CHECKING:
+    from rules.expression import Expression
+
+# The expression parser (rules/expression.py, about 1 MiB of RSS once loaded) is imported
+# where an expression is parsed, so that a daemon whose site has no derived point never
+# loads it: it only unpickles settings another process has validated.
 
 __all__ = ["DerivedPoint", "DerivedPointConfig", "build", "gather_inputs"]
 
@@ -59,6 +66,8 @@ class DerivedPointConfig(StrictModel):
     @field_validator("expression")
     @classmethod
     def _parses(cls, text: str) -> str:
+        from rules.expression import Expression
+
         Expression.parse(text)  # ExpressionError is a ValueError: reported with its column
         return text
 
@@ -88,6 +97,10 @@ class DerivedPoint:
         self.constants = constants
         self.stale_after_ms = stale_after_ms
         self.inputs = tuple(sorted(expression.point_refs))
+        # The parser's module is loaded by now: it made ``expression``.
+        from rules.expression import ExpressionError
+
+        self._evaluation_error = ExpressionError
 
     def compute(self, ctx: Context, ts_ms: int) -> Reading:
         values, bad, doubtful = gather_inputs(ctx, self.inputs, ts_ms, self.stale_after_ms)
@@ -95,7 +108,7 @@ class DerivedPoint:
             return self._reading(ts_ms, None, "bad", "; ".join(bad))
         try:
             value = round(self.expression.evaluate(values, self.constants), 9)
-        except ExpressionError as exc:
+        except self._evaluation_error as exc:
             return self._reading(ts_ms, None, "bad", f"evaluation_error: {exc}")
         quality: Quality = "suspect" if doubtful else "good"
         return self._reading(ts_ms, value, quality, "; ".join(doubtful) or None)
@@ -136,6 +149,8 @@ def gather_inputs(ctx: Context, refs: Sequence[str], ts_ms: int,
 
 
 def build(config: DerivedPointConfig, env: RuleEnv) -> DerivedPoint:
+    from rules.expression import Expression
+
     expression = Expression.parse(config.expression)
     constants = {**env.levels, **config.constants}
     stale_after = {

@@ -46,7 +46,6 @@ from rules.base import (
 )
 from rules.derived import DerivedPoint
 from rules.derived import build as build_derived
-from rules.expression import Expression
 from rules.offline_schedule import OfflineSchedule
 from rules.registry import rule_type
 from rules.storm import StormLimiter
@@ -98,12 +97,19 @@ class ProducerSpec:
 
 
 def producer_specs(site: RuleSite) -> list[ProducerSpec]:
-    specs = [ProducerSpec((d.key,), tuple(sorted(Expression.parse(d.expression).point_refs)), d,
-                          {d.key: d.unit}, False) for d in site.derived]
+    specs = _derived_specs(site) if site.derived else []
     specs += [ProducerSpec(tuple(r.outputs()), (r.point,), r, r.output_units(), True,
                            tuple(key for _, key in r.read_points()))
               for r in site.rules if r.outputs()]
     return specs
+
+
+def _derived_specs(site: RuleSite) -> list[ProducerSpec]:
+    # Only a site with derived points loads the expression parser (rules/derived.py).
+    from rules.expression import Expression
+
+    return [ProducerSpec((d.key,), tuple(sorted(Expression.parse(d.expression).point_refs)), d,
+                          {d.key: d.unit}, False) for d in site.derived]
 
 
 def dependency_order(specs: Sequence[ProducerSpec]) -> list[ProducerSpec]:

@@ -1,4 +1,5 @@
-"""The daemon imports the rule and bus types its site uses, and no YAML parser.
+"""The daemon imports the rule and bus types and the optional sections its site uses, and no
+YAML parser.
 
 The type tables (rules/registry.py, drivers/registry.py) name modules; the site file is
 parsed and validated in another process (edge/daemon_config.py), and unpickling its
@@ -30,8 +31,12 @@ print(json.dumps({"rules": len(loaded.settings.rules), "modules": sorted(
 """
 
 
-def site(tmp_path: Path) -> Path:
-    config = {
+# Sections few sites write: the parser and models behind them load only where one is used.
+OPTIONAL_MODULES = {"drivers.calibration", "drivers.nmea", "rules.expression"}
+
+
+def site(tmp_path: Path, **sections: object) -> Path:
+    config: dict[str, object] = {
         "site": {"id": "lean"}, "gateway": {"id": "gw"},
         "mqtt": {"host": "127.0.0.1", "port": 1},
         "store": {"path": str(tmp_path / "s.db")},
@@ -43,6 +48,7 @@ def site(tmp_path: Path) -> Path:
         "rules": [{"id": "high", "type": "threshold", "point": "pz-1/head",
                    "high": [{"severity": "warning", "value": 300}]}],
     }
+    config.update(sections)
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
@@ -64,7 +70,24 @@ def test_the_daemon_imports_the_types_its_site_uses_and_no_others(tmp_path: Path
         unused = {m for m in RULE_MODULES.values() if m != "rules.threshold"} | {
             module for module, _ in BUS_MODULES.values() if module != "drivers.modbus"}
         assert not modules & unused, (how, modules & unused)
+        assert not modules & OPTIONAL_MODULES, (how, modules & OPTIONAL_MODULES)
         assert not {m for m in modules if m.startswith("yaml")}, how
+
+
+def test_a_calibrated_point_brings_its_module(tmp_path: Path) -> None:
+    # A derived point's parser loads when the rule engine parses its expression, not with
+    # the settings: the daemon's own tests with derived points (config/demo.yaml) run it.
+    point = {"id": "head", "quantity": "seepage_pressure", "unit": "kPa",
+             "register": {"table": "holding", "address": 0, "type": "float32"},
+             "calibration": {"type": "linear", "a": 2.0, "b": 1.0}}
+    devices = [{"id": "pz-1", "bus": "lan", "unit": 1, "poll_interval_s": 60,
+                "points": [point]}]
+    derived = [{"id": "twice", "expression": "2 * {pz-1/head}", "unit": "kPa"}]
+    path = site(tmp_path, devices=devices, derived=derived)
+    for how in ("start", "reload"):
+        modules = daemon_modules(path, how)
+        assert "drivers.calibration" in modules, how
+        assert not modules & {"drivers.nmea", "rules.expression"}, how
 
 
 def test_every_entry_of_the_tables_names_its_own_type() -> None:
