@@ -31,6 +31,9 @@ from vocab.configbase import StrictModel
 log = structlog.get_logger("edge.commands")
 
 MAX_REQUEST_BYTES = 16 * 1024
+# What a reply adds around its result: {"id": ..., "ok": true, "result": ...} with an id of
+# up to about 1,000 characters. A result sized to mqtt.max_message_bytes less this fits.
+REPLY_ENVELOPE_BYTES = 1024
 MAX_READINGS = 5000
 
 CommandName = Literal["inspect", "ack_alarm", "get_status", "reload_config", "get_readings",
@@ -241,8 +244,11 @@ class _Request:
 class CommandRouter:
     def __init__(self, root: str, handlers: dict[str, Handler], disabled: frozenset[str],
                  reply_prefix: str | None = None,
-                 figures: CommandFigures | None = None) -> None:
+                 figures: CommandFigures | None = None,
+                 max_reply_bytes: int | None = None) -> None:
         self.root = root
+        # mqtt.max_message_bytes: a broker drops the connection on a larger packet.
+        self.max_reply_bytes = max_reply_bytes
         self.handlers = handlers
         self.disabled = disabled
         self.reply_prefix = reply_prefix
@@ -269,7 +275,17 @@ class CommandRouter:
         return request
 
     def _answer(self, request: _Request, ok: bool, body: Any) -> Reply:
-        return _reply(request.reply_topic, request.request_id, ok, body,
+        reply = _reply(request.reply_topic, request.request_id, ok, body,
+                       request.response_topic)
+        size = len(reply.payload.encode("utf-8"))
+        if self.max_reply_bytes is None or size <= self.max_reply_bytes:
+            return reply
+        log.warning("command_reply_over_limit", command=request.name, bytes=size,
+                    max_message_bytes=self.max_reply_bytes)
+        return _reply(request.reply_topic, request.request_id, False,
+                      f"the reply of {size} bytes is over mqtt.max_message_bytes "
+                      f"({self.max_reply_bytes}), on which a broker would drop the "
+                      "connection: ask for less (get_readings: a smaller limit)",
                       request.response_topic)
 
     async def handle(self, topic: str, payload: bytes,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,13 @@ from edge import command_handlers as handlers
 from edge.buses import BusSupervisor
 from edge.channels.mqtt import KINDS as MQTT_KINDS
 from edge.channels.mqtt import MqttChannel, ResponseRoute
-from edge.commands import STATE_CHANGING, CommandFigures, CommandRouter, Handler
+from edge.commands import (
+    REPLY_ENVELOPE_BYTES,
+    STATE_CHANGING,
+    CommandFigures,
+    CommandRouter,
+    Handler,
+)
 from edge.config import (
     ConfigError,
     GatewaySettings,
@@ -43,6 +50,7 @@ from edge.config import (
 from edge.daemon_config import load_for_reload
 from edge.early_stop import stop_requested
 from edge.health import HealthReporter
+from edge.healthfit import fit_snapshot
 from edge.heap import give_back_free_memory
 from edge.history import HistoryReader
 from edge.outbox import Outbox
@@ -156,9 +164,17 @@ class Gateway:
     async def _make_room(self, quota_bytes: int) -> None:
         await self.outbox.maintain(quota_bytes, self.settings.store.retention_days)
 
-    def _publish_health(self, payload: str) -> None:
+    def _publish_health(self, snapshot: dict[str, Any]) -> None:
         if self.mqtt is not None:
-            self.mqtt.publish_now(f"{self.settings.topic_root}/health", payload, retain=True)
+            fitted = fit_snapshot(snapshot, self.settings.mqtt.max_message_bytes)
+            self.mqtt.publish_now(f"{self.settings.topic_root}/health",
+                                  json.dumps(fitted, separators=(",", ":")), retain=True)
+
+    async def _status_reply(self) -> dict[str, Any]:
+        """``get_status``: the health snapshot, within the broker's packet limit once
+        the reply's envelope is around it (edge/healthfit.py)."""
+        limit = self.settings.mqtt.max_message_bytes - REPLY_ENVELOPE_BYTES
+        return fit_snapshot(await self.health.snapshot(), limit)
 
     def _build_engine(self, active: list[ActiveAlarm]) -> RuleEngine:
         return RuleEngine(self.settings.rule_site(), active, history=self.history,
@@ -171,7 +187,7 @@ class Gateway:
         command_handlers: dict[str, Handler] = {
             "inspect": self.inspection,
             "ack_alarm": handlers.acknowledge_alarm(self.pipeline),
-            "get_status": handlers.get_status(self.health.snapshot),
+            "get_status": handlers.get_status(self._status_reply),
             "reload_config": handlers.reload_config(self.reload, self._state),
             "get_readings": handlers.get_readings(self.store, settings.iter_points,
                                                   self.pipeline),
@@ -181,7 +197,8 @@ class Gateway:
         }
         return CommandRouter(settings.topic_root, command_handlers,
                              frozenset(settings.commands.disabled),
-                             settings.commands.reply_prefix, self.command_figures)
+                             settings.commands.reply_prefix, self.command_figures,
+                             settings.mqtt.max_message_bytes)
 
     def _notify_service(self) -> Any:
         return self._service("notify")

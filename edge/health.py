@@ -7,7 +7,6 @@ Published retained on ``{root}/health``, written to the local status file that
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable
@@ -105,10 +104,12 @@ class HealthReporter:
                             snapshot["outbox"]["depth"], snapshot["active_alarms"],
                             snapshot["uplink"])
 
-    async def run(self, systemd: SystemdNotifier, publish: Callable[[str], object],
+    async def run(self, systemd: SystemdNotifier,
+                  publish: Callable[[dict[str, Any]], object],
                   interval_s: float) -> None:
         """Every ``interval_s``: systemd's status line, the status file, and ``publish``
-        (retained on ``{root}/health`` while the uplink is up). In between, the status line
+        (retained on ``{root}/health`` while the uplink is up, within the broker's packet
+        limit: edge/healthfit.py). In between, the status line
         is refreshed whenever a device or the uplink changes state."""
         # Between snapshots only what the status line needs is kept: the whole snapshot
         # holds a dict per device (about 0.8 KiB each at 200 small devices).
@@ -119,7 +120,7 @@ class HealthReporter:
                 snapshot = await self.snapshot()
                 systemd.status(self.status_line(snapshot))
                 self.write_status_file(snapshot)
-                publish(json.dumps(snapshot, separators=(",", ":")))
+                publish(snapshot)
                 summary = {key: snapshot[key] for key in ("outbox", "active_alarms")}
                 shown = self.status_line(snapshot)
                 del snapshot

@@ -107,6 +107,7 @@ class MqttChannel:
         self._poison_watch = PoisonWatch()  # poison messages (edge/channels/mqtt_poison.py)
         self._sizes: dict[int, int] = {}  # in-flight seq -> payload bytes
         self._poison: int | None = None
+        self._over_limit: set[str] = set()  # topics refused by publish_now, said once
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._dropping = False  # our own disconnect of a stalled link is under way
@@ -171,6 +172,11 @@ class MqttChannel:
             return
         named = self._poison_watch.disconnected(self._inflight, self._inflight_alarms,
                                                 self._sizes)
+        outside = self._poison_watch.outside_to_report()
+        if outside is not None:
+            log.error("mqtt_dropped_after_message_outside_outbox", topic=outside[0],
+                      bytes=outside[1], reason=reason, hint="the broker's packet limit is "
+                      "below this message: set mqtt.max_message_bytes under it")
         if named is not None:
             self._poison = named[0]
             log.error("mqtt_poison_message", seq=named[0], disconnects=named[1],
@@ -211,6 +217,16 @@ class MqttChannel:
         acknowledges would fill the in-flight window the outbox needs."""
         if not self.health_figures.connected:
             return False
+        size = len(payload.encode("utf-8"))
+        if size > self.config.max_message_bytes:
+            # A broker would drop the connection on it, and the telemetry in flight with it.
+            if topic not in self._over_limit:
+                self._over_limit.add(topic)
+                log.error("mqtt_message_over_limit", topic=topic, bytes=size,
+                          max_message_bytes=self.config.max_message_bytes)
+            return False
+        self._over_limit.discard(topic)
+        self._poison_watch.sent_outside(topic, size)
         properties = None
         if correlation is not None and self.config.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)

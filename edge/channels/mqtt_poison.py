@@ -6,6 +6,13 @@ never moves again (lessons.md). A message is suspect when it is in flight at a
 disconnect that comes within ``POISON_WINDOW_S`` of connecting; at ``POISON_DISCONNECTS``
 such disconnects in a row it is named poison, and the channel sets it aside in the store
 instead of re-sending it forever ahead of everything else.
+
+Messages sent outside the outbox (health, command replies) are never re-sent, so they are
+never poison, but one over a broker's limit drops the connection too. Such a drop must not
+count against the telemetry in flight: counted, it named a small message poison that was
+merely in flight when the health went over a 1,500-byte limit. A quick disconnect after an
+outside message larger than everything in flight is put on that message
+(``blamed_outside``) and counted against none.
 """
 
 from __future__ import annotations
@@ -22,11 +29,32 @@ class PoisonWatch:
 
     def __init__(self) -> None:
         self._connected_at = 0.0
+        # The largest message sent outside the outbox since the connect, and the one a
+        # quick disconnect was put on.
+        self._outside: tuple[str, int] | None = None
+        self.blamed_outside: tuple[str, int] | None = None
+        self._reported_outside: set[str] = set()  # topics said once each
         # (seqs in flight at each of the last quick disconnects, how many disconnects)
         self._suspect: tuple[set[int], int] | None = None
 
     def connected(self) -> None:
         self._connected_at = time.monotonic()
+        self._outside = None
+        self.blamed_outside = None
+
+    def sent_outside(self, topic: str, size: int) -> None:
+        """A message published outside the outbox: (topic, payload bytes)."""
+        if self._outside is None or size > self._outside[1]:
+            self._outside = (topic, size)
+
+    def outside_to_report(self) -> tuple[str, int] | None:
+        """The outside message the last disconnect was put on, the first time for its
+        topic: said once, not at every health interval."""
+        blamed = self.blamed_outside
+        if blamed is None or blamed[0] in self._reported_outside:
+            return None
+        self._reported_outside.add(blamed[0])
+        return blamed
 
     def forget(self) -> None:
         self._suspect = None
@@ -36,7 +64,14 @@ class PoisonWatch:
         """``inflight`` maps paho mids to seqs. Returns (poison seq, disconnects) once a
         message is named, else None."""
         quick = time.monotonic() - self._connected_at < POISON_WINDOW_S
-        if not inflight or not quick:
+        if not quick:
+            self._suspect = None
+            return None
+        largest = max((sizes.get(seq, 0) for seq in inflight.values()), default=0)
+        if self._outside is not None and self._outside[1] > largest:
+            self.blamed_outside = self._outside
+            return None  # neither a count nor a reset: the next drop may be a poison's
+        if not inflight:
             self._suspect = None
             return None
         # Alarms are never set aside: they are small (never over a broker's packet limit),

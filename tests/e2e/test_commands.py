@@ -236,3 +236,44 @@ def test_resend_a_list_of_seqs_and_ranges_sends_exactly_those(
         "seqs not asked for are not sent again"
     bad = platform.ask("resend", {"seqs": [1, [9, 2]]})
     assert bad["ok"] is False and bad["error"] == "args.seqs: item 1: range [9, 2] is reversed"
+
+
+def test_health_and_get_status_stay_within_the_broker_s_packet_limit(tmp_path: Path) -> None:
+    # 40 one-register piezometers: the whole health is some 10 kB. The broker drops any
+    # client that sends a packet over 2,200 bytes, and the site's mqtt.max_message_bytes
+    # says 2,048: the health and the get_status reply keep the devices that fit, say how
+    # many they left out, and the uplink is never dropped.
+    broker = Broker(tmp_path, extra="max_packet_size 2200\n")
+    broker.start()
+    modbus_port = free_port()
+    piezometers = [{"id": f"pz-{n:02d}", "bus": "lan", "unit": 10 + n, "poll_interval_s": 0.5,
+                    "points": [{"id": "head", "quantity": "seepage_pressure", "unit": "kPa",
+                                "register": {"table": "holding", "address": 0,
+                                             "type": "uint16"}}]} for n in range(40)]
+    config = site_config(tmp_path, broker.port, modbus_port, gateway_id=GATEWAY, rules=[],
+                         extra_devices=piezometers, mqtt_extra={"max_message_bytes": 2048})
+    data = yaml.safe_load(config.read_text())
+    data["health"] = {"interval_s": 1}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    sim = start_edge(["simulate", "-c", str(config)], tmp_path / "sim.log")
+    wait_for_port(modbus_port)
+    platform = Platform(broker)
+    gateway = start_edge(["run", "-c", str(config)], tmp_path / "gw.log")
+    try:
+        platform.rec.wait_for(lambda r: len(r.on("/health")) >= 3, 20, "health messages")
+        status = platform.ask("get_status")
+    finally:
+        gateway.stop()
+        sim.kill()
+        platform.close()
+        broker.stop()
+    contract = schemas()
+    for health in platform.rec.on("/health"):
+        jsonschema.validate(health, contract["health"])
+        assert len(json.dumps(health, separators=(",", ":"))) <= 2048
+        assert health["omitted"]["devices"] > 0
+        assert len(health["devices"]) + health["omitted"]["devices"] == 42
+    assert status["ok"] is True, status
+    assert len(json.dumps(status, separators=(",", ":"))) <= 2048
+    assert status["result"]["omitted"]["devices"] > 0
+    assert gateway.output().count('"mqtt_connected"') == 1, "never dropped by the broker"

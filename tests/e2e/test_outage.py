@@ -218,7 +218,7 @@ def test_poison_message_is_set_aside_and_the_rest_flows(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "edge.db")
     kinds = {d for (d,) in conn.execute("SELECT device FROM outbox_set_aside")}
     conn.close()
-    assert kinds == {"logger-big"}, "only the oversized messages are set aside"
+    assert kinds == {"logger-big"}, ("only the oversized messages are set aside", kinds)
 
 
 def test_an_mqtt5_broker_s_smaller_packet_limit_is_reported_once_with_the_fix(

@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from edge.channels.mqtt import MqttChannel, MqttConfig
 from edge.channels.mqtt_poison import POISON_DISCONNECTS
 from edge.outbox import Outbox
@@ -71,3 +73,51 @@ def test_a_message_acknowledged_between_disconnects_is_no_longer_suspected(
     up._inflight = {12: 8, 13: 9}  # 7 got its PUBACK after the reconnect
     disconnect_quickly(up, POISON_DISCONNECTS - 1)
     assert up._poison == 8
+
+
+def test_a_drop_after_a_larger_message_outside_the_outbox_is_put_on_that_message(
+        tmp_path: Path) -> None:
+    # The health went over the broker's limit while a small telemetry message was in
+    # flight: counted, that message was named poison and set aside (a CI failure).
+    up = uplink(tmp_path)
+    up._inflight = {11: 7}
+    up._sizes = {7: 236}
+    for _ in range(POISON_DISCONNECTS * 2):
+        up._poison_watch.connected()
+        up._poison_watch.sent_outside("reservoir/s/g/health", 1680)
+        up._watch_for_poison("connection lost")
+    assert up._poison is None
+    assert up._poison_watch.blamed_outside == ("reservoir/s/g/health", 1680)
+    assert up._poison_watch.outside_to_report() is None, "said once, at the first drop"
+
+
+def test_a_smaller_message_outside_the_outbox_does_not_shield_the_poison(
+        tmp_path: Path) -> None:
+    up = uplink(tmp_path)
+    up._inflight = {11: 7}
+    up._sizes = {7: 6000}
+    for _ in range(POISON_DISCONNECTS):
+        up._poison_watch.connected()
+        up._poison_watch.sent_outside("reservoir/s/g/health", 900)
+        up._watch_for_poison("connection lost")
+    assert up._poison == 7
+    assert up._poison_watch.blamed_outside is None
+
+
+def test_publish_now_refuses_a_message_over_the_limit_and_says_so_once(
+        tmp_path: Path) -> None:
+    outbox = Outbox(StoreWorker(Store(tmp_path / "edge.db")))
+    asyncio.run(outbox.open({"mqtt": ("telemetry", "alarm")}))
+    up = MqttChannel(MqttConfig(host="127.0.0.1", max_message_bytes=1024), "reservoir/s/g",
+                     "reservoir-edge-s-g", outbox.channel("mqtt"))
+    up.health_figures.connected = True
+    sent: list[tuple[str, int]] = []
+    up.client.publish = lambda topic, payload, **_: sent.append((topic, len(payload)))
+    with capture_logs() as logs:
+        assert not up.publish_now("reservoir/s/g/health", "x" * 1025)
+        assert not up.publish_now("reservoir/s/g/health", "é" * 600), "UTF-8 bytes counted"
+    assert [e["event"] for e in logs] == ["mqtt_message_over_limit"]
+    assert logs[0]["bytes"] == 1025 and logs[0]["topic"] == "reservoir/s/g/health"
+    assert up.publish_now("reservoir/s/g/health", "x" * 1024)
+    assert sent == [("reservoir/s/g/health", 1024)]
+    assert up._over_limit == set(), "fits again: a later refusal is said again"
