@@ -58,3 +58,30 @@ def test_a_copy_with_changes_does_not_touch_the_shared_fields_set(tmp_path: Path
     copied = point.model_copy(update={"name": "renamed"})
     assert "name" in copied.model_fields_set
     assert "name" not in other.model_fields_set and "name" not in point.model_fields_set
+
+
+def test_equal_frozen_models_become_one_and_unequal_ones_stay_apart(tmp_path: Path) -> None:
+    # 200 piezometers of one make answer alike: one point model and one register model
+    # stand for all of them, as long as every field is equal.
+    devices = [{"id": f"pz-{n:03d}", "bus": "lan", "unit": 3 + n, "poll_interval_s": 1.0,
+                "points": [{"id": "head", "quantity": "seepage_pressure", "unit": "kPa",
+                            "register": {"table": "holding", "address": 0, "type": "float32"},
+                            "offset": -0.0 if n == 3 else 0.0,
+                            "scale": 2.0 if n == 2 else 1.0,
+                            "range": [0.0, 500.0]}]}
+               for n in range(6)]
+    path = site_config(tmp_path, 1883, 1502, extra_devices=devices)
+    plain, shared = load_config(path).settings, load_config(path).settings
+    share_repeats(shared)
+    assert shared == plain
+    assert shared.model_dump_json() == plain.model_dump_json()
+    points = {d.id: d.points[0] for d in shared.devices if d.id.startswith("pz-")}
+    assert points["pz-000"] is points["pz-001"] is points["pz-004"] is points["pz-005"]
+    assert points["pz-002"] is not points["pz-000"], "another scale: another model"
+    assert points["pz-003"] is not points["pz-000"], "-0.0 is kept apart from 0.0"
+    assert str(points["pz-003"].offset) == "-0.0"
+    assert points["pz-002"].register is points["pz-000"].register, "the equal part shared"
+    assert len({id(d) for d in shared.devices}) == len(shared.devices), "ids differ: apart"
+    unpickled = pickle.loads(pickle.dumps(shared))
+    again = {d.id: d.points[0] for d in unpickled.devices if d.id.startswith("pz-")}
+    assert again["pz-000"] is again["pz-005"], "pickled shared, unpickled shared"
