@@ -64,11 +64,14 @@ def test_a_refit_of_two_years_runs_on_the_worker_while_the_loop_keeps_time(
     rule = engine.rules["flow-hst"]
     assert isinstance(rule, HstRule)
     ticks: list[float] = []
+    while_fitting = 0
 
     async def scenario() -> None:
         async def ticker() -> None:
+            nonlocal while_fitting
             while True:
                 ticks.append(time.monotonic())
+                while_fitting += rule._fitting is not None
                 await asyncio.sleep(0.01)
 
         clock = asyncio.create_task(ticker())
@@ -84,10 +87,9 @@ def test_a_refit_of_two_years_runs_on_the_worker_while_the_loop_keeps_time(
         clock.cancel()
         ticks.append(time.monotonic())
         assert rule._fitting is None, "the refit finished within a minute"
-        during = [t for t in ticks if t >= started]
-        gaps = np.diff(during)
-        assert len(during) > 5 and gaps.max() < 0.5, \
-            f"the loop stalled for {gaps.max():.2f} s during the refit"
+        # Not a timing bound (a loaded machine may not run the process for most of a
+        # second): the loop went on ticking while the worker fitted.
+        assert while_fitting >= 5, f"the loop ticked {while_fitting} times during the refit"
 
     try:
         asyncio.run(scenario())
