@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from rules.engine import RuleEngine, RuleNote
 from tests.rules.sample_site import MIN, T0, S, reading, settings
@@ -260,3 +261,13 @@ def test_the_book_keeps_when_and_why_of_each_active_alarm_as_the_store_does() ->
     assert (alarm.state, alarm.raised_ms, alarm.updated_ms, alarm.value, alarm.limit) == (
         "escalated", T0, T0 + 2 * MIN, 125.0, 124.8)
     assert alarm.message == escalated.message and alarm.message != raised.message
+
+
+def test_a_storm_is_logged_when_it_begins_and_when_it_is_over() -> None:
+    engine = RuleEngine(settings(many_rules(100)).rule_site(), storm_burst=20, storm_per_minute=20)
+    with capture_logs() as logs:
+        for i in range(10):
+            engine.evaluate([reading(LEVEL, T0 + i * MIN, 124.0 if i == 0 else 123.0)])
+    storm = [(e["event"], e.get("deferred", e.get("most_deferred"))) for e in logs
+             if e["event"].startswith("alarm_storm")]
+    assert storm == [("alarm_storm_paced", 80), ("alarm_storm_over", 160)]
