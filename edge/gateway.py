@@ -166,15 +166,17 @@ class Gateway:
 
     def _publish_health(self, snapshot: dict[str, Any]) -> None:
         if self.mqtt is not None:
-            fitted = fit_snapshot(snapshot, self.settings.mqtt.max_message_bytes)
-            self.mqtt.publish_now(f"{self.settings.topic_root}/health",
-                                  json.dumps(fitted, separators=(",", ":")), retain=True)
+            topic = f"{self.settings.topic_root}/health"
+            fitted = fit_snapshot(snapshot, self.mqtt.message_limit(topic))
+            self.mqtt.publish_now(topic, json.dumps(fitted, separators=(",", ":")),
+                                  retain=True)
 
     async def _status_reply(self) -> dict[str, Any]:
         """``get_status``: the health snapshot, within the broker's packet limit once
         the reply's envelope is around it (edge/healthfit.py)."""
-        limit = self.settings.mqtt.max_message_bytes - REPLY_ENVELOPE_BYTES
-        return fit_snapshot(await self.health.snapshot(), limit)
+        mqtt, topic = self.mqtt, f"{self.settings.topic_root}/cmd/get_status/reply"
+        limit = mqtt.message_limit(topic) if mqtt else self.settings.mqtt.max_message_bytes
+        return fit_snapshot(await self.health.snapshot(), limit - REPLY_ENVELOPE_BYTES)
 
     def _build_engine(self, active: list[ActiveAlarm]) -> RuleEngine:
         return RuleEngine(self.settings.rule_site(), active, history=self.history,

@@ -31,7 +31,12 @@ from paho.mqtt.properties import Properties
 
 from edge.channels.mqtt_config import MqttConfig, TlsConfig, check
 from edge.channels.mqtt_inflight import InflightClock
-from edge.channels.mqtt_paho import ChannelEvents, PahoBridge, ResponseRoute
+from edge.channels.mqtt_paho import (
+    PUBLISH_OVERHEAD_BYTES,
+    ChannelEvents,
+    PahoBridge,
+    ResponseRoute,
+)
 from edge.channels.mqtt_poison import PoisonWatch
 from edge.channels.mqtt_session import (
     ConnectFailure,
@@ -206,6 +211,15 @@ class MqttChannel:
             self.health_figures.acked += 1
         self._wake.set()
 
+    def message_limit(self, topic: str) -> int:
+        """The most payload a message on ``topic`` may carry: ``max_message_bytes``, or
+        less where an MQTT 5 broker said in its CONNACK that it takes smaller packets."""
+        bound = self.config.max_message_bytes
+        broker = self._paho.broker_packet_limit
+        if broker is None:
+            return bound
+        return min(bound, broker - PUBLISH_OVERHEAD_BYTES - len(topic.encode("utf-8")))
+
     def publish_now(self, topic: str, payload: str, retain: bool = False,
                     correlation: bytes | None = None) -> bool:
         """Publish outside the outbox (health, command replies): only while connected,
@@ -217,13 +231,12 @@ class MqttChannel:
         acknowledges would fill the in-flight window the outbox needs."""
         if not self.health_figures.connected:
             return False
-        size = len(payload.encode("utf-8"))
-        if size > self.config.max_message_bytes:
+        size, limit = len(payload.encode("utf-8")), self.message_limit(topic)
+        if size > limit:
             # A broker would drop the connection on it, and the telemetry in flight with it.
             if topic not in self._over_limit:
                 self._over_limit.add(topic)
-                log.error("mqtt_message_over_limit", topic=topic, bytes=size,
-                          max_message_bytes=self.config.max_message_bytes)
+                log.error("mqtt_message_over_limit", topic=topic, bytes=size, limit=limit)
             return False
         self._over_limit.discard(topic)
         self._poison_watch.sent_outside(topic, size)

@@ -121,3 +121,23 @@ def test_publish_now_refuses_a_message_over_the_limit_and_says_so_once(
     assert up.publish_now("reservoir/s/g/health", "x" * 1024)
     assert sent == [("reservoir/s/g/health", 1024)]
     assert up._over_limit == set(), "fits again: a later refusal is said again"
+
+
+def test_an_mqtt5_broker_s_smaller_packet_limit_bounds_messages_outside_the_outbox(
+        tmp_path: Path) -> None:
+    outbox = Outbox(StoreWorker(Store(tmp_path / "edge.db")))
+    asyncio.run(outbox.open({"mqtt": ("telemetry", "alarm")}))
+    up = MqttChannel(MqttConfig(host="127.0.0.1", max_message_bytes=4096), "reservoir/s/g",
+                     "reservoir-edge-s-g", outbox.channel("mqtt"))
+    topic = "reservoir/s/g/health"
+    assert up.message_limit(topic) == 4096, "no CONNACK limit yet: the configured bound"
+    up._paho.note_packet_limit(2000)  # as the CONNACK of a broker with max_packet_size 2000
+    assert up.message_limit(topic) == 2000 - 16 - len(topic)
+    up.health_figures.connected = True
+    sent: list[int] = []
+    up.client.publish = lambda topic, payload, **_: sent.append(len(payload))
+    assert not up.publish_now(topic, "x" * 3000), "under max_message_bytes, over the broker's"
+    assert up.publish_now(topic, "x" * up.message_limit(topic))
+    assert sent == [up.message_limit(topic)]
+    up._paho.note_packet_limit(None)  # a broker that announces none
+    assert up.message_limit(topic) == 4096
