@@ -11,14 +11,15 @@ from structlog.testing import capture_logs
 from edge.channels.mqtt import MqttChannel, MqttConfig
 from edge.channels.mqtt_poison import POISON_DISCONNECTS
 from edge.outbox import Outbox
+from edge.payloads import DEFAULT_MAX_MESSAGE_BYTES
 from edge.store import Store, StoreWorker
 
 
-def uplink(tmp_path: Path) -> MqttChannel:
+def uplink(tmp_path: Path, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> MqttChannel:
     outbox = Outbox(StoreWorker(Store(tmp_path / "edge.db")))
     asyncio.run(outbox.open({"mqtt": ("telemetry", "alarm")}))
-    return MqttChannel(MqttConfig(host="127.0.0.1"), "reservoir/s/g", "reservoir-edge-s-g",
-                       outbox.channel("mqtt"))
+    config = MqttConfig(host="127.0.0.1", max_message_bytes=max_message_bytes)
+    return MqttChannel(config, "reservoir/s/g", "reservoir-edge-s-g", outbox.channel("mqtt"))
 
 
 def disconnect_quickly(up: MqttChannel, times: int) -> None:
@@ -106,10 +107,7 @@ def test_a_smaller_message_outside_the_outbox_does_not_shield_the_poison(
 
 def test_publish_now_refuses_a_message_over_the_limit_and_says_so_once(
         tmp_path: Path) -> None:
-    outbox = Outbox(StoreWorker(Store(tmp_path / "edge.db")))
-    asyncio.run(outbox.open({"mqtt": ("telemetry", "alarm")}))
-    up = MqttChannel(MqttConfig(host="127.0.0.1", max_message_bytes=1024), "reservoir/s/g",
-                     "reservoir-edge-s-g", outbox.channel("mqtt"))
+    up = uplink(tmp_path, max_message_bytes=1024)
     up.health_figures.connected = True
     sent: list[tuple[str, int]] = []
     up.client.publish = lambda topic, payload, **_: sent.append((topic, len(payload)))
@@ -125,10 +123,7 @@ def test_publish_now_refuses_a_message_over_the_limit_and_says_so_once(
 
 def test_an_mqtt5_broker_s_smaller_packet_limit_bounds_messages_outside_the_outbox(
         tmp_path: Path) -> None:
-    outbox = Outbox(StoreWorker(Store(tmp_path / "edge.db")))
-    asyncio.run(outbox.open({"mqtt": ("telemetry", "alarm")}))
-    up = MqttChannel(MqttConfig(host="127.0.0.1", max_message_bytes=4096), "reservoir/s/g",
-                     "reservoir-edge-s-g", outbox.channel("mqtt"))
+    up = uplink(tmp_path, max_message_bytes=4096)
     topic = "reservoir/s/g/health"
     assert up.message_limit(topic) == 4096, "no CONNACK limit yet: the configured bound"
     up._paho.note_packet_limit(2000)  # as the CONNACK of a broker with max_packet_size 2000
