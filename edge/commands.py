@@ -245,10 +245,11 @@ class CommandRouter:
     def __init__(self, root: str, handlers: dict[str, Handler], disabled: frozenset[str],
                  reply_prefix: str | None = None,
                  figures: CommandFigures | None = None,
-                 max_reply_bytes: int | None = None) -> None:
+                 reply_limit: Callable[[str], int] | None = None) -> None:
         self.root = root
-        # mqtt.max_message_bytes: a broker drops the connection on a larger packet.
-        self.max_reply_bytes = max_reply_bytes
+        # The most payload a reply on a topic may carry (the MQTT channel's message_limit):
+        # a broker drops the connection on a larger packet.
+        self.reply_limit = reply_limit
         self.handlers = handlers
         self.disabled = disabled
         self.reply_prefix = reply_prefix
@@ -277,16 +278,20 @@ class CommandRouter:
     def _answer(self, request: _Request, ok: bool, body: Any) -> Reply:
         reply = _reply(request.reply_topic, request.request_id, ok, body,
                        request.response_topic)
+        if self.reply_limit is None:
+            return reply
         size = len(reply.payload.encode("utf-8"))
-        if self.max_reply_bytes is None or size <= self.max_reply_bytes:
+        limit = min(self.reply_limit(topic) for topic in (reply.topic, reply.response_topic)
+                    if topic is not None)
+        if size <= limit:
             return reply
         log.warning("command_reply_over_limit", command=request.name, bytes=size,
-                    max_message_bytes=self.max_reply_bytes)
+                    limit=limit)
         return _reply(request.reply_topic, request.request_id, False,
-                      f"the reply of {size} bytes is over mqtt.max_message_bytes "
-                      f"({self.max_reply_bytes}), on which a broker would drop the "
-                      "connection: ask for less (get_readings: a smaller limit)",
-                      request.response_topic)
+                      f"the reply of {size} bytes is over the uplink's message limit "
+                      f"({limit} bytes: mqtt.max_message_bytes, or the broker's packet "
+                      "limit if smaller), on which a broker would drop the connection: "
+                      "ask for less (get_readings: a smaller limit)", request.response_topic)
 
     async def handle(self, topic: str, payload: bytes,
                      response_topic: str | None = None) -> Reply | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +49,7 @@ from edge.config import (
 from edge.daemon_config import load_for_reload
 from edge.early_stop import stop_requested
 from edge.health import HealthReporter
-from edge.healthfit import fit_snapshot
+from edge.healthfit import fit_snapshot, fitted_json
 from edge.heap import give_back_free_memory
 from edge.history import HistoryReader
 from edge.outbox import Outbox
@@ -164,18 +163,19 @@ class Gateway:
     async def _make_room(self, quota_bytes: int) -> None:
         await self.outbox.maintain(quota_bytes, self.settings.store.retention_days)
 
+    def _message_limit(self, topic: str) -> int:
+        """The most payload a message outside the outbox may carry on ``topic``."""
+        return self.mqtt.message_limit(topic) if self.mqtt else self.settings.mqtt.max_message_bytes
+
     def _publish_health(self, snapshot: dict[str, Any]) -> None:
         if self.mqtt is not None:
             topic = f"{self.settings.topic_root}/health"
-            fitted = fit_snapshot(snapshot, self.mqtt.message_limit(topic))
-            self.mqtt.publish_now(topic, json.dumps(fitted, separators=(",", ":")),
+            self.mqtt.publish_now(topic, fitted_json(snapshot, self._message_limit(topic)),
                                   retain=True)
 
     async def _status_reply(self) -> dict[str, Any]:
-        """``get_status``: the health snapshot, within the broker's packet limit once
-        the reply's envelope is around it (edge/healthfit.py)."""
-        mqtt, topic = self.mqtt, f"{self.settings.topic_root}/cmd/get_status/reply"
-        limit = mqtt.message_limit(topic) if mqtt else self.settings.mqtt.max_message_bytes
+        """``get_status``: the health snapshot, its reply within the limit (healthfit.py)."""
+        limit = self._message_limit(f"{self.settings.topic_root}/cmd/get_status/reply")
         return fit_snapshot(await self.health.snapshot(), limit - REPLY_ENVELOPE_BYTES)
 
     def _build_engine(self, active: list[ActiveAlarm]) -> RuleEngine:
@@ -200,7 +200,7 @@ class Gateway:
         return CommandRouter(settings.topic_root, command_handlers,
                              frozenset(settings.commands.disabled),
                              settings.commands.reply_prefix, self.command_figures,
-                             settings.mqtt.max_message_bytes)
+                             self._message_limit)
 
     def _notify_service(self) -> Any:
         return self._service("notify")

@@ -21,9 +21,13 @@ import json
 from typing import Any
 
 
+def _json(value: Any) -> str:
+    # ASCII (json.dumps' default), as the health is published: characters are bytes.
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _size(value: Any) -> int:
-    # ASCII JSON (json.dumps' default), as the health is published: characters are bytes.
-    return len(json.dumps(value, separators=(",", ":")))
+    return len(_json(value))
 
 
 def _device_rank(device: dict[str, Any]) -> int:
@@ -34,11 +38,20 @@ def _device_rank(device: dict[str, Any]) -> int:
     return 3 if not device.get("errors") else 2
 
 
+def fitted_json(snapshot: dict[str, Any], max_bytes: int) -> str:
+    """The health message: ``snapshot``'s JSON if it is at most ``max_bytes``, else that
+    of ``fit_snapshot`` (the whole snapshot is encoded once either way)."""
+    text = _json(snapshot)
+    return text if len(text) <= max_bytes else _json(_fitted(snapshot, max_bytes))
+
+
 def fit_snapshot(snapshot: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """``snapshot`` itself if its JSON is at most ``max_bytes``, else a copy with the
     device and bus entries that fit, and ``omitted``: how many of each were left out."""
-    if _size(snapshot) <= max_bytes:
-        return snapshot
+    return snapshot if _size(snapshot) <= max_bytes else _fitted(snapshot, max_bytes)
+
+
+def _fitted(snapshot: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     devices: list[dict[str, Any]] = snapshot.get("devices") or []
     buses: dict[str, dict[str, Any]] = snapshot.get("buses") or {}
     # Measured with every entry counted as omitted: the counts only shrink from here.

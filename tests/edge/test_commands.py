@@ -126,3 +126,26 @@ def test_an_unexpected_handler_error_still_gets_a_reply() -> None:
     reply = ask(r, "get_status", {"id": "z"})
     assert reply == {"id": "z", "ok": False,
                      "error": "internal error: OverflowError: int too large"}
+
+
+def test_a_reply_over_the_uplink_s_message_limit_is_an_error_that_says_so() -> None:
+    # A broker drops the connection on a packet over its limit: the requester gets an
+    # error it can act on instead, and the command's work is not repeated or lost.
+    async def readings(args: StrictModel) -> Any:
+        return {"readings": [{"ts": n, "value": 1.5} for n in range(400)]}
+
+    limits: dict[str, int] = {}
+
+    def limit(topic: str) -> int:
+        limits[topic] = 2048
+        return 2048
+
+    r = CommandRouter(ROOT, {"get_readings": readings}, frozenset(), reply_limit=limit)
+    reply = ask(r, "get_readings", {"id": "big", "args": {"point": "d/p", "from": 0, "to": 1}})
+    assert reply["id"] == "big" and reply["ok"] is False
+    assert "over the uplink's message limit (2048 bytes" in reply["error"]
+    assert "a smaller limit" in reply["error"]
+    assert limits == {f"{ROOT}/cmd/get_readings/reply": 2048}
+    small = CommandRouter(ROOT, {"get_status": readings}, frozenset(),
+                          reply_limit=lambda topic: 64 * 1024)
+    assert ask(small, "get_status", {"id": "ok"})["ok"] is True

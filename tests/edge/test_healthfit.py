@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.healthfit import fit_snapshot
+from edge.healthfit import fit_snapshot, fitted_json
 
 
 def device(n: int, online: bool = True, failures: int = 0, errors: int = 0) -> dict[str, Any]:
@@ -75,3 +75,12 @@ def test_the_fitted_snapshot_never_exceeds_the_limit_and_counts_what_it_left(
     if online_kept:
         assert len(offline_kept) == sum(1 for d in devices if not d["online"]), (
             "an online device is kept only once every offline one is")
+
+
+def test_the_health_message_is_the_fitted_snapshot_s_json() -> None:
+    small = snapshot([device(n) for n in range(3)])
+    assert fitted_json(small, 10_000) == json.dumps(small, separators=(",", ":"))
+    large = snapshot([device(n, online=n % 7 != 0) for n in range(100)])
+    text = fitted_json(large, 4096)
+    assert len(text) <= 4096
+    assert json.loads(text) == fit_snapshot(large, 4096)
