@@ -16,7 +16,6 @@ cross-checks are built from that table, so adding a bus type is one module and o
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from drivers.devices import DeviceConfig
 from vocab.checking import PathKey, Report
 from vocab.configbase import StrictModel
 from vocab.model import PollResult
-from vocab.waits import wait_set
+from vocab.waits import Wake
 
 PollSink = Callable[[PollResult], Awaitable[None]]
 """Where a bus task hands each device's poll result: the daemon's pipeline queue."""
@@ -114,7 +113,7 @@ class FieldDriver(Protocol):
         """Poll one device. Bad data becomes bad readings; this never raises on it."""
         ...
 
-    async def listen(self, until: float, wake: asyncio.Event) -> None:
+    async def listen(self, until: float, wake: Wake) -> None:
         """Hear free-running devices until ``until`` (monotonic) or ``wake`` is set.
 
         Called only when ``listening`` is not empty.
@@ -134,9 +133,9 @@ class SerialPortSettings(StrictModel):
     bytesize: Literal[7, 8] = 8
 
 
-async def wait_until(until: float, wake: asyncio.Event) -> None:
+async def wait_until(until: float, wake: Wake) -> None:
     """Sleep until ``until`` (monotonic) or until ``wake`` is set, whichever is first."""
-    await wait_set(wake, max(0.0, until - time.monotonic()))
+    await wake.sleep_until(until)
 
 
 DriverFactory = Callable[[Any, list[DeviceConfig], BusHealth], FieldDriver]

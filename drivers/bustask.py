@@ -50,11 +50,11 @@ from drivers.bus import (
     DeviceHealth,
     FieldDriver,
     PollSink,
-    wait_until,
 )
 from drivers.decode import failed_points
 from drivers.devices import DeviceConfig
 from vocab.model import PollResult, now_ms
+from vocab.waits import Wake
 
 MAX_BACKOFF_S = 300.0
 RECONNECT_MIN_S = 0.5
@@ -295,7 +295,7 @@ class BusTask:
         self.health = health
         self.sink = sink
         self.schedule = DeviceSchedule(devices)
-        self._wake = asyncio.Event()
+        self._wake = Wake()
         self._stopping = False
         self._reconnects_seen = health.reconnects
         # A list, not a deque: writes are rare and few, and a deque allocates a block of 64
@@ -340,7 +340,7 @@ class BusTask:
         if self.driver.listening:
             await self.driver.listen(until, self._wake)
         else:
-            await wait_until(until, self._wake)
+            await self._wake.sleep_until(until)
 
     async def poll_device(self, device: DeviceConfig) -> PollResult:
         """Poll one device now and record it in the health figures."""

@@ -39,7 +39,6 @@ when it is gone (re-opened with bounded backoff).
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -74,6 +73,7 @@ from drivers.nmea import (
 from vocab.checking import PathKey, Report
 from vocab.ids import Ident
 from vocab.model import PollResult, Reading, now_ms
+from vocab.waits import Wake
 
 log = structlog.get_logger("drivers.gnss")
 
@@ -348,7 +348,7 @@ class GnssDriver:
     def close(self) -> None:
         self.port.close()
 
-    async def listen(self, until: float, wake: asyncio.Event) -> None:
+    async def listen(self, until: float, wake: Wake) -> None:
         await listen_lines(self.port, until, wake, self.take)
 
     def take(self, line: Line) -> None:

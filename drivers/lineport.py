@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.bus import BusHealth, SerialPortSettings, wait_until
 from drivers.bustask import LinkBackoff
 from vocab.model import now_ms
-from vocab.waits import wait_set
+from vocab.waits import Wake, wait_set
 
 if TYPE_CHECKING:
     # pyserial is imported when a port is first opened: the configuration loads the
@@ -210,7 +210,7 @@ class LinePort:
             self._ready.set()
 
 
-async def listen_lines(port: LinePort, until: float, wake: asyncio.Event,
+async def listen_lines(port: LinePort, until: float, wake: Wake,
                        take: Callable[[Line], object]) -> None:
     """Hear a free-running instrument or receiver until ``until`` (monotonic) or ``wake``:
     each complete line goes to ``take``; a closed port is re-opened when its backoff

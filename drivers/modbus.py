@@ -23,7 +23,6 @@ so a renamed-back ``/dev/serial/by-id/...`` link resumes polling without a resta
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -57,6 +56,7 @@ from vocab.checking import PathKey, Report
 from vocab.configbase import StrictModel
 from vocab.ids import Ident
 from vocab.model import PollResult, Reading, now_ms
+from vocab.waits import Wake
 
 if TYPE_CHECKING:
     # pymodbus is imported when the first Modbus bus is built, not with this module:
@@ -126,7 +126,7 @@ class ModbusDriver:
         with contextlib.suppress(RequestFailed):
             await self.link.ensure_connected()
 
-    async def listen(self, until: float, wake: asyncio.Event) -> None:
+    async def listen(self, until: float, wake: Wake) -> None:
         # Modbus devices are asked, never listened to: the wait is all there is.
         await wait_until(until, wake)
 

@@ -18,7 +18,6 @@ Values then go through the same scale/offset/range and calibration as Modbus poi
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from drivers.lineport import Line, LinePort, PortUnavailable, listen_lines
 from vocab.checking import PathKey, Report
 from vocab.ids import Ident
 from vocab.model import PollResult, Reading, now_ms
+from vocab.waits import Wake
 
 log = structlog.get_logger("drivers.serial_line")
 
@@ -124,7 +124,7 @@ class SerialLineDriver:
     def close(self) -> None:
         self.port.close()
 
-    async def listen(self, until: float, wake: asyncio.Event) -> None:
+    async def listen(self, until: float, wake: Wake) -> None:
         """Hear the free-running instrument until the next due time."""
         device = self._free_running
         if device is None:

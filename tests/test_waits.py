@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vocab.waits import stop_tasks, wait_set
+from vocab.waits import Wake, stop_tasks, wait_set
 
 ROOT = Path(__file__).resolve().parents[1]
 DAEMON_PACKAGES = ("vocab", "drivers", "rules", "edge")
@@ -60,6 +60,68 @@ def test_wait_set_times_out_and_reports_a_set_event() -> None:
         event.set()
         return timed_out, await wait_set(event, None)
     assert asyncio.run(scenario()) == (False, True)
+
+
+async def wake_stop_lost(turns: int) -> bool:
+    """``stop_lost`` for a bus task's ``Wake``: set, ``turns`` loop turns, cancel."""
+    wake = Wake()
+    cancel_sent = False
+    went_on_after_cancel = False
+
+    async def sleeper() -> None:
+        nonlocal went_on_after_cancel
+        await wake.sleep_until(asyncio.get_running_loop().time() + 10)
+        went_on_after_cancel = cancel_sent
+
+    task = asyncio.create_task(sleeper())
+    await asyncio.sleep(0)
+    wake.set()
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    cancel_sent = True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return went_on_after_cancel
+
+
+def test_a_stop_arriving_with_the_wake_is_honoured() -> None:
+    assert not any(asyncio.run(wake_stop_lost(turns)) for turns in range(4))
+
+
+def test_a_wake_sleeps_until_its_moment_or_until_set() -> None:
+    async def scenario() -> list[object]:
+        loop = asyncio.get_running_loop()
+        wake = Wake()
+        started = loop.time()
+        timed_out = await wake.sleep_until(started + 0.02)
+        slept = loop.time() - started
+        # Two sleepers at once (a bus task and a listening driver's line wait): set
+        # wakes both, long before their moment.
+        both = asyncio.gather(wake.sleep_until(loop.time() + 10),
+                              wake.sleep_until(loop.time() + 10))
+        await asyncio.sleep(0)
+        wake.set()
+        woken = await both
+        # Set before the sleep: no sleep at all; cleared: it sleeps again.
+        at_once = await wake.sleep_until(loop.time() + 10)
+        wake.clear()
+        again = await wake.sleep_until(loop.time() + 0.01)
+        return [timed_out, slept >= 0.02, woken, at_once, again, wake._sleepers]
+    assert asyncio.run(scenario()) == [False, True, [True, True], True, False, []]
+
+
+def test_a_cancelled_sleep_leaves_no_sleeper_and_no_timer() -> None:
+    async def scenario() -> tuple[list[object], int]:
+        loop = asyncio.get_running_loop()
+        wake = Wake()
+        timers = len(loop._scheduled)  # type: ignore[attr-defined]  # the loop's timer heap
+        task = asyncio.create_task(wake.sleep_until(loop.time() + 60))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        live = sum(1 for t in loop._scheduled if not t.cancelled())  # type: ignore[attr-defined]
+        return wake._sleepers, live - timers
+    assert asyncio.run(scenario()) == ([], 0)
 
 
 def test_the_daemon_never_calls_asyncio_wait_for() -> None:

@@ -16,6 +16,55 @@ import asyncio
 from typing import Any
 
 
+class Wake:
+    """A sleep until a moment that another part of the task can cut short.
+
+    Each bus task sleeps between its polls, most of its life: with an ``asyncio.Event``
+    and ``asyncio.timeout`` that sleep held an event with its deque of waiters, a timeout
+    context and four suspended coroutines, about 2 KiB for each of a reservoir's 200
+    one-device buses (docs/performance.md, "What a bus costs"). This holds a flag; a sleep
+    holds one future and one timer. Not thread-safe, as an ``asyncio.Event`` is not.
+    """
+
+    __slots__ = ("_set", "_sleepers")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._sleepers: list[asyncio.Future[bool]] = []
+
+    def set(self) -> None:
+        self._set = True
+        for sleeper in self._sleepers:
+            if not sleeper.done():
+                sleeper.set_result(True)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def sleep_until(self, until: float) -> bool:
+        """Until ``until`` (``time.monotonic()``, the loop's clock) or until ``set``;
+        True if set. A cancellation of the sleeping task propagates as usual."""
+        if self._set:
+            return True
+        loop = asyncio.get_running_loop()
+        sleeper: asyncio.Future[bool] = loop.create_future()
+        timer = loop.call_at(until, _time_up, sleeper)
+        self._sleepers.append(sleeper)
+        try:
+            return await sleeper
+        finally:
+            timer.cancel()
+            self._sleepers.remove(sleeper)
+
+
+def _time_up(sleeper: asyncio.Future[bool]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(False)
+
+
 async def wait_set(event: asyncio.Event, timeout_s: float | None) -> bool:
     """Until ``event`` is set or ``timeout_s`` passed (None: no limit); True if set."""
     try:
