@@ -49,14 +49,14 @@ class _Step:
         "unpack_from",
     )
 
-    def __init__(self, point: PointConfig, block: ReadBlock) -> None:
+    def __init__(self, point: PointConfig, at: int) -> None:
         reg = point.register
         assert reg is not None, "plan_reads only takes points with a register"
         self.point = point
         self.point_id = point.id
         self.unit = point.unit
         self.unpack_from = _UNPACK_FROM[reg.value_type]
-        self.at = 2 * (reg.address - block.address)
+        self.at = at
         self.float32 = reg.value_type == "float32"
         self.scale = point.scale
         self.offset = point.offset
@@ -64,8 +64,39 @@ class _Step:
         # checked on the converted value (DeviceConversions), as scaled_reading does.
         converted = point.calibration is not None or point.tipping_bucket is not None
         checked = point.range is not None and not converted
-        self.low = point.range[0] if checked and point.range else -math.inf
+        self.low = point.range[0] if checked and point.range else _NO_LOW
         self.high = point.range[1] if checked and point.range else math.inf
+
+
+_NO_LOW = -math.inf  # one object: ``-math.inf`` makes a new float at every evaluation
+
+
+# Alike devices share their steps: twenty piezometers of one make answer the same points
+# at the same offsets, and their point models are one object (share_repeats,
+# vocab/configbase.py). A step a point was 0.2 MiB at 200 devices × 10 points. Keyed by
+# identity, not equality: share_repeats already decided which points are the same one
+# (it keeps an offset of 0.0 apart from -0.0, which compare equal). A step holds its
+# point, so an id cannot be reused while its step is kept; reloads add new points, and
+# the table is emptied when it grows past any one site's size.
+_STEPS: dict[tuple[int, int], _Step] = {}
+_MAX_STEPS = 8192
+
+
+def _step(point: PointConfig, at: int) -> _Step:
+    key = (id(point), at)
+    step = _STEPS.get(key)
+    if step is None:
+        if len(_STEPS) >= _MAX_STEPS:
+            _STEPS.clear()
+        step = _STEPS[key] = _Step(point, at)
+    return step
+
+
+def _offset(point: PointConfig, block: ReadBlock) -> int:
+    """Where the point's value starts in the block's bytes."""
+    reg = point.register
+    assert reg is not None, "plan_reads only takes points with a register"
+    return 2 * (reg.address - block.address)
 
 
 def _precompiled(point: PointConfig) -> bool:
@@ -86,7 +117,7 @@ class BlockDecoder:
         self.block = block
         self.fast = all(_precompiled(p) for p in block.points)
         self.words = _words(block.count) if self.fast else None
-        self.steps = [_Step(p, block) for p in block.points] if self.fast else []
+        self.steps = [_step(p, _offset(p, block)) for p in block.points] if self.fast else []
 
     def decode(self, device: str, values: Sequence[int | bool], ts_ms: int) -> list[Reading]:
         block = self.block

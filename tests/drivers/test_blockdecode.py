@@ -79,3 +79,21 @@ def test_special_floats_and_words_out_of_range_read_as_decode_point_reads() -> N
         got = decoder.decode("dev", words, 1)
         assert same(got, [decode_point("dev", config[0], block, words, 1)])
         assert got[0].quality == "bad" and got[0].reason is not None
+
+
+def test_alike_devices_share_their_steps_and_only_the_same_point_is_shared() -> None:
+    """Twenty piezometers of one make: their point is one object (share_repeats) and
+    their decoders one step. An equal point that is another object (an offset of -0.0,
+    which compares equal to 0.0) keeps its own, and reads as its own."""
+    spec = {"id": "head", "unit": "kPa", "offset": 0.0,
+            "register": {"table": "holding", "address": 4, "type": "float32"}}
+    shared = PointConfig.model_validate(spec)
+    negative = PointConfig.model_validate({**spec, "offset": -0.0})
+    assert negative == shared
+    decoders = [BlockDecoder(plan_reads([shared])[0]) for _ in range(20)]
+    assert all(d.steps[0] is decoders[0].steps[0] for d in decoders)
+    other = BlockDecoder(plan_reads([negative])[0])
+    assert other.steps[0] is not decoders[0].steps[0]
+    words = list(struct.unpack(">HH", struct.pack(">f", -0.0)))
+    assert repr(decoders[0].decode("a", words, 1)[0].value) == "0.0"
+    assert repr(other.decode("b", words, 1)[0].value) == "-0.0"
