@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
+from edge import payloads
 from edge.payloads import reading_json, readings_fragment, readings_from_fragment
 from vocab.model import Reading
 
@@ -39,3 +42,17 @@ def test_the_fragment_reads_back_as_the_readings() -> None:
     back = readings_from_fragment(readings_fragment(READINGS[:2]))
     assert [(r.key, r.value, r.unit, r.quality) for r in back] == [
         ("dev-001/p0", 123.456, "m", "good"), ("dev-001/p1", 0.1 + 0.2, "m", "good")]
+
+
+def test_the_cached_heads_stay_bounded_and_right_past_their_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload may bring new ids: past the limit the table starts again, and every
+    fragment is still the JSON of its readings."""
+    monkeypatch.setattr(payloads, "_MAX_HEADS", 5)
+    monkeypatch.setattr(payloads, "_HEADS", {})
+    monkeypatch.setattr(payloads, "_heads_made", 0)
+    for n in range(23):
+        reading = Reading(f"dev-{n % 7}", f"p{n}", 1_733_400_000_000 + n, float(n), "m",
+                          "good", float(n))
+        assert readings_fragment([reading]) == encoded_one_by_one([reading])
+        assert sum(len(points) for points in payloads._HEADS.values()) <= 5
