@@ -16,21 +16,26 @@ ROOT = Path(__file__).resolve().parents[1]
 DAEMON_PACKAGES = ("vocab", "drivers", "rules", "edge")
 
 
-async def stop_lost(wait: Callable[[asyncio.Event], Awaitable[object]], turns: int) -> bool:
-    """Set the event, let the loop turn ``turns`` times, then cancel the waiting task.
-    True if the task went on past its wait after the cancel was sent: a lost stop."""
-    event = asyncio.Event()
+# What a waiter waits on: how to set it, and the wait itself.
+Waiting = tuple[Callable[[], object], Callable[[], Awaitable[object]]]
+
+
+async def stop_lost(make: Callable[[], Waiting], turns: int) -> bool:
+    """Set what the task waits on, let the loop turn ``turns`` times, then cancel the
+    waiting task. True if the task went on past its wait after the cancel was sent: a
+    lost stop."""
+    signal, wait = make()
     cancel_sent = False
     went_on_after_cancel = False
 
     async def waiter() -> None:
         nonlocal went_on_after_cancel
-        await wait(event)
+        await wait()
         went_on_after_cancel = cancel_sent
 
     task = asyncio.create_task(waiter())
     await asyncio.sleep(0)  # the waiter is now inside its wait
-    event.set()
+    signal()
     for _ in range(turns):
         await asyncio.sleep(0)
     cancel_sent = True
@@ -40,7 +45,10 @@ async def stop_lost(wait: Callable[[asyncio.Event], Awaitable[object]], turns: i
 
 
 def lost_at_some_turn(wait: Callable[[asyncio.Event], Awaitable[object]]) -> bool:
-    return any(asyncio.run(stop_lost(wait, turns)) for turns in range(4))
+    def on_an_event() -> Waiting:
+        event = asyncio.Event()
+        return event.set, lambda: wait(event)
+    return any(asyncio.run(stop_lost(on_an_event, turns)) for turns in range(4))
 
 
 def test_a_stop_arriving_with_the_event_is_honoured() -> None:
@@ -62,30 +70,11 @@ def test_wait_set_times_out_and_reports_a_set_event() -> None:
     assert asyncio.run(scenario()) == (False, True)
 
 
-async def wake_stop_lost(turns: int) -> bool:
-    """``stop_lost`` for a bus task's ``Wake``: set, ``turns`` loop turns, cancel."""
-    wake = Wake()
-    cancel_sent = False
-    went_on_after_cancel = False
-
-    async def sleeper() -> None:
-        nonlocal went_on_after_cancel
-        await wake.sleep_until(asyncio.get_running_loop().time() + 10)
-        went_on_after_cancel = cancel_sent
-
-    task = asyncio.create_task(sleeper())
-    await asyncio.sleep(0)
-    wake.set()
-    for _ in range(turns):
-        await asyncio.sleep(0)
-    cancel_sent = True
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    return went_on_after_cancel
-
-
 def test_a_stop_arriving_with_the_wake_is_honoured() -> None:
-    assert not any(asyncio.run(wake_stop_lost(turns)) for turns in range(4))
+    def on_a_wake() -> Waiting:
+        wake = Wake()
+        return wake.set, lambda: wake.sleep_until(asyncio.get_running_loop().time() + 10)
+    assert not any(asyncio.run(stop_lost(on_a_wake, turns)) for turns in range(4))
 
 
 def test_a_wake_sleeps_until_its_moment_or_until_set() -> None:
