@@ -32,7 +32,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -74,7 +74,7 @@ class RequestFailed(Exception):
         self.exception_code = exception_code
 
 
-@dataclass
+@dataclass(slots=True)  # one per bus: no __dict__ for 200 one-device buses
 class LinkUser:
     """A bus on a link: its health figures, and the frames its requests put on the wire."""
 
@@ -132,12 +132,13 @@ def make_client(bus: Any, trace_packet: Tracer | None = None,
     return client
 
 
-@dataclass
+@dataclass(slots=True)
 class _Silence:
     """Unanswered requests in a row on the connection, and the units they went to."""
 
     requests: int = 0
-    units: set[int] = field(default_factory=set)
+    # Made at the first unanswered request: an empty set is 216 bytes, on every link.
+    units: set[int] | None = None
 
 
 class ModbusLink:
@@ -328,7 +329,7 @@ class ModbusLink:
                     self._out_of_step = True
                 raise
             finally:
-                if pending.rx_bytes:
+                if pending.rx_bytes and self._silent.requests:
                     self._silent = _Silence()  # something on the link answered
 
     async def _exchange(self, pending: _Pending,
@@ -402,9 +403,12 @@ class ModbusLink:
 
     def _unanswered(self, unit: int) -> None:
         """Count a timeout; drop the connection when no unit on it answers any more."""
-        self._silent.requests += 1
-        self._silent.units.add(unit)
-        if self._silent.requests >= DROP_AFTER_SILENT and self._silent.units >= self.units:
+        silent = self._silent
+        silent.requests += 1
+        if silent.units is None:
+            silent.units = set()
+        silent.units.add(unit)
+        if silent.requests >= DROP_AFTER_SILENT and silent.units >= self.units:
             self._link_down("io_error: endpoint not answering")
 
     async def _wait_for_quiet_line(self) -> None:
