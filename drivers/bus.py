@@ -133,11 +133,6 @@ class SerialPortSettings(StrictModel):
     bytesize: Literal[7, 8] = 8
 
 
-async def wait_until(until: float, wake: Wake) -> None:
-    """Sleep until ``until`` (monotonic) or until ``wake`` is set, whichever is first."""
-    await wake.sleep_until(until)
-
-
 DriverFactory = Callable[[Any, list[DeviceConfig], BusHealth], FieldDriver]
 DeviceCheck = Callable[[Any, DeviceConfig, PathKey, Sequence[DeviceConfig], Report], None]
 """``check(bus, device, path, earlier_devices_of_the_bus, report)``."""

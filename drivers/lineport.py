@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from drivers.bus import BusHealth, SerialPortSettings, wait_until
+from drivers.bus import BusHealth, SerialPortSettings
 from drivers.bustask import LinkBackoff
 from vocab.model import now_ms
 from vocab.waits import Wake, wait_set
@@ -220,7 +220,7 @@ async def listen_lines(port: LinePort, until: float, wake: Wake,
             await port.ensure_open()
             line = await port.read_line(min(until - time.monotonic(), 1.0))
         except PortUnavailable:
-            await wait_until(min(until, port.retry_at or until), wake)
+            await wake.sleep_until(min(until, port.retry_at or until))
             continue
         if line is not None:
             take(line)

@@ -39,7 +39,6 @@ from drivers.bus import (
     CoilWrite,
     SerialPortSettings,
     check_register_points,
-    wait_until,
 )
 from drivers.decode import DeviceConversions, failed_points
 from drivers.devices import DeviceConfig
@@ -128,7 +127,7 @@ class ModbusDriver:
 
     async def listen(self, until: float, wake: Wake) -> None:
         # Modbus devices are asked, never listened to: the wait is all there is.
-        await wait_until(until, wake)
+        await wake.sleep_until(until)
 
     def close(self) -> None:
         close_link(self.link, self.bus.id)

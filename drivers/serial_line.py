@@ -32,7 +32,6 @@ from drivers.bus import (
     SerialPortSettings,
     check_alone_on_port,
     check_field_points,
-    wait_until,
 )
 from drivers.decode import DeviceConversions, failed_points, scaled_reading
 from drivers.devices import DeviceConfig, LineFormat
@@ -128,7 +127,7 @@ class SerialLineDriver:
         """Hear the free-running instrument until the next due time."""
         device = self._free_running
         if device is None:
-            await wait_until(until, wake)
+            await wake.sleep_until(until)
             return
         await listen_lines(self.port, until, wake, lambda line: self._take(device, line))
 

@@ -21,7 +21,7 @@ class Wake:
 
     Each bus task sleeps between its polls, most of its life: with an ``asyncio.Event``
     and ``asyncio.timeout`` that sleep held an event with its deque of waiters, a timeout
-    context and four suspended coroutines, about 2 KiB for each of a reservoir's 200
+    context and five suspended coroutines, about 2 KiB for each of a reservoir's 200
     one-device buses (docs/performance.md, "What a bus costs"). This holds a flag; a sleep
     holds one future and one timer. Not thread-safe, as an ``asyncio.Event`` is not.
     """
