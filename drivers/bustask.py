@@ -37,7 +37,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -110,6 +110,10 @@ def boundary_after(now: float, interval: float, offset: float = 0.0) -> float:
     return boundary if boundary > now else boundary + interval
 
 
+# The listening devices of a bus that has none: one object for every such bus.
+NOBODY: frozenset[str] = frozenset()
+
+
 class DeviceSchedule:
     """Due times of a bus's devices: who is next, and when after a poll.
 
@@ -119,9 +123,9 @@ class DeviceSchedule:
     def __init__(self, devices: Iterable[DeviceConfig], offset: float | None = None) -> None:
         self.devices = {d.id: d for d in devices}
         self.due: dict[str, float] = {}
-        # Frozen: most buses listen to nobody, and the empty frozenset is one object where
-        # an empty set is 216 bytes on each of 200 buses.
-        self.listening: frozenset[str] = frozenset()
+        # Most buses listen to nobody: they share one empty frozenset (each frozenset(),
+        # like each set(), is 216 bytes of its own, on each of 200 buses).
+        self.listening: frozenset[str] = NOBODY
         self.offset = schedule_grid() if offset is None else offset
         # When each device's last poll began: of devices due together, the one polled
         # longest ago goes first.
@@ -140,7 +144,7 @@ class DeviceSchedule:
         poll is at once, off the grid (readings at start-up, not up to an interval
         later); from its second on it is on the grid."""
         now = time.monotonic()
-        self.listening = frozenset(listening)
+        self.listening = frozenset(listening) or NOBODY
         self.due = {
             device_id: now + (device.poll_interval_s if device_id in self.listening else 0.0)
             for device_id, device in self.devices.items()
@@ -184,6 +188,10 @@ class DeviceSchedule:
             return
         interval = device.poll_interval_s
         off_grid_since = self.off_grid.pop(device.id, None)
+        if off_grid_since is not None and not self.off_grid:
+            # Emptied (the start-up round is done): a dict keeps its table when emptied,
+            # a fresh one has none, and most buses have one device.
+            self.off_grid = {}
         if device.id in self.listening:
             # Keep the phase of the schedule but never queue up missed polls: after a
             # stall the device is polled once, not in a burst.
@@ -337,12 +345,13 @@ class BusTask:
             self._fail_writes("bus stopped")
             self.driver.close()
 
-    async def _wait(self, until: float) -> None:
+    def _wait(self, until: float) -> Awaitable[object]:
+        """The sleep until ``until`` or a wake, for the caller to await: handed back, not
+        awaited here, so a sleeping bus (most of its life) holds one frame less."""
         self._wake.clear()
         if self.driver.listening:
-            await self.driver.listen(until, self._wake)
-        else:
-            await self._wake.sleep_until(until)
+            return self.driver.listen(until, self._wake)
+        return self._wake.sleep_until(until)
 
     async def poll_device(self, device: DeviceConfig) -> PollResult:
         """Poll one device now and record it in the health figures."""
