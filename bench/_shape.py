@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,10 +130,11 @@ def instrument_rules(case: Case) -> list[dict[str, Any]]:
 
 
 def site_files(case: Case, work: Path, broker_port: int, level_port: int,
-               tcp: list[BenchBus], synchronous: str = "full") -> tuple[Path, Path]:
+               tcp: list[BenchBus], store: Mapping[str, Any] | None = None,
+               ) -> tuple[Path, Path]:
     """(the gateway's site file, the simulator's): the same bench devices, the level
-    gauge only in the gateway's (the bench serves it itself); the gateway's store at
-    ``synchronous``."""
+    gauge only in the gateway's (the bench serves it itself); the gateway's store with
+    the ``store`` settings on top (``synchronous``, ``commit_window_ms``)."""
     base: dict[str, Any] = {
         "site": {"id": "bench", "levels": {"flood_limit": 123.5, "design_flood": 124.8}},
         "gateway": {"id": "gw"},
@@ -151,7 +153,7 @@ def site_files(case: Case, work: Path, broker_port: int, level_port: int,
                          "register": {"table": "holding", "address": 0, "type": "float32"}}]}
     alarm = {"id": LEVEL_RULE, "type": "threshold", "point": f"{LEVEL_DEVICE}/{LEVEL_POINT}",
              "high": [{"severity": "alarm", "value": LEVEL_LIMIT}]}
-    gateway = {**base, "store": {**base["store"], "synchronous": synchronous},
+    gateway = {**base, "store": {**base["store"], **(store or {})},
                "buses": [*sim["buses"], level_bus],
                "devices": [*sim["devices"], level],
                "rules": [*instrument_rules(case), alarm]}

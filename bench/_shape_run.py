@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from _common import (
     BenchBus,
@@ -106,12 +107,11 @@ def alarm_trials(server: LevelServer, sub: Subscriber, until: float, interval: f
 
 def measure(case: Case, repeat: int, work: Path, broker: Broker, warmup: float,
             window: float, simulators: int, rng: random.Random,
-            synchronous: str = "full", alarm_window: float = 0.0) -> Figures:
+            store: Mapping[str, Any] | None = None, alarm_window: float = 0.0) -> Figures:
     work.mkdir(parents=True)
     server = LevelServer(free_port())
     tcp = [] if case.rtu else tcp_buses(case, rng)
-    config, sim_config = site_files(case, work, broker.port, server.port, tcp,
-                                     synchronous)
+    config, sim_config = site_files(case, work, broker.port, server.port, tcp, store)
     sims: list[EdgeProcess] = []
     gateway: EdgeProcess | None = None
     sub: Subscriber | None = None

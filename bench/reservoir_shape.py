@@ -34,6 +34,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from _common import machine, median, percentile, start_broker
 from _shape import CASES, REFERENCE, Case
@@ -59,6 +60,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full",
                         help="the gateway's store.synchronous")
+    parser.add_argument("--commit-window-ms", type=float, default=None,
+                        help="the gateway's store.commit_window_ms (unset: its default)")
     parser.add_argument("--alarm-window", type=float, default=0.0,
                         help="seconds of alarm trials after a steady window (0: the trials "
                              "run inside the window, their commits counted with it)")
@@ -66,6 +69,14 @@ def parse() -> argparse.Namespace:
     if args.quick:
         args.repeats, args.warmup, args.window = 1, 4.0, 15.0
     return args
+
+
+def store_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The gateway's store settings the command line chose (the rest as configured)."""
+    chosen: dict[str, Any] = {"synchronous": args.synchronous}
+    if args.commit_window_ms is not None:
+        chosen["commit_window_ms"] = args.commit_window_ms
+    return chosen
 
 
 def chosen_cases(spec: str) -> list[Case]:
@@ -92,7 +103,7 @@ def run_all(args: argparse.Namespace, cases: list[Case], out: Path) -> list[Figu
                       file=sys.stderr, flush=True)
                 results.append(measure(case, repeat, out / f"{case.key}-{repeat}", broker,
                                        args.warmup, args.window, args.simulators, rng,
-                                       args.synchronous, args.alarm_window))
+                                       store_settings(args), args.alarm_window))
     finally:
         broker.stop()
     return results
@@ -108,6 +119,7 @@ def report(args: argparse.Namespace, cases: list[Case], results: list[Figures]) 
     print(f"machine: {machine()}")
     print(f"medians over {args.repeats} repeat(s), window {args.window:g} s after "
           f"{args.warmup:g} s warm-up; ratio = the case / the same repeat's 10 × 100")
+    print("gateway store: " + ", ".join(f"{k} {v}" for k, v in store_settings(args).items()))
     if args.alarm_window:
         print(f"steady window: the alarm trials ran for {args.alarm_window:g} s after it")
     print(f"{'case':<26}{'points/s':>9}{'msg/s':>7}{'CPU %':>6}{'CPU µs/pt':>10}"

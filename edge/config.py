@@ -64,6 +64,11 @@ class GatewayConfig(StrictModel):
     id: Ident
 
 
+# The longest commit window a site may choose (``store.commit_window_ms``): telemetry
+# waits up to it before it is published, and a crash loses what it held uncommitted.
+MAX_COMMIT_WINDOW_MS = 10_000.0
+
+
 class StoreConfig(StrictModel):
     path: Path
     # FULL: a committed poll cycle survives a power cut (WAL is fsynced on commit).
@@ -73,8 +78,10 @@ class StoreConfig(StrictModel):
     # Polls completing within this window share one transaction and one telemetry
     # message (alarms never wait): fewer WAL pages and fsyncs per reading. Unset: 250 ms,
     # or a quarter of the shortest poll interval if less (``commit_window_ms()``). 0
-    # commits every poll as it comes.
-    commit_window_ms: float | None = Field(default=None, ge=0, le=1000)
+    # commits every poll as it comes. Up to 10 s: a fsynced commit costs at least a 4 KiB
+    # page, so a slow line of few readings a second spares its card only by committing
+    # several rounds at once, its telemetry (never its alarms) published that much later.
+    commit_window_ms: float | None = Field(default=None, ge=0, le=MAX_COMMIT_WINDOW_MS)
     # How long readings are kept; rules may not look further back than this.
     retention_days: int = Field(default=400, ge=1, le=36500)
     # The most the store may use. Past it, delivered history goes first, then unsent
@@ -280,7 +287,9 @@ def _config_warnings(settings: GatewaySettings, doc: LocatedDocument) -> tuple[s
         warnings_found.append(str(ConfigProblem(
             doc.locate(path), format_key_path(path),
             f"{settings.store.commit_window_ms:g} ms is not well under the shortest poll "
-            f"interval ({fastest.id}: {fastest.poll_interval_s:g} s); keep it under half")))
+            f"interval ({fastest.id}: {fastest.poll_interval_s:g} s): telemetry waits up "
+            "to the window before it is published (alarms never wait); keep it under half "
+            "unless the card's writes matter more")))
     return tuple(warnings_found)
 
 

@@ -149,6 +149,51 @@ def test_a_window_not_well_under_the_fastest_poll_is_warned_about(tmp_path: Path
     assert not any("commit_window_ms" in w for w in load_config(config).warnings)
 
 
+def test_a_window_of_several_rounds_is_allowed_up_to_ten_seconds_with_a_warning(
+        tmp_path: Path) -> None:
+    # A slow line of few readings a second spares its card only by committing several
+    # rounds at once (docs/performance.md): allowed, warned about, bounded.
+    import yaml
+
+    from edge.config import ConfigError, load_config
+
+    site = settings(RULES, interval_s=1.0).model_dump(mode="json", exclude_defaults=True)
+    site["store"] = {"path": str(tmp_path / "edge.db"), "commit_window_ms": 5000}
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump(site))
+    [warning] = [w for w in load_config(config).warnings if "commit_window_ms" in w]
+    assert "telemetry waits up to the window" in warning and "alarms never wait" in warning
+    site["store"]["commit_window_ms"] = 10_001
+    config.write_text(yaml.safe_dump(site))
+    try:
+        load_config(config)
+    except ConfigError as exc:
+        assert "store.commit_window_ms" in str(exc) and "10000" in str(exc), str(exc)
+    else:
+        raise AssertionError("a window over 10 s was accepted")
+
+
+def test_a_window_longer_than_the_poll_gathers_rounds_and_never_holds_an_alarm(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        gateway, task = await started(tmp_path / "edge.db", window_ms=3_000)
+        for i in range(3):  # three rounds of one device, 0.1 s apart, inside the window
+            await gateway.enqueue(poll("level-1", "water_level", i, 120.0 + i))
+            await asyncio.sleep(0.1)
+        assert gateway.commits == 1, "the rounds wait for the window"
+        await gateway.enqueue(poll("piezo-1", "head", 3, 104.5))  # raises head-high
+        await asyncio.wait_for(gateway.polled.wait(), 2)  # at once, not after 3 s
+        assert gateway.commits == 2
+        await gateway.stop()
+        await task
+        gateway.store.close()
+
+    asyncio.run(scenario())
+    [_, telemetry] = queued(tmp_path / "edge.db", "telemetry")
+    assert [(r["device"], r["value"]) for r in telemetry["readings"]] == [  # type: ignore[index]
+        ("level-1", 120.0), ("level-1", 121.0), ("level-1", 122.0), ("piezo-1", 104.5)]
+
+
 def test_the_window_unset_is_a_quarter_second_or_a_quarter_of_the_fastest_poll(
         tmp_path: Path) -> None:
     from edge.config import commit_window_ms
