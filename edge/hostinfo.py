@@ -8,12 +8,15 @@ and whether it is before this release's date, which no correct clock can be.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # No correct clock is earlier than the day this version was released.
 RELEASE_EPOCH_MS = 1_795_392_000_000  # 2026-11-23T00:00:00Z
@@ -31,24 +34,32 @@ def clock_synchronized() -> bool | None:
     """
     if Path(TIMESYNC_FLAG).exists():
         return True
-    # ctypes (about 0.2 MiB) only where the flag file does not answer.
+    adjtimex = _adjtimex()
+    if adjtimex is None:
+        return None
     import ctypes
-    import ctypes.util
 
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return None
-    try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        # struct timex is ~208 bytes; with modes = 0 (the zeroed first field) adjtimex only
-        # reads, so a zeroed, larger buffer is enough and layout-independent.
-        buffer = ctypes.create_string_buffer(512)
-        state = libc.adjtimex(buffer)
-    except (OSError, AttributeError):
-        return None
+    # struct timex is ~208 bytes; with modes = 0 (the zeroed first field) adjtimex only
+    # reads, so a zeroed, larger buffer is enough and layout-independent.
+    state = adjtimex(ctypes.create_string_buffer(512))
     if state < 0:
         return None
     return state != _TIME_ERROR
+
+
+@functools.cache
+def _adjtimex() -> Callable[[Any], int] | None:
+    """libc's adjtimex(2), looked up once. ctypes (about 0.2 MiB) is loaded only where the
+    flag file does not answer; ``CDLL(None)`` is the process's own symbols, libc's among
+    them: ``ctypes.util.find_library`` runs ``ldconfig -p`` in a child process, which the
+    health loop did at every interval on hosts without systemd-timesyncd."""
+    try:
+        import ctypes
+
+        found: Callable[[Any], int] = ctypes.CDLL(None, use_errno=True).adjtimex
+        return found
+    except (ImportError, OSError, AttributeError):
+        return None
 
 
 def clock_before_release(now_ms: int) -> bool:
