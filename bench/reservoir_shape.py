@@ -21,6 +21,7 @@ to $BENCH_DIR (or a temporary directory): the runs' work directories and results
 
 Usage: python bench/reservoir_shape.py [--quick] [--repeats 3] [--window 40]
        [--warmup 8] [--cases 10x100,200x10,...] [--simulators 2] [--alarm-window 20]
+       [--synchronous full|normal] [--commit-window-ms MS]
 """
 
 from __future__ import annotations
