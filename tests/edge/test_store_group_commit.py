@@ -48,6 +48,13 @@ async def started(path: Path, window_ms: float, first_committed: bool = True,
     return gateway, task
 
 
+async def stopped(gateway: Pipeline, task: asyncio.Task[None]) -> None:
+    """Stop the pipeline (its window's polls are committed) and close its store."""
+    await gateway.stop()
+    await task
+    gateway.store.close()
+
+
 def test_the_first_poll_after_start_commits_without_waiting_for_the_window(
         tmp_path: Path) -> None:
     async def scenario() -> None:
@@ -59,10 +66,8 @@ def test_the_first_poll_after_start_commits_without_waiting_for_the_window(
         await gateway.enqueue(poll("level-1", "water_level", 1, 121.0))
         await asyncio.sleep(0.05)
         assert gateway.commits == 1, "from the second on, polls wait for the window"
-        await gateway.stop()
-        await task
+        await stopped(gateway, task)
         assert gateway.commits == 2
-        gateway.store.close()
 
     asyncio.run(scenario())
 
@@ -82,10 +87,8 @@ def test_polls_within_the_window_share_one_transaction(tmp_path: Path) -> None:
             await gateway.enqueue(poll("level-1", "water_level", i, 120.0 + i))
             await asyncio.sleep(0.01)
         assert gateway.commits == 1, "the window is still open: nothing committed yet"
-        await gateway.stop()
-        await task
+        await stopped(gateway, task)
         assert gateway.commits == 2
-        gateway.store.close()
 
     asyncio.run(scenario())
     # One message, one seq, carrying every poll of the window in the order they came.
@@ -110,9 +113,7 @@ def test_an_alarm_transition_never_waits_for_the_window(tmp_path: Path) -> None:
         [_, telemetry] = queued(tmp_path / "edge.db", "telemetry")
         assert len(telemetry["readings"]) == 3  # type: ignore[arg-type]
         assert (telemetry["seq"], alarms[0]["seq"]) == (2, 3)
-        await gateway.stop()
-        await task
-        gateway.store.close()
+        await stopped(gateway, task)
 
     asyncio.run(scenario())
 
@@ -125,9 +126,7 @@ def test_a_window_of_zero_commits_each_poll_as_it_comes(tmp_path: Path) -> None:
             await asyncio.wait_for(gateway.polled.wait(), 30)
             gateway.polled.clear()
         assert gateway.commits == 4
-        await gateway.stop()
-        await task
-        gateway.store.close()
+        await stopped(gateway, task)
 
     asyncio.run(scenario())
 
@@ -184,9 +183,7 @@ def test_a_window_longer_than_the_poll_gathers_rounds_and_never_holds_an_alarm(
         await gateway.enqueue(poll("piezo-1", "head", 3, 104.5))  # raises head-high
         await asyncio.wait_for(gateway.polled.wait(), 2)  # at once, not after 3 s
         assert gateway.commits == 2
-        await gateway.stop()
-        await task
-        gateway.store.close()
+        await stopped(gateway, task)
 
     asyncio.run(scenario())
     [_, telemetry] = queued(tmp_path / "edge.db", "telemetry")
@@ -238,9 +235,7 @@ def test_a_mid_round_bus_holds_the_window_open_until_its_round_is_done(
         await gateway.enqueue(poll("piezo-1", "head", 2, 100.0))  # the round's last
         assert await committed_after(gateway) < 0.2, "the round done, the window closes"
         assert gateway.commits == 2
-        await gateway.stop()
-        await task
-        gateway.store.close()
+        await stopped(gateway, task)
 
     asyncio.run(scenario())
     [_, message] = queued(tmp_path / "edge.db", "telemetry")
@@ -255,9 +250,7 @@ def test_a_round_that_never_finishes_waits_round_wait_and_not_beyond(
         await gateway.enqueue(poll("level-1", "water_level", 0, 120.0, mid_round=True))
         waited = await committed_after(gateway)
         assert gateway.commits == 2
-        await gateway.stop()
-        await task
-        gateway.store.close()
+        await stopped(gateway, task)
         return waited
 
     waited = asyncio.run(scenario())
@@ -278,9 +271,7 @@ def test_the_window_waits_for_every_bus_that_is_mid_round(tmp_path: Path) -> Non
         await gateway.enqueue(poll("piezo-1", "head", 3, 100.1, bus="line-b"))
         assert await committed_after(gateway) < 0.2
         assert gateway.commits == 2
-        await gateway.stop()
-        await task
-        gateway.store.close()
+        await stopped(gateway, task)
 
     asyncio.run(scenario())
 
@@ -297,9 +288,7 @@ def test_an_alarm_commits_at_once_mid_round(tmp_path: Path) -> None:
         assert [cast(dict[str, object], a["alarm"])["state"] for a in alarms] == ["raised"]
         [_, telemetry] = queued(tmp_path / "edge.db", "telemetry")
         assert values(telemetry) == [120.0, 104.5], "the waiting poll went with the alarm"
-        await gateway.stop()
-        await task
-        gateway.store.close()
+        await stopped(gateway, task)
 
     asyncio.run(scenario())
 
@@ -309,9 +298,7 @@ def test_a_round_wait_of_zero_keeps_the_commit_window_alone(tmp_path: Path) -> N
         gateway, task = await started(tmp_path / "edge.db", window_ms=50, round_wait_ms=0)
         await gateway.enqueue(poll("level-1", "water_level", 0, 120.0, mid_round=True))
         waited = await committed_after(gateway)
-        await gateway.stop()
-        await task
-        gateway.store.close()
+        await stopped(gateway, task)
         return waited
 
     assert asyncio.run(scenario()) < 0.3, "closed at the commit window, mid-round or not"
@@ -323,9 +310,7 @@ def test_the_first_commit_after_start_waits_for_no_round(tmp_path: Path) -> None
                                       first_committed=False, round_wait_ms=2000)
         await gateway.enqueue(poll("level-1", "water_level", 0, 120.0, mid_round=True))
         waited = await committed_after(gateway)
-        await gateway.stop()
-        await task
-        gateway.store.close()
+        await stopped(gateway, task)
         return waited
 
     assert asyncio.run(scenario()) < 0.5
