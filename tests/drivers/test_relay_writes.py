@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,18 @@ def test_a_write_delays_the_other_devices_by_one_write_at_most(tmp_path: Path) -
                  if a.direction == "to_device" and b.direction == "to_gateway"]
     job_s = max(b.end - a.start for a, b in exchanges if a.data[0] == RELAY) * 2
     sensor_requests = [f for f in requests(frames) if f.data[0] != RELAY]
-    gaps = [b.start - a.start for a, b in itertools.pairwise(sensor_requests)]
-    normal = sorted(gaps)[len(gaps) // 2]
-    assert max(gaps) <= normal + job_s + 0.035, (max(gaps), normal, job_s)
+    relay_starts = [f.start for f in requests(frames) if f.data[0] == RELAY]
+    gaps = [(b.start - a.start, any(a.start < r < b.start for r in relay_starts))
+            for a, b in itertools.pairwise(sensor_requests)]
+    normal = statistics.median(gap for gap, written in gaps if not written)
+    with_write = [gap for gap, written in gaps if written]
+    assert len(with_write) == 4, gaps
+    # The median of the four: a write that held the others back longer (a wait for the
+    # next boundary, a backoff) would do so at every write, where a machine busy with
+    # other work stalls the event loop at one moment or another (a max over every gap
+    # failed 1 run in 6 under load, before and after this was written).
+    typical = statistics.median(with_write)
+    assert typical <= normal + job_s + 0.035, (with_write, normal, job_s)
 
 
 def test_a_silent_relay_fails_its_write_and_polling_goes_on(tmp_path: Path) -> None:
