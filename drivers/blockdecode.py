@@ -14,9 +14,10 @@ values (so decode errors read the same).
 
 from __future__ import annotations
 
-import functools
+import array
 import math
 import struct
+import sys
 from collections.abc import Sequence
 
 from drivers.decode import decode_point
@@ -105,9 +106,24 @@ def _precompiled(point: PointConfig) -> bool:
             and reg.word_order == "big" and reg.byte_order == "big")
 
 
-@functools.lru_cache(maxsize=128)  # blocks are at most 125 registers: one each, shared
-def _words(count: int) -> struct.Struct:
-    return struct.Struct(f">{count}H")
+# A block's words as big-endian bytes through an array, not ``Struct(">20H").pack(*words)``:
+# a call with ``*words`` makes a tuple of the words, and CPython 3.11 puts a freed tuple of
+# exactly 20 items on a free list it never takes one back from (its pop stops at 19). A
+# device of ten float32 points is 20 registers, so every poll of one left a tuple there,
+# up to 2,000 of them (368 KB) between full collections: 0.3 MiB of the gateway's RSS at
+# 200 such devices (bench/memory_trace.py, docs/performance.md).
+_WORD = "H"
+assert array.array(_WORD).itemsize == 2, "an unsigned short is a 16-bit Modbus word"
+_SWAP = sys.byteorder == "little"
+
+
+def _block_bytes(values: Sequence[int | bool]) -> bytes:
+    """The words as the device sent them; OverflowError or TypeError for a value that is
+    not a 16-bit word."""
+    words = array.array(_WORD, values)
+    if _SWAP:
+        words.byteswap()
+    return words.tobytes()
 
 
 class BlockDecoder:
@@ -116,16 +132,15 @@ class BlockDecoder:
     def __init__(self, block: ReadBlock) -> None:
         self.block = block
         self.fast = all(_precompiled(p) for p in block.points)
-        self.words = _words(block.count) if self.fast else None
         self.steps = [_step(p, _offset(p, block)) for p in block.points] if self.fast else []
 
     def decode(self, device: str, values: Sequence[int | bool], ts_ms: int) -> list[Reading]:
         block = self.block
-        if self.words is None or len(values) != block.count:
+        if not self.fast or len(values) != block.count:
             return [decode_point(device, p, block, values, ts_ms) for p in block.points]
         try:
-            data = self.words.pack(*values)
-        except struct.error:
+            data = _block_bytes(values)
+        except (OverflowError, TypeError):
             # A word that is not a 16-bit value: decode_point names it in the reason.
             return [decode_point(device, p, block, values, ts_ms) for p in block.points]
         readings = []
