@@ -135,9 +135,11 @@ def open_connection(path: Path, synchronous: str) -> sqlite3.Connection:
     if mode != "wal":
         raise StoreError(f"store {path}: cannot switch to WAL journal mode (got {mode})")
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-    # Commits touch a handful of pages at the tail of each table: a 512 KiB page
-    # cache holds them, where SQLite's default 2 MiB only grows the daemon's RSS.
-    conn.execute("PRAGMA cache_size=-512")
+    # A commit touches a few dozen pages at the tail of each table: 128 KiB of page
+    # cache (256 pages of 512 B) holds them. SQLite counts only the pages' own bytes, and
+    # a 512 B page carries ~250 B of bookkeeping beside it: the 512 KiB this was took
+    # 0.8 MB of RSS once the store had been written for a minute (docs/performance.md).
+    conn.execute("PRAGMA cache_size=-128")
     return conn
 
 
