@@ -266,7 +266,10 @@ class HistoryReader:
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.execute("PRAGMA cache_size=-256")  # history is read once, not cached
+        # History is read once a warm-up, not re-read: a small cache (128 pages of 512 B)
+        # is enough for the b-tree's upper pages. The cache is kept while the connection
+        # lives, as full as a warm-up once made it (the store's own, edge/storeschema.py).
+        self._conn.execute("PRAGMA cache_size=-64")
 
     def __call__(self, point_ref: str, from_ms: int, to_ms: int) -> list[Reading]:
         device, point = point_ref.split("/", 1)
