@@ -8,6 +8,7 @@ needed.
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
@@ -211,6 +212,37 @@ def test_service_type_watchdog_and_restart(unit: Unit) -> None:
     assert value(unit, "Service", "LogsDirectory") is None, "logs go to journald"
     assert "MALLOC_ARENA_MAX=2" in values(unit, "Service", "Environment")
     assert values(unit, "Install", "WantedBy") == ["multi-user.target"]
+
+
+TRANSIENTS = """
+import re
+def rss_mib():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+before = rss_mib()
+fold = bytearray(8 << 20)  # one large transient: a history fold, an export, a model fit
+del fold
+parts = [bytearray(2 << 20) for _ in range(3)]  # then smaller ones, as large together
+del parts
+print(rss_mib() - before)
+"""
+
+
+def _kept_after_transients(environment: dict[str, str]) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, "-c", TRANSIENTS], env={**env, **environment},
+                          capture_output=True, text=True, timeout=60, check=True)
+    return float(done.stdout)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
+def test_freed_memory_goes_back_after_a_large_transient(unit: Unit) -> None:
+    """With the unit's malloc settings the daemon gives back what large transients took;
+    with glibc's dynamic mmap threshold (the unit without MALLOC_MMAP_THRESHOLD_) the
+    same steps keep 6 MiB resident for good."""
+    environment = dict(a.split("=", 1) for a in values(unit, "Service", "Environment"))
+    assert _kept_after_transients(environment) < 1.0
+    del environment["MALLOC_MMAP_THRESHOLD_"]
+    assert _kept_after_transients(environment) > 4.0
 
 
 def test_reload_validates_then_signals(unit: Unit) -> None:
