@@ -53,6 +53,8 @@ TIMEOUT_SLACK_S = 0.25
 # Unanswered requests in a row, to every unit the link serves, before its connection is
 # taken for dead and re-opened (pymodbus' own rule, retries + 3, counted per endpoint).
 DROP_AFTER_SILENT = 4
+# What a Modbus TCP connection reads at a time (an answer is at most 260 bytes; _small_reads).
+TCP_READ_BYTES = 4096
 # pymodbus must never drop a shared connection by itself: see the module docstring.
 PYMODBUS_NEVER_DROPS = 2**31
 
@@ -177,7 +179,11 @@ class ModbusLink:
         # The connection waits for an answer as long as the most patient bus on it;
         # each bus still stops waiting at its own timeout.
         self._connect_timeout_s = max(self._connect_timeout_s, bus.timeout_s)
+        # The transaction manager waits with its own copy of the client's parameters
+        # (pymodbus' transport copies them): setting only the client's left every bus on
+        # the link cut off at the timeout of the bus that opened it.
         self.client.comm_params.timeout_connect = self._connect_timeout_s
+        self.client.ctx.comm_params.timeout_connect = self._connect_timeout_s
         return user
 
     def leave(self, bus_id: str) -> bool:
@@ -230,7 +236,22 @@ class ModbusLink:
         self.backoff.succeeded()
         self._silent = _Silence()
         self._out_of_step = False
+        self._small_reads()
         self._set_connected(True)
+
+    def _small_reads(self) -> None:
+        """Read a TCP connection a few KiB at a time, not asyncio's 256 KiB.
+
+        asyncio's socket transport allocates its whole read size for every ``recv`` and
+        shrinks it to what came. 256 KiB lies above glibc's trim threshold, so each read
+        grows the heap and gives it back (two ``brk`` and a page fault): 8.5 µs a read
+        against 1.9 at 4 KiB (docs/performance.md, "A read of 256 KiB"), and a gateway
+        with a device per endpoint reads once per poll. A Modbus TCP answer is at most
+        260 bytes. ``max_size`` is the selector transport's attribute (CPython 3.11 to
+        3.13); a transport without it (a serial line) reads as it does."""
+        transport = getattr(self.client.ctx, "transport", None)
+        if not self.rtu and transport is not None and hasattr(transport, "max_size"):
+            transport.max_size = TCP_READ_BYTES
 
     def _port_missing(self) -> str | None:
         if self._port_path is None:
@@ -373,8 +394,7 @@ class ModbusLink:
         # Cancellations of this task already under way (none in a running bus task).
         before = task.cancelling() if task is not None else 0
         try:
-            async with asyncio.timeout(pending.user.timeout_s + TIMEOUT_SLACK_S):
-                response = await call()
+            response = await self._limited(pending.user, call)
         except asyncio.CancelledError:
             # Ours (an abort) is taken back; any other cancellation goes on.
             if pending.verdict is None or task is None or task.uncancel() > before:
@@ -400,6 +420,19 @@ class ModbusLink:
             # lost, or the bus task polls on after the daemon stopped it.
             raise asyncio.CancelledError
         return response if pending.verdict is None else None
+
+    async def _limited(self, user: LinkUser,
+                       call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        """The client's answer within the bus's own timeout.
+
+        pymodbus waits for an answer as long as the most patient bus on the link
+        (``join``); a less patient bus stops waiting itself. A bus as patient as that
+        needs no limit of its own: the client's ``wait_for`` ends first (a timer and a
+        timeout context less a request, all of them on a link that serves one bus)."""
+        if user.timeout_s >= self._connect_timeout_s:
+            return await call()
+        async with asyncio.timeout(user.timeout_s + TIMEOUT_SLACK_S):
+            return await call()
 
     def _unanswered(self, unit: int) -> None:
         """Count a timeout; drop the connection when no unit on it answers any more."""

@@ -130,3 +130,69 @@ def test_an_endpoint_that_answers_nobody_is_reconnected() -> None:
     dropped = [e for e in events if e["event"] == "bus_disconnected"]
     assert dropped and dropped[0]["reason"] == "io_error: endpoint not answering"
     assert connections >= 2
+
+
+def test_a_less_patient_bus_on_a_shared_endpoint_stops_at_its_own_timeout() -> None:
+    # The connection waits as long as the most patient bus on it (1.5 s); the bus of
+    # 0.2 s stops waiting for its silent slave itself, after its timeout and the slack.
+    live = FieldDevice(unit=1)
+    dead = FieldDevice(unit=9, silent=True)
+    sink = Collect()
+
+    async def scenario() -> None:
+        async with TcpFieldBus([live, dead]) as server:
+            impatient = make_poller(bus("line-a", server.port),
+                                    [device("line-a", 9, offline_after=1)], sink)
+            patient = make_poller(bus("line-b", server.port, timeout_s=1.5),
+                                  [device("line-b", 1)], sink)
+            await run_for([impatient, patient], 1.3)
+
+    asyncio.run(scenario())
+    failed = [r for r in sink.results if r.device == "piezo-9" and not r.ok]
+    # At 1.5 s a poll, none would have ended in 1.3 s; at 0.45 s, two or three do.
+    assert len(failed) >= 2, failed
+    assert all(r.error == "timeout" for r in failed), failed
+
+
+def test_a_tcp_connection_reads_a_few_kib_at_a_time() -> None:
+    # asyncio reads 256 KiB a recv by default, which costs a heap grow and trim each
+    # read (drivers/modbus_link.py, _small_reads); an answer is at most 260 bytes.
+    from drivers.modbus_link import TCP_READ_BYTES
+
+    field = FieldDevice(unit=1)
+    sink = Collect()
+
+    async def scenario() -> int:
+        async with TcpFieldBus([field]) as server:
+            poller = make_poller(bus("gw", server.port), [device("gw", 1)], sink)
+            task = asyncio.create_task(poller.run())
+            await asyncio.sleep(0.3)
+            transport = poller.driver.link.client.ctx.transport
+            size = transport.max_size
+            poller.stop()
+            await task
+            return size
+
+    assert asyncio.run(scenario()) == TCP_READ_BYTES
+    assert sink.results and all(r.ok for r in sink.results)
+
+
+def test_a_more_patient_bus_on_a_shared_endpoint_waits_its_own_timeout() -> None:
+    # A vibrating-wire reader that takes 0.6 s to measure, on a bus of 1.5 s that shares
+    # its gateway with a bus of 0.2 s opened first: the connection must wait for it.
+    quick = FieldDevice(unit=1)
+    slow = FieldDevice(unit=7, delay_s=0.6)
+    slow.holding[0] = 77
+    sink = Collect()
+
+    async def scenario() -> None:
+        async with TcpFieldBus([quick, slow]) as server:
+            impatient = make_poller(bus("line-a", server.port), [device("line-a", 1)], sink)
+            patient = make_poller(bus("line-b", server.port, timeout_s=1.5),
+                                  [device("line-b", 7)], sink)
+            await run_for([impatient, patient], 2.0)
+
+    asyncio.run(scenario())
+    slow_polls = [r for r in sink.results if r.device == "piezo-7"]
+    assert slow_polls and all(r.ok for r in slow_polls), slow_polls
+    assert slow_polls[0].readings[0].value == 77.0
