@@ -58,6 +58,8 @@ class Case:
 REFERENCE = Case("10x100", 10, 100, 1.0)
 CASES: tuple[Case, ...] = (
     REFERENCE,
+    # The ThingsBoard comparison's small site (issue 19's table): few devices, few points.
+    Case("10x10", 10, 10, 1.0),
     Case("200x1", 200, 1, 1.0),
     Case("200x10", 200, 10, 1.0),
     Case("200x1-fast", 200, 1, 0.25),
