@@ -3,10 +3,11 @@
 Cases (bench/_shape.py): 10 devices × 100 points at 1 s (the reference every other
 figure in docs/performance.md was taken with), 10 devices × 10 points at 1 s (issue 19's
 small site), 200 devices × 1 and × 10 points at 1 s and at 0.25 s (each device its own
-Modbus TCP server and port, as the ThingsBoard comparison was fed), and 20 RS-485 slaves × 2 registers on one 9600-baud line (a paced
-pty, simulator/serialwire.py). Points are float32 (two registers) on TCP, uint16 on the
-RTU line. Every site also holds a level gauge the bench steers, for the alarm latency,
-and a quality and a threshold rule per device.
+Modbus TCP server and port, as the ThingsBoard comparison was fed), and 20 RS-485 slaves
+× 2 registers on one 9600-baud line (a paced pty, simulator/serialwire.py). Points are
+float32 (two registers) on TCP, uint16 on the RTU line. Every site also holds a level
+gauge the bench steers, for the alarm latency, and a quality and a threshold rule per
+device.
 
 Each case runs the real daemon (``edge run``) against ``edge simulate`` and a private
 Mosquitto on a free loopback port; figures are taken from the gateway process
