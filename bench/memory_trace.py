@@ -19,6 +19,11 @@ one float32 point each, as unit ids behind one Modbus TCP endpoint, no rules; wi
 ``--endpoints`` each on an endpoint (and a bus) of its own; ``--per-device 10 --rules`` makes
 it bench/reservoir_shape.py's 200 × 10 with its two rules a device.
 
+The cyclic collector's runs (``gc.callbacks`` in the gateway: per generation, their CPU
+time and what they freed) are printed as a share of the gateway's CPU since its start;
+``BENCH_COLLECTOR_THRESHOLD=700`` runs the gateway with CPython's own first threshold
+instead of the daemon's (edge/heap.py).
+
 Usage: python bench/memory_trace.py [--seconds 40] [--frames 25] [--tree DIR] [--points 1000]
        [--small N [--endpoints] [--per-device K] [--rules]]
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +41,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 OURS = ("/edge/", "/drivers/", "/rules/", "/vocab/", "/simulator/")
 
@@ -44,10 +51,13 @@ def _daemon(argv: list[str]) -> None:
     frames, seconds, out = int(argv[0]), float(argv[1]), argv[2]
     if frames:
         tracemalloc.start(frames)
+    collector = _time_collector()
 
     def dump(signum: int, frame: object) -> None:
         if frames:
             tracemalloc.take_snapshot().dump(out)
+        collector["cpu_s"] = time.process_time()
+        Path(out + ".collector.json").write_text(json.dumps(collector))
         Path(out + ".done").write_text("")
 
     # A timer signal, not a thread: with a second thread the daemon would load its
@@ -60,8 +70,47 @@ def _daemon(argv: list[str]) -> None:
     except ImportError:  # a tree from before edge/entry.py (--tree)
         from edge.cli import main as edge_main
 
+    threshold = os.environ.get("BENCH_COLLECTOR_THRESHOLD")
+    if threshold:
+        # The daemon sets its own at start (edge/heap.py tune_collector): this one instead.
+        import edge.heap
+
+        edge.heap.COLLECTOR_THRESHOLD = int(threshold)
     sys.argv = ["edge", *argv[3:]]
     raise SystemExit(edge_main(argv[3:]))
+
+
+def _time_collector() -> dict[str, Any]:
+    """Count the cyclic collector's runs per generation, their CPU time and what they
+    freed, from here on (``gc.callbacks``)."""
+    import gc
+
+    totals: dict[str, Any] = {"runs": [0, 0, 0], "seconds": [0.0, 0.0, 0.0],
+                              "collected": [0, 0, 0]}
+    began = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.process_time()
+            return
+        generation = info["generation"]
+        totals["runs"][generation] += 1
+        totals["seconds"][generation] += time.process_time() - began[0]
+        totals["collected"][generation] += info["collected"]
+
+    gc.callbacks.append(timed)
+    return totals
+
+
+def collector_report(path: Path) -> str:
+    figures = json.loads(path.read_text())
+    spent = sum(figures["seconds"])
+    runs = ", ".join(f"gen{g} {n} ({1000 * s:.1f} ms, {c} freed)" for g, (n, s, c) in
+                     enumerate(zip(figures["runs"], figures["seconds"], figures["collected"],
+                                   strict=True)))
+    return (f"cyclic collector since start: {runs}; {1000 * spent:.0f} ms, "
+            f"{100 * spent / figures['cpu_s']:.1f} % of the gateway's "
+            f"{figures['cpu_s']:.2f} s of CPU")
 
 
 def package_of(filename: str) -> str:
@@ -251,6 +300,8 @@ def main() -> None:
         if args.reload_at is not None:
             print(f"RSS just before the reload at {args.reload_at:g} s: "
                   f"{rss_before_reload:.1f} MiB")
+        if Path(out + ".collector.json").exists():
+            print(collector_report(Path(out + ".collector.json")))
         print("--- Rss by mapping (KiB)")
         for name, kib in sorted(mappings.items(), key=lambda kv: -kv[1])[:args.top]:
             print(f"{kib:9d}  {name}")

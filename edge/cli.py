@@ -18,6 +18,7 @@ from edge import __version__
 from edge.channels.sl651_tool import add_sl651_tool
 from edge.config import GatewaySettings
 from edge.daemon_config import EXIT_CONFIG, load_for_daemon, load_or_report
+from edge.heap import tune_collector
 from edge.logs import configure_logging
 
 
@@ -84,6 +85,7 @@ def _import_daemon() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    tune_collector()  # before the start-up's allocations too (edge/heap.py)
     loaded = load_for_daemon(args.config, meanwhile=_import_daemon)
     if loaded is None:
         return EXIT_CONFIG

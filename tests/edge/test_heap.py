@@ -105,3 +105,56 @@ def test_a_reload_that_parses_in_place_gives_the_parse_back_even_when_refused(
     assert calls == [1]
     [event] = [e for e in logs if e["event"] == "reload_parsed_in_place"]
     assert event["reason"].startswith(f"cannot start {tmp_path / 'missing'}: ")
+
+
+COLLECTED_UNDER_LOAD = """
+import gc, sys, weakref
+sys.path.insert(0, {root!r})
+from edge.heap import COLLECTOR_THRESHOLD, tune_collector
+tune_collector()
+assert gc.get_threshold()[0] == COLLECTOR_THRESHOLD
+freed = []
+class Cycle:
+    def __init__(self):
+        self.me = self
+for n in range(5 * COLLECTOR_THRESHOLD):
+    weakref.finalize(Cycle(), freed.append, n)
+# Cycles are collected without gc.collect(): how many were made and not yet freed.
+print(len(freed), 5 * COLLECTOR_THRESHOLD - len(freed))
+"""
+
+
+def test_the_daemon_tunes_the_collector_before_it_loads_anything(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import edge.cli
+    from edge.heap import COLLECTOR_THRESHOLD
+
+    seen: list[tuple[int, int, int]] = []
+
+    def load(*args: object, **kwargs: object) -> None:
+        seen.append(gc.get_threshold())
+        return None  # as for a site file with errors: cmd_run stops there
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(edge.cli, "load_for_daemon", load)
+    try:
+        args = edge.cli.build_parser().parse_args(["run", "-c", "site.yaml"])
+        assert edge.cli.cmd_run(args) == edge.daemon_config.EXIT_CONFIG
+    finally:
+        gc.set_threshold(*before)
+    assert seen == [(COLLECTOR_THRESHOLD, before[1], before[2])]
+
+
+def test_cyclic_garbage_is_still_collected_by_itself_within_the_threshold() -> None:
+    from edge.heap import COLLECTOR_THRESHOLD
+
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", COLLECTED_UNDER_LOAD.format(root=root)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    freed, waiting = map(int, done.stdout.split())
+    # Each Cycle is more than one container object (its instance dict, the finalizer's):
+    # at no time do more than the threshold's worth wait for a collection.
+    assert freed >= 4 * COLLECTOR_THRESHOLD
+    assert waiting <= COLLECTOR_THRESHOLD
