@@ -244,11 +244,11 @@ class ModbusLink:
 
         asyncio's socket transport allocates its whole read size for every ``recv`` and
         shrinks it to what came. 256 KiB lies above glibc's trim threshold, so each read
-        grows the heap and gives it back (two ``brk`` and a page fault): 8.5 µs a read
-        against 1.9 at 4 KiB (docs/performance.md, "A read of 256 KiB"), and a gateway
-        with a device per endpoint reads once per poll. A Modbus TCP answer is at most
-        260 bytes. ``max_size`` is the selector transport's attribute (CPython 3.11 to
-        3.13); a transport without it (a serial line) reads as it does."""
+        grows the heap and gives it back (two ``brk`` and a page fault): 9.2 µs a read
+        against 2.1 at 4 KiB (bench/recv_size.py; docs/performance.md, "A read of 256
+        KiB"), and a gateway with a device per endpoint reads once per poll. A Modbus TCP
+        answer is at most 260 bytes. ``max_size`` is the selector transport's attribute
+        (CPython 3.11 to 3.13); a transport without it (a serial line) reads as it does."""
         transport = getattr(self.client.ctx, "transport", None)
         if not self.rtu and transport is not None and hasattr(transport, "max_size"):
             transport.max_size = TCP_READ_BYTES
@@ -394,7 +394,15 @@ class ModbusLink:
         # Cancellations of this task already under way (none in a running bus task).
         before = task.cancelling() if task is not None else 0
         try:
-            response = await self._limited(pending.user, call)
+            if pending.user.timeout_s >= self._connect_timeout_s:
+                # pymodbus waits as long as the most patient bus on the link (join): its
+                # wait_for ends first, no limit of ours is needed (a timer and a timeout
+                # context less a request, on every link that serves one bus).
+                response = await call()
+            else:
+                # A less patient bus stops waiting itself.
+                async with asyncio.timeout(pending.user.timeout_s + TIMEOUT_SLACK_S):
+                    response = await call()
         except asyncio.CancelledError:
             # Ours (an abort) is taken back; any other cancellation goes on.
             if pending.verdict is None or task is None or task.uncancel() > before:
@@ -420,19 +428,6 @@ class ModbusLink:
             # lost, or the bus task polls on after the daemon stopped it.
             raise asyncio.CancelledError
         return response if pending.verdict is None else None
-
-    async def _limited(self, user: LinkUser,
-                       call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
-        """The client's answer within the bus's own timeout.
-
-        pymodbus waits for an answer as long as the most patient bus on the link
-        (``join``); a less patient bus stops waiting itself. A bus as patient as that
-        needs no limit of its own: the client's ``wait_for`` ends first (a timer and a
-        timeout context less a request, all of them on a link that serves one bus)."""
-        if user.timeout_s >= self._connect_timeout_s:
-            return await call()
-        async with asyncio.timeout(user.timeout_s + TIMEOUT_SLACK_S):
-            return await call()
 
     def _unanswered(self, unit: int) -> None:
         """Count a timeout; drop the connection when no unit on it answers any more."""
