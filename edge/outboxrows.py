@@ -73,9 +73,13 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[], None]) -> None:
 
 
 class OutboxRows:
-    def __init__(self, conn: sqlite3.Connection, last_seq: Callable[[], int]) -> None:
+    def __init__(self, conn: sqlite3.Connection, last_seq: Callable[[], int],
+                 save_seq: Callable[[], None]) -> None:
         self._conn = conn
         self._last_seq = last_seq
+        # Writes the seq counter to meta: a transaction that deletes rows may delete the
+        # one holding the newest seq (an event's, say), which must never be given again.
+        self._save_seq = save_seq
         # Kind -> bits of the channels that need it; until channels are registered, the
         # MQTT uplink takes everything (as every store before channels did).
         self._needs: dict[str, int] = {"telemetry": MQTT_BIT, "alarm": MQTT_BIT,
@@ -124,6 +128,7 @@ class OutboxRows:
                                        "WHERE pending & ?", (bit, bit))
                     self._conn.execute("DELETE FROM outbox WHERE pending = 0")
                     self._conn.execute("DELETE FROM outbox_channels WHERE name=?", (name,))
+                    self._save_seq()
 
         in_transaction(self._conn, assign)
         self._needs = {}
@@ -168,8 +173,13 @@ class OutboxRows:
         if not acked:
             return 0
         deleted: list[int] = []
+
+        def delete() -> None:
+            deleted.append(self.delete_acked(acked))
+            self._save_seq()
+
         try:
-            in_transaction(self._conn, lambda: deleted.append(self.delete_acked(acked)))
+            in_transaction(self._conn, delete)
         except BaseException:
             self.restore_acked(acked)
             raise
@@ -245,13 +255,30 @@ class OutboxRows:
         return int(row[0] or after_seq)
 
     def stats(self, bit: int | None = None) -> OutboxStats:
-        """Depth, alarms and oldest message: of one channel, or of the whole outbox."""
-        self.flush_acks()
+        """Depth, alarms and oldest message: of one channel, or of the whole outbox.
+
+        Read only: messages acknowledged but not yet deleted (they go with the next
+        poll's commit) are left out of the count instead of being deleted first. Health
+        asks every interval; a transaction of its own would cost the card a fsync each
+        time (docs/performance.md, "Fsyncs that carry no reading")."""
         mask = -1 if bit is None else bit
         row = self._conn.execute(
-            "SELECT COUNT(*), SUM(kind='alarm'), MIN(created_ms) FROM outbox WHERE pending & ?",
-            (mask,)).fetchone()
+            "SELECT COUNT(*), SUM(kind='alarm'), MIN(created_ms) FROM outbox WHERE pending & ? "
+            "AND seq NOT IN (SELECT value FROM json_each(?))",
+            (mask, json.dumps(self._acknowledged(mask)))).fetchone()
         return OutboxStats(int(row[0]), int(row[1] or 0), row[2])
+
+    def _acknowledged(self, mask: int) -> list[int]:
+        """Seqs no channel of ``mask`` needs any more once the noted acks are written."""
+        if not self._acked:
+            return []
+        cleared: dict[int, int] = {}
+        for seq, bit in self._acked:
+            cleared[seq] = cleared.get(seq, 0) | bit
+        rows = self._conn.execute(
+            "SELECT seq, pending FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(cleared)),))
+        return [seq for seq, pending in rows if not pending & ~cleared[seq] & mask]
 
     def requeue(self, from_seq: int, to_seq: int, bit: int = MQTT_BIT) -> RequeueReport:
         """Put messages of a seq range back into a channel's stream, as first sent."""

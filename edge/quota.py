@@ -174,8 +174,6 @@ class QuotaKeeper:
         thinning of the older half of unsent telemetry, per device, N = 2, 4, 8, 16;
         finally the oldest unsent telemetry itself. Every step is counted.
         """
-        # Pruning may remove the rows that carry the newest seqs: keep the counter.
-        self._save_seq()
         before = QuotaCounters(**vars(self.counters))
         self.counters.retention_deleted += self._prune_retention(retention_before_ms)
         target = int(quota_bytes * 0.9)  # leave headroom so the next polls fit
@@ -226,6 +224,9 @@ class QuotaKeeper:
                     params = [*batch, copies]
                 readings += self._conn.execute(sql, params).fetchone()[0] or 0
                 self._conn.execute(f"DELETE FROM {table} WHERE id IN ({marks})", batch)
+            # The rows may carry the newest seqs: the counter goes to meta with their
+            # delete (not at every maintenance, a fsync of its own in the steady state).
+            self._save_seq()
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
@@ -295,6 +296,7 @@ class QuotaKeeper:
                                        (lo, hi))
                     self._conn.execute("DELETE FROM outbox WHERE seq=?", (seq,))
                 remove_seqs(self._conn, batch)
+                self._save_seq()
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

@@ -81,7 +81,7 @@ class Store:
         # so a power cut can never make the store reuse a published seq (edge/durable.py).
         self.seqs = SeqReservation(self._conn, synchronous, boot_id or current_boot_id())
         self._seq = self.seqs.resume(last_stored_seq(self._conn))
-        self.outbox = OutboxRows(self._conn, lambda: self._seq)
+        self.outbox = OutboxRows(self._conn, lambda: self._seq, self._save_seq)
         self.quota = QuotaKeeper(self._conn, lambda: self._seq, self._save_seq, path,
                                  self.fold)
         self.reserve = DiskReserve(Path(f"{path}.reserve"))

@@ -240,3 +240,36 @@ def test_integrity_is_checked_apart_from_opening(tmp_path: Path) -> None:
     store.commit_cycle([reading(1.0)], [])
     assert store.check_integrity() == "ok" and store.integrity == "ok"
     store.interrupt_integrity_check()  # nothing running: harmless
+
+
+def test_outbox_depth_leaves_out_acknowledged_messages_without_writing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    sl651_bit = store.outbox.register_channels(
+        {"mqtt": ["telemetry", "alarm"], "county": ["telemetry"]})["county"]
+    for v in range(4):
+        store.commit_cycle([reading(float(v))], [transition()] if v == 3 else [])
+    store.outbox.ack([1, 2])
+    store.outbox.ack([1], sl651_bit)
+    changes = store.connection.total_changes
+    # Health asks every interval: answering costs the card no transaction.
+    whole, mqtt, county = (store.outbox.stats(), store.outbox.stats(1),
+                           store.outbox.stats(sl651_bit))
+    assert store.connection.total_changes == changes
+    assert (whole.depth, whole.alarms) == (4, 1)  # seq 2 is still the county's
+    assert (mqtt.depth, mqtt.alarms) == (3, 1)
+    assert (county.depth, county.alarms) == (3, 0)
+    store.outbox.flush_acks()
+    assert store.outbox.stats() == whole
+    assert store.outbox.stats(sl651_bit) == county
+
+
+def test_an_acknowledged_event_deleted_with_the_newest_seq_keeps_its_seq(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    store.commit_cycle([reading(1.0)], [])
+    event = store.queue_message("event", lambda seq: json.dumps({"seq": seq}))
+    store.outbox.ack([1, event])
+    store.outbox.flush_acks()
+    # As after a power cut: the first process never closes, a new one opens the files.
+    reopened = Store(tmp_path / "edge.db")
+    assert reopened.commit_cycle([reading(2.0)], []) == [event + 1]
