@@ -9,7 +9,7 @@ Drives the real pipeline (rules engine, group commit) and store the way a reserv
 * ``boundary``: the bus task's schedule since issue 19 (drivers/bustask.py): at every
   boundary of the interval the bus polls its devices one after another, ``--poll-ms``
   each, and every result but the round's last says ``mid_round``, so the pipeline's
-  window waits for the round (``round_wait_ms`` as edge/config.py sets it).
+  window waits for the round (``round_wait_ms`` as edge/commitwindow.py sets it).
 
 An uplink task
 acknowledges what was queued every 100 ms, as the MQTT uplink does on PUBACK (the
@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from drivers.bustask import boundary_after  # noqa: E402
-from edge.config import GatewaySettings, round_wait_ms  # noqa: E402
+from edge.commitwindow import round_wait_ms  # noqa: E402
+from edge.config import GatewaySettings  # noqa: E402
 from edge.outbox import Outbox  # noqa: E402
 from edge.pipeline import Pipeline  # noqa: E402
 from edge.store import Store, StoreWorker  # noqa: E402

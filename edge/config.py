@@ -21,6 +21,7 @@ from drivers.registry import bus_models, check_devices
 from edge.channels import mqtt, notify_config
 from edge.channels.mqtt import MqttConfig
 from edge.channels.notify_config import NotifyConfig
+from edge.commitwindow import MAX_COMMIT_WINDOW_MS
 from edge.configdigest import settings_digests
 from edge.configerrors import validation_problems
 from edge.configsource import (
@@ -64,11 +65,6 @@ class GatewayConfig(StrictModel):
     id: Ident
 
 
-# The longest commit window a site may choose (``store.commit_window_ms``): telemetry
-# waits up to it before it is published, and a crash loses what it held uncommitted.
-MAX_COMMIT_WINDOW_MS = 10_000.0
-
-
 class StoreConfig(StrictModel):
     path: Path
     # FULL: a committed poll cycle survives a power cut (WAL is fsynced on commit).
@@ -76,11 +72,12 @@ class StoreConfig(StrictModel):
     # seqs are never reused (reserved durably ahead, edge/durable.py).
     synchronous: Literal["full", "normal"] = "full"
     # Polls completing within this window share one transaction and one telemetry
-    # message (alarms never wait): fewer WAL pages and fsyncs per reading. Unset: 250 ms,
-    # or a quarter of the shortest poll interval if less (``commit_window_ms()``). 0
-    # commits every poll as it comes. Up to 10 s: a fsynced commit costs at least a 4 KiB
-    # page, so a slow line of few readings a second spares its card only by committing
-    # several rounds at once, its telemetry (never its alarms) published that much later.
+    # message (alarms never wait): fewer WAL pages and fsyncs per reading. Unset: a
+    # round of the fastest devices a commit, or on a small site polled fast as many
+    # rounds as hold ~200 readings within 2 s (edge/commitwindow.py). 0 commits every
+    # poll as it comes. Up to 10 s: a fsynced commit costs at least a 4 KiB page, so a
+    # slow line of few readings a second spares its card only by committing several
+    # seconds at once, its telemetry (never its alarms) published that much later.
     commit_window_ms: float | None = Field(default=None, ge=0, le=MAX_COMMIT_WINDOW_MS)
     # How long readings are kept; rules may not look further back than this.
     retention_days: int = Field(default=400, ge=1, le=36500)
@@ -280,49 +277,19 @@ def _config_warnings(settings: GatewaySettings, doc: LocatedDocument) -> tuple[s
                 f"{port} may point to another adapter after a replug or reboot; use "
                 "its /dev/serial/by-id/... name")))
     fastest = min(settings.devices, key=lambda d: d.poll_interval_s, default=None)
-    window_s = commit_window_ms(settings) / 1000
-    if fastest is not None and window_s > fastest.poll_interval_s / 2:
+    chosen = settings.store.commit_window_ms
+    # The automatic window is bounded by design (edge/commitwindow.py): only the site's
+    # own choice is weighed against its polls.
+    if fastest is not None and chosen is not None and chosen > fastest.poll_interval_s * 500:
         # Telemetry waits up to the window before it is committed and published.
         path = ("store", "commit_window_ms")
         warnings_found.append(str(ConfigProblem(
             doc.locate(path), format_key_path(path),
-            f"{settings.store.commit_window_ms:g} ms is not well under the shortest poll "
+            f"{chosen:g} ms is not well under the shortest poll "
             f"interval ({fastest.id}: {fastest.poll_interval_s:g} s): telemetry waits up "
             "to the window before it is published (alarms never wait); keep it under half "
             "unless the card's writes matter more")))
     return tuple(warnings_found)
-
-
-# The commit window when the site does not choose one: the bytes written per datapoint
-# fall with it (docs/performance.md, "One message per commit window"), telemetry waits
-# up to it before publication, so it stays at a quarter of the fastest poll.
-AUTO_COMMIT_WINDOW_MS = 250.0
-
-
-def commit_window_ms(settings: GatewaySettings) -> float:
-    """``store.commit_window_ms``, or the automatic window when it is unset."""
-    chosen = settings.store.commit_window_ms
-    if chosen is not None:
-        return chosen
-    fastest = min((d.poll_interval_s for d in settings.devices), default=None)
-    if fastest is None:
-        return AUTO_COMMIT_WINDOW_MS
-    return min(AUTO_COMMIT_WINDOW_MS, fastest * 1000 / 4)
-
-
-# The longest a commit window waits for a bus's round to finish (edge/pipeline.py).
-MAX_ROUND_WAIT_MS = 2000.0
-
-
-def round_wait_ms(settings: GatewaySettings) -> float:
-    """How long a commit window may stay open for a bus's round (its devices due at one
-    boundary, drivers/bustask.py) to finish: 3/4 of the fastest poll interval, at most
-    ``MAX_ROUND_WAIT_MS``, so the round's commit is done before the next round begins;
-    0 (never) when group commit is off (``commit_window_ms`` 0) or there are no devices."""
-    fastest = min((d.poll_interval_s for d in settings.devices), default=None)
-    if fastest is None or commit_window_ms(settings) == 0:
-        return 0.0
-    return min(MAX_ROUND_WAIT_MS, fastest * 1000 * 3 / 4)
 
 
 def resolve_level(settings: GatewaySettings, value: float | str) -> float:

@@ -39,13 +39,8 @@ from edge.commands import (
     CommandRouter,
     Handler,
 )
-from edge.config import (
-    ConfigError,
-    GatewaySettings,
-    LoadedConfig,
-    commit_window_ms,
-    round_wait_ms,
-)
+from edge.commitwindow import commit_window_ms, round_wait_ms
+from edge.config import ConfigError, GatewaySettings, LoadedConfig
 from edge.daemon_config import load_for_reload
 from edge.early_stop import stop_requested
 from edge.health import HealthReporter
@@ -332,7 +327,9 @@ class Gateway:
         log.info("gateway_started", site=settings.site.id, gateway=settings.gateway.id,
                  config=self.loaded.digest, buses=len(self.buses.pollers),
                  devices=len(settings.devices), rules=len(settings.rules),
-                 outbox_seq=self.store.last_seq, state_changing_commands=sorted(
+                 outbox_seq=self.store.last_seq,
+                 commit_window_ms=round(self.pipeline.commit_window_s * 1000, 1),
+                 state_changing_commands=sorted(
                      STATE_CHANGING - set(settings.commands.disabled)))
         self._mqtt_task = asyncio.create_task(self.mqtt.run(), name="mqtt")
         tasks = [

@@ -208,19 +208,30 @@ def run_edge(args: list[str], timeout: float = 60,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def round_window_ms(interval_s: float) -> float:
+    """A commit window of one round: what a large site's automatic window is."""
+    return min(250.0, interval_s * 1000 / 4)
+
+
 def site_config(tmp: Path, mqtt_port: int, modbus_port: int, *, interval: float = 0.5,
                 rules: list[dict[str, Any]] | None = None,
                 extra_devices: list[dict[str, Any]] | None = None,
                 gateway_id: str = "gw-test",
-                mqtt_extra: dict[str, Any] | None = None) -> Path:
-    """A small site: a level logger and a piezometer reader on one Modbus TCP bus."""
+                mqtt_extra: dict[str, Any] | None = None,
+                commit_window_ms: float | None = None) -> Path:
+    """A small site: a level logger and a piezometer reader on one Modbus TCP bus.
+
+    Its automatic commit window gathers rounds (three points a round is a small site
+    polled fast, edge/commitwindow.py); a test that counts messages as polls chooses a
+    window of one round, ``round_window_ms(interval)``."""
     config: dict[str, Any] = {
         "site": {"id": "test-site", "name": "Test reservoir", "timezone": "Asia/Shanghai",
                  "levels": {"flood_limit": 123.5, "design_flood": 124.8, "crest": 126.0}},
         "gateway": {"id": gateway_id},
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "topic_prefix": "reservoir",
                  "keepalive_s": 5, **(mqtt_extra or {})},
-        "store": {"path": str(tmp / "edge.db")},
+        "store": {"path": str(tmp / "edge.db"), **(
+            {} if commit_window_ms is None else {"commit_window_ms": commit_window_ms})},
         "buses": [{"id": "lan", "type": "modbus_tcp", "host": "127.0.0.1", "port": modbus_port,
                    "timeout_s": 0.5}],
         "devices": [

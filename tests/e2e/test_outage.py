@@ -17,6 +17,7 @@ from tests.support import (
     EdgeProcess,
     Recorder,
     free_port,
+    round_window_ms,
     site_config,
     start_edge,
     wait_for_port,
@@ -27,7 +28,9 @@ ROOT = "reservoir/test-site/gw-test"
 
 def start_site(tmp_path: Path, broker: Broker, interval: float = 1.0) -> tuple[Path, EdgeProcess]:
     modbus_port = free_port()
-    config = site_config(tmp_path, broker.port, modbus_port, interval=interval, rules=[])
+    # A message a round: the outage and replay below are counted in messages.
+    config = site_config(tmp_path, broker.port, modbus_port, interval=interval, rules=[],
+                         commit_window_ms=round_window_ms(interval))
     script = tmp_path / "values.yaml"
     script.write_text(yaml.safe_dump({"level-1/water_level": [[0, 123.0]]}))
     sim = start_edge(["simulate", "-c", str(config), "--values", str(script)],

@@ -11,6 +11,7 @@ from typing import cast
 
 import pytest
 
+from edge.config import GatewaySettings
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.store import Store, StoreWorker
@@ -194,17 +195,45 @@ def test_a_window_longer_than_the_poll_gathers_rounds_and_never_holds_an_alarm(
         ("level-1", 120.0), ("level-1", 121.0), ("level-1", 122.0), ("piezo-1", 104.5)]
 
 
-def test_the_window_unset_is_a_quarter_second_or_a_quarter_of_the_fastest_poll(
-        tmp_path: Path) -> None:
-    from edge.config import commit_window_ms
+def with_window(site: GatewaySettings, window_ms: float | None) -> GatewaySettings:
+    return site.model_copy(update={"store": site.store.model_copy(
+        update={"commit_window_ms": window_ms})})
 
-    site = settings(RULES)
+
+def times(site: GatewaySettings, copies: int) -> GatewaySettings:
+    """The site's devices ``copies`` times over (the window counts their points only)."""
+    return site.model_copy(update={"devices": site.devices * copies})
+
+
+def test_the_window_unset_takes_a_round_of_a_large_or_slow_site(tmp_path: Path) -> None:
+    from edge.commitwindow import commit_window_ms, rounds_per_commit
+
+    site = settings(RULES)  # two devices, five points, every 5 min
     assert site.store.commit_window_ms is None
-    assert commit_window_ms(site) == 250.0
-    assert commit_window_ms(settings(RULES, interval_s=0.25)) == 62.5
-    chosen = site.model_copy(update={"store": site.store.model_copy(
-        update={"commit_window_ms": 40.0})})
-    assert commit_window_ms(chosen) == 40.0
+    assert (commit_window_ms(site), rounds_per_commit(site)) == (250.0, 1)
+    # 200 points a round is a commit's worth: a quarter of the fastest poll, 250 ms at most.
+    assert commit_window_ms(times(settings(RULES, interval_s=1.0), 40)) == 250.0
+    assert commit_window_ms(times(settings(RULES, interval_s=0.25), 40)) == 62.5
+    assert commit_window_ms(with_window(settings(RULES, interval_s=0.25), 40.0)) == 40.0
+
+
+def test_the_window_unset_gathers_rounds_of_a_small_site_polled_fast(tmp_path: Path) -> None:
+    # A fsynced commit costs a 4 KiB page or two however few readings it holds: 10 × 10
+    # at 1 s wrote 77-80 B a datapoint with a commit a round (docs/performance.md).
+    from edge.commitwindow import commit_window_ms, round_wait_ms, rounds_per_commit
+
+    small = times(settings(RULES, interval_s=1.0), 20)  # 100 points a second
+    assert (rounds_per_commit(small), commit_window_ms(small)) == (2, 1500.0)
+    # The last round may end past the window, never into the next round.
+    assert round_wait_ms(small) == 2000.0
+    # Few points polled fast: as many rounds as fit in 2 s, never more.
+    tiny = settings(RULES, interval_s=0.25)
+    assert (rounds_per_commit(tiny), commit_window_ms(tiny)) == (8, 1875.0)
+    assert round_wait_ms(tiny) == 2000.0
+    assert commit_window_ms(settings(RULES, interval_s=2.0)) == 250.0  # two do not fit
+    # The site's own choice is taken as it is.
+    assert rounds_per_commit(with_window(small, 250.0)) == 1
+    assert commit_window_ms(with_window(small, 250.0)) == 250.0
 
 
 # --- the round-done window: a bus whose round is not finished holds the window open ----
@@ -321,14 +350,14 @@ def test_the_first_commit_after_start_waits_for_no_round(tmp_path: Path) -> None
 
 def test_round_wait_is_three_quarters_of_the_fastest_poll_at_most_two_seconds(
         tmp_path: Path) -> None:
-    from edge.config import round_wait_ms
+    from edge.commitwindow import round_wait_ms
 
-    assert round_wait_ms(settings(RULES, interval_s=1.0)) == 750.0
-    assert round_wait_ms(settings(RULES, interval_s=0.25)) == 187.5
+    assert round_wait_ms(with_window(settings(RULES, interval_s=1.0), 250.0)) == 750.0
+    assert round_wait_ms(with_window(settings(RULES, interval_s=0.25), 50.0)) == 187.5
     assert round_wait_ms(settings(RULES)) == 2000.0  # 5 min polls
-    site = settings(RULES, interval_s=1.0)
-    off = site.model_copy(update={"store": site.store.model_copy(
-        update={"commit_window_ms": 0.0})})
+    # A chosen window of several rounds waits half a poll past it for its last round.
+    assert round_wait_ms(with_window(settings(RULES, interval_s=1.0), 5000.0)) == 5500.0
+    off = with_window(settings(RULES, interval_s=1.0), 0.0)
     assert round_wait_ms(off) == 0.0, "no group commit, no waiting for rounds"
 
 
@@ -364,4 +393,5 @@ def test_the_gateway_s_window_round_wait_and_message_bound_follow_a_reload(
             gateway.history.close()
         return seen
 
-    assert asyncio.run(scenario()) == [(0.25, 0.75, 49_152), (0.0625, 0.1875, 2048)]
+    # Five points a second gather two rounds; with a device at 0.25 s, eight rounds of it.
+    assert asyncio.run(scenario()) == [(1.5, 2.0, 49_152), (1.875, 2.0, 2048)]

@@ -26,7 +26,14 @@ from tests.faults.harness import (
     wait_for_log,
     watch,
 )
-from tests.support import Broker, Recorder, free_port, site_config, start_edge
+from tests.support import (
+    Broker,
+    Recorder,
+    free_port,
+    round_window_ms,
+    site_config,
+    start_edge,
+)
 
 KILLS = 10
 KILL_SEED = 20261124  # fixed: a failing kill moment can be replayed exactly
@@ -48,7 +55,9 @@ def make_site(tmp_path: Path, broker: Broker, stack: ExitStack, interval: float)
     """Two Modbus devices (three points) polled every ``interval``, no rules, health every
     second, and an uplink that retries quickly so the tests need not wait out a backoff."""
     modbus_port = free_port()
-    config = site_config(tmp_path, broker.port, modbus_port, interval=interval, rules=[])
+    # A message a round: the backlog below is counted in messages.
+    config = site_config(tmp_path, broker.port, modbus_port, interval=interval, rules=[],
+                         commit_window_ms=round_window_ms(interval))
     data = yaml.safe_load(config.read_text())
     data["mqtt"].update({"reconnect_min_s": 0.2, "reconnect_max_s": 1.0})
     data["health"] = {"interval_s": 1}
