@@ -70,6 +70,8 @@ class Store:
         self.history_fold_s = history_fold_s
         self.resend_horizon_s = resend_horizon_s
         self._folded_at: float | None = None  # not 0.0: monotonic time counts from boot
+        # Commits since the last maintenance: each took the acknowledgements with it.
+        self._commits_since_maintenance = 0
         self._conn = open_connection(path, synchronous)
         # Checked after start-up (check_integrity): reading a large store end to end
         # would hold READY for as long as the SD card takes to read it.
@@ -140,6 +142,7 @@ class Store:
             acked = self.outbox.take_acked()
             self.outbox.delete_acked(acked)
             conn.execute("COMMIT")
+            self._commits_since_maintenance += 1
         except BaseException:
             self._seq = seq_before
             if conn.in_transaction:
@@ -200,7 +203,12 @@ class Store:
     def maintain(self, quota_bytes: int, retention_before_ms: int) -> QuotaCounters:
         """Fold history when due, release message rows past the resend horizon, and keep
         the store within its quota and retention (edge/quota.py)."""
-        self.outbox.flush_acks()
+        # Polls flowing take the acknowledgements with their commits; only a store whose
+        # devices are all silent needs a transaction (and a fsync) of its own for them,
+        # or one over its quota, where what was delivered must go before anything unsent.
+        if not self._commits_since_maintenance or self.used_bytes() > quota_bytes:
+            self.outbox.flush_acks()
+        self._commits_since_maintenance = 0
         if self._folded_at is None or time.monotonic() - self._folded_at >= self.history_fold_s:
             self.fold()  # on a full disk, the quota's steps run without it
         self.quota.release_messages(now_ms() - int(self.resend_horizon_s * 1000))

@@ -198,6 +198,7 @@ def test_past_the_horizon_delivered_messages_go_and_history_stays(tmp_path: Path
         store.commit_cycles([(poll(d, now + w * 1000, value=w), []) for d in DEVICES])
     store.commit_cycles([(poll("piezo-0", now + 9000), [])])  # seq 6, not delivered
     store.outbox.ack(range(1, 6))
+    store.outbox.flush_acks()  # as the next poll's commit would
     store.maintain(quota_bytes=10**9, retention_before_ms=0)
     left = store.connection.execute("SELECT id / ? FROM telemetry", (PARTS,)).fetchall()
     assert [r[0] for r in left] == [6], "only the undelivered message is kept"
@@ -261,6 +262,7 @@ def test_a_schema_2_store_stays_readable_and_grows_the_new_way(tmp_path: Path) -
                       "piezo-1/p1": 21.0}
     # Retention deletes delivered legacy rows and history chunks alike, and counts them.
     store.outbox.ack([9, 10, 11])
+    store.outbox.flush_acks()  # as the next poll's commit would
     counters = store.maintain(quota_bytes=10**9, retention_before_ms=now + 30_000)
     assert counters.retention_deleted == 10 * 4 + 2
     assert history(conn, "piezo-1", "p0") == []

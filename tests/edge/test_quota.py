@@ -137,23 +137,38 @@ def test_disk_full_rolls_back_the_cycle_and_keeps_everything_stored(tmp_path: Pa
 
 
 def test_a_maintenance_with_nothing_to_do_writes_nothing(tmp_path: Path) -> None:
+    # Each transaction is a fsync, a 4 KiB page or two on the card (docs/performance.md).
     store = Store(tmp_path / "edge.db")
-    for i in range(20):
-        cycle(store, i, "dev")
+    seqs = [s for i in range(20) for s in cycle(store, i, "dev")]
     store.maintain(quota_bytes=10**9, retention_before_ms=0)
-    changes = store.connection.total_changes
     cycle(store, 20, "dev")
-    after_commit = store.connection.total_changes
-    assert after_commit > changes
-    # A fsync every 30 s is a fifth of what a slow RTU line writes (docs/performance.md).
+    store.outbox.ack(seqs[:5])
+    written = store.connection.total_changes
+    # Polls are flowing: the acknowledgements go with the next poll's commit.
     store.maintain(quota_bytes=10**9, retention_before_ms=0)
-    assert store.connection.total_changes == after_commit
+    assert store.connection.total_changes == written
+    assert store.outbox.stats().depth == 16
+    # No poll since: every device silent, the maintenance deletes them itself.
+    store.maintain(quota_bytes=10**9, retention_before_ms=0)
+    assert store.connection.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 16
+
+
+def test_a_store_over_its_quota_deletes_what_was_delivered_first(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    seqs = [s for i in range(20) for s in cycle(store, i, "dev")]
+    store.maintain(quota_bytes=10**9, retention_before_ms=0)
+    cycle(store, 20, "dev")
+    store.outbox.ack(seqs)  # all delivered, not yet deleted: polls are flowing
+    store.maintain(quota_bytes=1, retention_before_ms=0)
+    # Nothing delivered is counted as thinned or dropped: only the one unsent message.
+    assert (store.counters.thinned_messages, store.counters.dropped_messages) == (0, 1)
 
 
 def test_pruning_the_rows_of_the_newest_seqs_keeps_the_counter(tmp_path: Path) -> None:
     store = Store(tmp_path / "edge.db", resend_horizon_s=0)
     seqs = [s for i in range(5) for s in cycle(store, i, "dev")]
     store.outbox.ack(seqs)
+    store.outbox.flush_acks()
     store.maintain(quota_bytes=10**9, retention_before_ms=T0 + 10**9)
     assert store.connection.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0] == 0
     reopened = Store(tmp_path / "edge.db")  # the first never closed: as after a power cut
