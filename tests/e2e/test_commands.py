@@ -139,7 +139,7 @@ def test_malformed_commands_change_nothing(running: tuple[Path, Platform,
     unknown = platform.ask("format_disk")
     assert unknown["ok"] is False and "unknown command" in unknown["error"]
     before = len(platform.rec.on("/telemetry"))
-    platform.rec.wait_for(lambda r: len(r.on("/telemetry")) > before + 2, 10, "telemetry")
+    platform.rec.wait_for(lambda r: len(r.on("/telemetry")) > before + 2, 20, "telemetry")
     assert gateway.proc.poll() is None
 
 
@@ -164,7 +164,7 @@ def test_reload_config_adds_a_device_and_refuses_a_broken_config(
     assert refused["ok"] is False
     assert "site.yaml:" in refused["error"] and "poll_interval_s" in refused["error"]
     count = len(platform.rec.on("/telemetry"))
-    platform.rec.wait_for(lambda r: len(r.on("/telemetry")) > count + 3, 10,
+    platform.rec.wait_for(lambda r: len(r.on("/telemetry")) > count + 3, 20,
                           "telemetry after the refused reload")
     assert any(x["device"] == "piezo-2" for m in platform.rec.on("/telemetry")[count:]
                for x in m["readings"]), "the running config (with piezo-2) stays"
@@ -209,7 +209,7 @@ def test_reload_with_mqtt_settings_that_cannot_connect_is_refused(
     assert refused["ok"] is False
     assert "EDGE_TEST_UNSET_PASSWORD is not set" in refused["error"]
     count = len(platform.rec.on("/telemetry"))
-    platform.rec.wait_for(lambda r: len(r.on("/telemetry")) > count + 3, 10,
+    platform.rec.wait_for(lambda r: len(r.on("/telemetry")) > count + 3, 20,
                           "the running uplink keeps publishing")
     config.write_text(good)
     assert platform.ask("get_status")["ok"] is True

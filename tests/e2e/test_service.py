@@ -115,7 +115,7 @@ def test_notify_protocol_and_reload_under_load(tmp_path: Path, broker: Broker,
         time.sleep(1.5)
         assert "reload_refused" in gateway.output()
         count = len(rec.on("/telemetry"))
-        rec.wait_for(lambda r: len(r.on("/telemetry")) > count + 3, 10, "polling goes on")
+        rec.wait_for(lambda r: len(r.on("/telemetry")) > count + 3, 20, "polling goes on")
         assert any(x["device"] == "piezo-2" for m in rec.on("/telemetry")[count:]
                    for x in m["readings"])
 
