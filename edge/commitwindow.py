@@ -6,10 +6,10 @@ WAL's last 4 KiB page again: in the steady state a commit of one round costs the
 site of many readings a round spreads that thinly; a small site polled fast does not
 (10 devices of 10 registers every second: 77–80 B a datapoint with a commit a round). So
 the automatic window gathers rounds of the fastest devices until a commit holds about
-``AUTO_COMMIT_DATAPOINTS``, but never for longer than ``AUTO_MAX_WINDOW_MS``: telemetry
-waits up to the window before it is published. Alarms never wait for any window
-(edge/pipeline.py), and the keeper's page and the commands read the newest readings as
-the rules see them, before their commit.
+``AUTO_COMMIT_DATAPOINTS``, but never for longer than ``AUTO_MAX_WINDOW_MS``, its last
+round's wait included: telemetry waits up to that before it is published. Alarms never
+wait for any window (edge/pipeline.py), and the keeper's page and the commands read the
+newest readings as the rules see them, before their commit.
 
 A site that polls slowly (a round every few seconds or more) keeps one round a commit,
 committed within a quarter second of its last poll. A site that chooses
@@ -37,7 +37,8 @@ AUTO_COMMIT_WINDOW_MS = 250.0
 AUTO_COMMIT_DATAPOINTS = 200
 # ... but takes no longer than this, however few datapoints the site polls a second.
 AUTO_MAX_WINDOW_MS = 2000.0
-# The longest a commit window waits for a bus's round to finish (edge/pipeline.py).
+# The longest a commit window waits for a bus's round to finish (edge/pipeline.py),
+# past the window itself when that is several rounds long.
 MAX_ROUND_WAIT_MS = 2000.0
 
 
@@ -58,8 +59,9 @@ def rounds_per_commit(settings: GatewaySettings) -> int:
     if fastest is None or settings.store.commit_window_ms is not None:
         return 1
     wanted = math.ceil(AUTO_COMMIT_DATAPOINTS / (datapoints_per_s(settings) * fastest))
-    # A window of k rounds closes half a poll after the k-th round began (below).
-    fit = math.floor(AUTO_MAX_WINDOW_MS / (fastest * 1000) + 0.5)
+    # A window of k rounds closes half a poll after the k-th round began, and waits for
+    # that round a quarter of a poll more at most (below): (k - 1/4) polls in all.
+    fit = math.floor(AUTO_MAX_WINDOW_MS / (fastest * 1000) + 0.25)
     return max(1, min(wanted, fit))
 
 
@@ -83,13 +85,14 @@ def round_wait_ms(settings: GatewaySettings) -> float:
     """How long a commit window may stay open for a bus's round to finish (its devices
     due at one boundary, drivers/bustask.py), counted from the window's start: 3/4 of the
     fastest poll interval, at most ``MAX_ROUND_WAIT_MS``, so that the round's commit is
-    done before the next round begins; a window of several rounds, half a poll past its
-    end. 0 (never) when group commit is off (``commit_window_ms`` 0) or there are no
+    done before the next round begins; a window of several rounds, a quarter of a poll
+    past its end (at most ``MAX_ROUND_WAIT_MS``), which is still before the next round
+    begins. 0 (never) when group commit is off (``commit_window_ms`` 0) or there are no
     devices."""
     fastest = _fastest_s(settings)
     window = commit_window_ms(settings)
     if fastest is None or window == 0:
         return 0.0
     if window >= fastest * 1000:
-        return window + min(MAX_ROUND_WAIT_MS, fastest * 1000 / 2)
+        return window + min(MAX_ROUND_WAIT_MS, fastest * 1000 / 4)
     return min(MAX_ROUND_WAIT_MS, fastest * 1000 * 3 / 4)

@@ -88,9 +88,13 @@ class QuotaKeeper:
 
     def __init__(self, conn: sqlite3.Connection, last_seq: Callable[[], int],
                  save_seq: Callable[[], None], path: Path,
-                 fold: Callable[[], int] = lambda: 0) -> None:
+                 fold: Callable[[], int] = lambda: 0,
+                 flush_acks: Callable[[], int] = lambda: 0) -> None:
         self._conn = conn
         self._fold = fold
+        # Writes the acknowledgements noted since the last commit: room is made from what
+        # was delivered before anything unsent is thinned, so they must be on disk first.
+        self._flush_acks = flush_acks
         self._path = path
         self._last_seq = last_seq
         self._save_seq = save_seq
@@ -234,6 +238,7 @@ class QuotaKeeper:
         return int(readings)
 
     def _make_room(self, target: int) -> None:
+        self._flush_acks()
         # Fold first: what is delivered is then in history, and its message rows (kept
         # only for resend) are the first to go, costing no reading.
         self._fold()

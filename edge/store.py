@@ -85,7 +85,7 @@ class Store:
         self._seq = self.seqs.resume(last_stored_seq(self._conn))
         self.outbox = OutboxRows(self._conn, lambda: self._seq, self._save_seq)
         self.quota = QuotaKeeper(self._conn, lambda: self._seq, self._save_seq, path,
-                                 self.fold)
+                                 self.fold, self.outbox.flush_acks)
         self.reserve = DiskReserve(Path(f"{path}.reserve"))
         self.reserve.ensure()
 
@@ -140,7 +140,9 @@ class Store:
             # Acknowledged messages leave the outbox in this transaction: no commit of
             # their own.
             acked = self.outbox.take_acked()
-            self.outbox.delete_acked(acked)
+            if self.outbox.delete_acked(acked) and self._seq == seq_before:
+                # Nothing new to number: the deleted rows may have held the newest seq.
+                self._save_seq()
             conn.execute("COMMIT")
             self._commits_since_maintenance += 1
         except BaseException:
@@ -204,9 +206,9 @@ class Store:
         """Fold history when due, release message rows past the resend horizon, and keep
         the store within its quota and retention (edge/quota.py)."""
         # Polls flowing take the acknowledgements with their commits; only a store whose
-        # devices are all silent needs a transaction (and a fsync) of its own for them,
-        # or one over its quota, where what was delivered must go before anything unsent.
-        if not self._commits_since_maintenance or self.used_bytes() > quota_bytes:
+        # devices are all silent needs a transaction (and a fsync) of its own for them.
+        # (The quota flushes them itself before it makes room: edge/quota.py.)
+        if not self._commits_since_maintenance:
             self.outbox.flush_acks()
         self._commits_since_maintenance = 0
         if self._folded_at is None or time.monotonic() - self._folded_at >= self.history_fold_s:

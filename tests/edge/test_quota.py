@@ -164,12 +164,26 @@ def test_a_store_over_its_quota_deletes_what_was_delivered_first(tmp_path: Path)
     assert (store.counters.thinned_messages, store.counters.dropped_messages) == (0, 1)
 
 
-def test_pruning_the_rows_of_the_newest_seqs_keeps_the_counter(tmp_path: Path) -> None:
+def test_releasing_the_rows_of_the_newest_seqs_keeps_the_counter(tmp_path: Path) -> None:
+    # No acknowledgement is written before the delete (the uplink takes only alarms),
+    # so only the delete's own transaction can keep the counter.
     store = Store(tmp_path / "edge.db", resend_horizon_s=0)
-    seqs = [s for i in range(5) for s in cycle(store, i, "dev")]
-    store.outbox.ack(seqs)
-    store.outbox.flush_acks()
-    store.maintain(quota_bytes=10**9, retention_before_ms=T0 + 10**9)
+    store.outbox.register_channels({"mqtt": ["alarm"]})
+    for i in range(5):
+        cycle(store, i, "dev")  # stored, numbered, queued for no channel
+    newest = store.last_seq
+    assert newest == 5
+    store.maintain(quota_bytes=10**9, retention_before_ms=0)  # folds, then releases
     assert store.connection.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0] == 0
+    reopened = Store(tmp_path / "edge.db")  # the first never closed: as after a power cut
+    reopened.outbox.register_channels({"mqtt": ["telemetry", "alarm"]})
+    assert cycle(reopened, 9, "dev") == [newest + 1]
+
+
+def test_thinning_away_the_newest_seqs_keeps_the_counter(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    seqs = [s for i in range(5) for s in cycle(store, i, "dev")]
+    store.maintain(quota_bytes=1, retention_before_ms=0)  # nothing sent: all dropped
+    assert store.outbox.stats().depth == 0
     reopened = Store(tmp_path / "edge.db")  # the first never closed: as after a power cut
     assert cycle(reopened, 9, "dev") == [max(seqs) + 1]

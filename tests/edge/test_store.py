@@ -274,3 +274,13 @@ def test_an_acknowledged_event_deleted_with_the_newest_seq_keeps_its_seq(
     # As after a power cut: the first process never closes, a new one opens the files.
     reopened = Store(tmp_path / "edge.db")
     assert reopened.commit_cycle([reading(2.0)], []) == [event + 1]
+
+
+def test_a_commit_that_numbers_nothing_keeps_the_seq_of_what_it_deletes(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db")
+    event = store.queue_message("event", lambda seq: json.dumps({"seq": seq}))
+    store.outbox.ack([event])
+    store.commit_cycles([((), [])])  # deletes the acknowledged event, numbers nothing
+    reopened = Store(tmp_path / "edge.db")  # the first never closed: as after a power cut
+    assert reopened.commit_cycle([reading(2.0)], []) == [event + 1]

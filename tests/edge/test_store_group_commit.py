@@ -224,12 +224,15 @@ def test_the_window_unset_gathers_rounds_of_a_small_site_polled_fast(tmp_path: P
 
     small = times(settings(RULES, interval_s=1.0), 20)  # 100 points a second
     assert (rounds_per_commit(small), commit_window_ms(small)) == (2, 1500.0)
-    # The last round may end past the window, never into the next round.
-    assert round_wait_ms(small) == 2000.0
+    # The last round may end past the window (a quarter poll), never into the next one.
+    assert round_wait_ms(small) == 1750.0
     # Few points polled fast: as many rounds as fit in 2 s, never more.
     tiny = settings(RULES, interval_s=0.25)
     assert (rounds_per_commit(tiny), commit_window_ms(tiny)) == (8, 1875.0)
-    assert round_wait_ms(tiny) == 2000.0
+    assert round_wait_ms(tiny) == 1937.5  # telemetry waits 2 s at most, its round's wait in
+    faster = settings(RULES, interval_s=0.3)
+    assert (rounds_per_commit(faster), round_wait_ms(faster)) == (6, 1725.0)
+    assert rounds_per_commit(settings(RULES, interval_s=1.3)) == 1
     assert commit_window_ms(settings(RULES, interval_s=2.0)) == 250.0  # two do not fit
     # The site's own choice is taken as it is.
     assert rounds_per_commit(with_window(small, 250.0)) == 1
@@ -348,15 +351,15 @@ def test_the_first_commit_after_start_waits_for_no_round(tmp_path: Path) -> None
     assert asyncio.run(scenario()) < 0.5
 
 
-def test_round_wait_is_three_quarters_of_the_fastest_poll_at_most_two_seconds(
+def test_round_wait_is_three_quarters_of_a_round_or_a_quarter_poll_past_several(
         tmp_path: Path) -> None:
     from edge.commitwindow import round_wait_ms
 
     assert round_wait_ms(with_window(settings(RULES, interval_s=1.0), 250.0)) == 750.0
     assert round_wait_ms(with_window(settings(RULES, interval_s=0.25), 50.0)) == 187.5
     assert round_wait_ms(settings(RULES)) == 2000.0  # 5 min polls
-    # A chosen window of several rounds waits half a poll past it for its last round.
-    assert round_wait_ms(with_window(settings(RULES, interval_s=1.0), 5000.0)) == 5500.0
+    # A chosen window of several rounds waits a quarter poll past it for its last round.
+    assert round_wait_ms(with_window(settings(RULES, interval_s=1.0), 5000.0)) == 5250.0
     off = with_window(settings(RULES, interval_s=1.0), 0.0)
     assert round_wait_ms(off) == 0.0, "no group commit, no waiting for rounds"
 
@@ -394,4 +397,4 @@ def test_the_gateway_s_window_round_wait_and_message_bound_follow_a_reload(
         return seen
 
     # Five points a second gather two rounds; with a device at 0.25 s, eight rounds of it.
-    assert asyncio.run(scenario()) == [(1.5, 2.0, 49_152), (1.875, 2.0, 2048)]
+    assert asyncio.run(scenario()) == [(1.5, 1.75, 49_152), (1.875, 1.9375, 2048)]
