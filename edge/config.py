@@ -74,7 +74,7 @@ class StoreConfig(StrictModel):
     # Polls completing within this window share one transaction and one telemetry
     # message (alarms never wait): fewer WAL pages and fsyncs per reading. Unset: a
     # round of the fastest devices a commit, or on a small site polled fast as many
-    # rounds as hold ~200 readings within 2 s (edge/commitwindow.py). 0 commits every
+    # rounds as hold ~300 readings within 3 s (edge/commitwindow.py). 0 commits every
     # poll as it comes. Up to 10 s: a fsynced commit costs at least a 4 KiB page, so a
     # slow line of few readings a second spares its card only by committing several
     # seconds at once, its telemetry (never its alarms) published that much later.

@@ -211,9 +211,9 @@ def test_the_window_unset_takes_a_round_of_a_large_or_slow_site(tmp_path: Path) 
     site = settings(RULES)  # two devices, five points, every 5 min
     assert site.store.commit_window_ms is None
     assert (commit_window_ms(site), rounds_per_commit(site)) == (250.0, 1)
-    # 200 points a round is a commit's worth: a quarter of the fastest poll, 250 ms at most.
-    assert commit_window_ms(times(settings(RULES, interval_s=1.0), 40)) == 250.0
-    assert commit_window_ms(times(settings(RULES, interval_s=0.25), 40)) == 62.5
+    # 300 points a round is a commit's worth: a quarter of the fastest poll, 250 ms at most.
+    assert commit_window_ms(times(settings(RULES, interval_s=1.0), 60)) == 250.0
+    assert commit_window_ms(times(settings(RULES, interval_s=0.25), 60)) == 62.5
     assert commit_window_ms(with_window(settings(RULES, interval_s=0.25), 40.0)) == 40.0
 
 
@@ -223,16 +223,17 @@ def test_the_window_unset_gathers_rounds_of_a_small_site_polled_fast(tmp_path: P
     from edge.commitwindow import commit_window_ms, round_wait_ms, rounds_per_commit
 
     small = times(settings(RULES, interval_s=1.0), 20)  # 100 points a second
-    assert (rounds_per_commit(small), commit_window_ms(small)) == (2, 1500.0)
+    assert (rounds_per_commit(small), commit_window_ms(small)) == (3, 2500.0)
     # The last round may end past the window (a quarter poll), never into the next one.
-    assert round_wait_ms(small) == 1750.0
-    # Few points polled fast: as many rounds as fit in 2 s, never more.
+    assert round_wait_ms(small) == 2750.0
+    assert rounds_per_commit(times(settings(RULES, interval_s=1.0), 40)) == 2  # 200 a round
+    # Few points polled fast: as many rounds as fit in 3 s, never more.
     tiny = settings(RULES, interval_s=0.25)
-    assert (rounds_per_commit(tiny), commit_window_ms(tiny)) == (8, 1875.0)
-    assert round_wait_ms(tiny) == 1937.5  # telemetry waits 2 s at most, its round's wait in
+    assert (rounds_per_commit(tiny), commit_window_ms(tiny)) == (12, 2875.0)
+    assert round_wait_ms(tiny) == 2937.5  # telemetry waits 3 s at most, its round's wait in
     faster = settings(RULES, interval_s=0.3)
-    assert (rounds_per_commit(faster), round_wait_ms(faster)) == (6, 1725.0)
-    assert rounds_per_commit(settings(RULES, interval_s=1.3)) == 1
+    assert (rounds_per_commit(faster), round_wait_ms(faster)) == (10, 2925.0)
+    assert rounds_per_commit(settings(RULES, interval_s=1.3)) == 2  # 2.275 s in all
     assert commit_window_ms(settings(RULES, interval_s=2.0)) == 250.0  # two do not fit
     # The site's own choice is taken as it is.
     assert rounds_per_commit(with_window(small, 250.0)) == 1
@@ -396,5 +397,5 @@ def test_the_gateway_s_window_round_wait_and_message_bound_follow_a_reload(
             gateway.history.close()
         return seen
 
-    # Five points a second gather two rounds; with a device at 0.25 s, eight rounds of it.
-    assert asyncio.run(scenario()) == [(1.5, 1.75, 49_152), (1.875, 1.9375, 2048)]
+    # Five points a second gather three rounds; with a device at 0.25 s, twelve of it.
+    assert asyncio.run(scenario()) == [(2.5, 2.75, 49_152), (2.875, 2.9375, 2048)]

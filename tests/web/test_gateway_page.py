@@ -128,8 +128,8 @@ def test_the_level_plot_has_one_point_per_stored_reading(browser: Browser,
     # Polls, not messages: a message carries the rounds of a commit window.
     gateway.platform.wait_for(lambda r: sum(
         len(m["readings"]) for m in r.on("/telemetry")) >= 12 * 3, 20, "a few polls")
-    # Stored by now: a commit window (2 s at most) and its round's half poll ago.
-    start, end = gateway.started_ms - 60_000, now_ms() - 3000
+    # Stored by now: a commit window and its round's wait (3 s at most) ago.
+    start, end = gateway.started_ms - 60_000, now_ms() - 4500
     with sqlite3.connect(f"file:{gateway.store}?mode=ro", uri=True) as conn:
         stored = read_point_history(conn, "level-1", "water_level", start, end, 100_000)
     good = [r for r in stored if r.quality == "good"]
