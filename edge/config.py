@@ -280,7 +280,7 @@ def _config_warnings(settings: GatewaySettings, doc: LocatedDocument) -> tuple[s
     chosen = settings.store.commit_window_ms
     # The automatic window is bounded by design (edge/commitwindow.py): only the site's
     # own choice is weighed against its polls.
-    if fastest is not None and chosen is not None and chosen > fastest.poll_interval_s * 500:
+    if fastest is not None and chosen is not None and chosen / 1000 > fastest.poll_interval_s / 2:
         # Telemetry waits up to the window before it is committed and published.
         path = ("store", "commit_window_ms")
         warnings_found.append(str(ConfigProblem(

@@ -260,7 +260,8 @@ class OutboxRows:
         Read only: messages acknowledged but not yet deleted (they go with the next
         poll's commit) are left out of the count instead of being deleted first. Health
         asks every interval; a transaction of its own would cost the card a fsync each
-        time (docs/performance.md, "Fsyncs that carry no reading")."""
+        time (docs/performance.md, "The automatic window and the fsyncs that carry no
+        reading")."""
         mask = -1 if bit is None else bit
         row = self._conn.execute(
             "SELECT COUNT(*), SUM(kind='alarm'), MIN(created_ms) FROM outbox WHERE pending & ? "
